@@ -1,0 +1,25 @@
+//! ephemera's security core: SPIFFE IDs, spiffile trust bundles, P-256 keys,
+//! and JWT-SVID verification and minting.
+//!
+//! Pure Rust with no I/O: hosts supply the time, the bytes of files and
+//! documents, and optionally a native signature backend ([`Es256`]).
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod b64;
+pub mod bundle;
+pub mod crypto;
+pub mod jwk;
+pub mod keys;
+pub mod spiffe_id;
+pub mod strict_json;
+pub mod token;
+
+pub use bundle::{Bundle, BundleDocument, BundleError, BundleFormat, BundleWarning};
+pub use crypto::{CryptoError, Es256, RawSignature, RustCrypto};
+pub use jwk::{Jwk, JwkError};
+pub use keys::{KeyError, PrivateKey, PublicKey};
+pub use spiffe_id::{SpiffeId, SpiffeIdError};
+pub use token::{
+    InvalidToken, Minter, MintError, TokenVerifier, VerifiedToken, VerifyError, VerifyOptions,
+};

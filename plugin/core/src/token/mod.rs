@@ -1,0 +1,11 @@
+//! JWT-SVIDs: the compact JWS form, verification and minting.
+
+mod claims;
+mod error;
+mod mint;
+mod verify;
+
+pub use claims::VerifiedToken;
+pub use error::{InvalidToken, MintError, VerifyError};
+pub use mint::{DEFAULT_TTL_SECS, Minter, random_jti};
+pub use verify::{DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, TokenVerifier, VerifyOptions};
