@@ -163,7 +163,10 @@ impl Bundle {
             .ok_or(BundleError::WrongType("keys"))?;
         let sequence = match doc.get("spiffe_sequence") {
             None => None,
-            Some(v) => Some(v.as_u64().ok_or(BundleError::WrongType("spiffe_sequence"))?),
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or(BundleError::WrongType("spiffe_sequence"))?,
+            ),
         };
         let mut warnings = Vec::new();
         let mut keys = Vec::with_capacity(jwks.len());
@@ -191,10 +194,9 @@ impl Bundle {
     pub fn keys_for(&self, id: &SpiffeId) -> Option<&[PublicKey]> {
         match &self.keys {
             Keys::PerIdentity(map) => map.get(id).map(Vec::as_slice),
-            Keys::CentralIssuer(keys) => {
-                (id.trust_domain() == self.trust_domain && !keys.is_empty())
-                    .then_some(keys.as_slice())
-            }
+            Keys::CentralIssuer(keys) => (id.trust_domain() == self.trust_domain
+                && !keys.is_empty())
+            .then_some(keys.as_slice()),
         }
     }
 
@@ -227,7 +229,10 @@ impl Bundle {
     }
 }
 
-fn string_member<'a>(doc: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, BundleError> {
+fn string_member<'a>(
+    doc: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, BundleError> {
     doc.get(name)
         .ok_or(BundleError::MissingMember(name))?
         .as_str()
@@ -267,7 +272,8 @@ impl BundleDocument {
     /// Reads a document, validating it exactly as a verifier would.
     pub fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
         Bundle::parse_spiffile(bytes)?;
-        serde_json::from_slice(bytes).map_err(|e| BundleError::Json(JsonError::Syntax(e.to_string())))
+        serde_json::from_slice(bytes)
+            .map_err(|e| BundleError::Json(JsonError::Syntax(e.to_string())))
     }
 
     /// The document as pretty JSON with a trailing newline.
@@ -306,9 +312,18 @@ mod tests {
     #[test]
     fn missing_members_reject_the_document() {
         for (missing, bytes) in [
-            ("trust_domain", json!({"spiffile_version": 1, "identities": {}})),
-            ("spiffile_version", json!({"trust_domain": "example.org", "identities": {}})),
-            ("identities", json!({"trust_domain": "example.org", "spiffile_version": 1})),
+            (
+                "trust_domain",
+                json!({"spiffile_version": 1, "identities": {}}),
+            ),
+            (
+                "spiffile_version",
+                json!({"trust_domain": "example.org", "identities": {}}),
+            ),
+            (
+                "identities",
+                json!({"trust_domain": "example.org", "spiffile_version": 1}),
+            ),
         ] {
             assert_eq!(
                 Bundle::parse_spiffile(bytes.to_string().as_bytes()).err(),
@@ -347,7 +362,8 @@ mod tests {
     fn central_issuer_keys_sign_for_the_whole_trust_domain_only() {
         let mut x509 = jwk();
         x509["use"] = json!("x509-svid");
-        let bytes = json!({"keys": [jwk(), x509], "spiffe_sequence": 7, "spiffe_refresh_hint": 300});
+        let bytes =
+            json!({"keys": [jwk(), x509], "spiffe_sequence": 7, "spiffe_refresh_hint": 300});
         let bundle =
             Bundle::parse_central_issuer(bytes.to_string().as_bytes(), "example.org").unwrap();
         assert_eq!(bundle.sequence(), Some(7));

@@ -63,7 +63,9 @@ impl Es256 for RustCrypto {
 
 /// Converts a JWS `r‖s` signature to DER `ECDSA-Sig-Value`, as native libraries take it.
 pub fn raw_to_der(raw: &RawSignature) -> Option<Vec<u8>> {
-    Signature::from_slice(raw).ok().map(|s| s.to_der().as_bytes().to_vec())
+    Signature::from_slice(raw)
+        .ok()
+        .map(|s| s.to_der().as_bytes().to_vec())
 }
 
 /// Converts a DER `ECDSA-Sig-Value` to JWS `r‖s`, left-padding each half to 32 bytes.

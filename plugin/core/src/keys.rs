@@ -186,10 +186,15 @@ mod tests {
     #[test]
     fn garbage_pem_is_a_typed_error() {
         assert!(matches!(
-            PrivateKey::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            PrivateKey::from_pkcs8_pem(
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+            ),
             Err(KeyError::Pkcs8(_))
         ));
-        assert!(matches!(PrivateKey::from_pkcs8_pem(""), Err(KeyError::Pkcs8(_))));
+        assert!(matches!(
+            PrivateKey::from_pkcs8_pem(""),
+            Err(KeyError::Pkcs8(_))
+        ));
     }
 
     #[test]

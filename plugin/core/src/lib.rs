@@ -4,7 +4,10 @@
 //! Pure Rust with no I/O: hosts supply the time, the bytes of files and
 //! documents, and optionally a native signature backend ([`Es256`]).
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod b64;
 pub mod bundle;
@@ -21,5 +24,5 @@ pub use jwk::{Jwk, JwkError};
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use spiffe_id::{SpiffeId, SpiffeIdError};
 pub use token::{
-    InvalidToken, Minter, MintError, TokenVerifier, VerifiedToken, VerifyError, VerifyOptions,
+    InvalidToken, MintError, Minter, TokenVerifier, VerifiedToken, VerifyError, VerifyOptions,
 };

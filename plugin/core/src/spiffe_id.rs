@@ -187,7 +187,10 @@ mod tests {
             ("spiffe://example.org/", SpiffeIdError::TrailingSlash),
             ("spiffe://example.org/a/", SpiffeIdError::TrailingSlash),
             ("spiffe://example.org//x", SpiffeIdError::EmptySegment),
-            ("spiffe://example.org/a/../b", SpiffeIdError::RelativeSegment),
+            (
+                "spiffe://example.org/a/../b",
+                SpiffeIdError::RelativeSegment,
+            ),
             ("spiffe://example.org/./b", SpiffeIdError::RelativeSegment),
             ("spiffe://example.org/a b", SpiffeIdError::BadPathChar),
             ("spiffe://example.org/bad~path", SpiffeIdError::BadPathChar),
@@ -202,7 +205,10 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["spiffe://example.org", "spiffe://ex-ample_2.org/UPPER.case/x"] {
+        for text in [
+            "spiffe://example.org",
+            "spiffe://ex-ample_2.org/UPPER.case/x",
+        ] {
             let id: SpiffeId = text.parse().unwrap();
             assert_eq!(id.to_string(), text);
             assert_eq!(SpiffeId::parse(&id.to_string()).unwrap(), id);

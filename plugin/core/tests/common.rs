@@ -1,8 +1,8 @@
 //! Shared helpers for the core's integration tests.
 #![allow(dead_code, missing_docs)]
 
-use ephemera_core::{b64, Bundle, Es256, PrivateKey, RustCrypto, SpiffeId};
-use serde_json::{json, Value};
+use ephemera_core::{Bundle, Es256, PrivateKey, RustCrypto, SpiffeId, b64};
+use serde_json::{Value, json};
 
 pub const FIXTURES: &str = include_str!("../../../tests/data/spiffile-fixtures.json");
 
@@ -36,6 +36,7 @@ pub fn bundle(entries: &[(&str, &[&PrivateKey])]) -> Bundle {
             .collect();
         identities.insert(spiffe_id.to_string(), json!({ "keys": jwks }));
     }
-    let doc = json!({"trust_domain": "example.org", "spiffile_version": 1, "identities": identities});
+    let doc =
+        json!({"trust_domain": "example.org", "spiffile_version": 1, "identities": identities});
     Bundle::parse_spiffile(doc.to_string().as_bytes()).unwrap()
 }

@@ -18,7 +18,10 @@ fn jwks_and_kids_are_derived_byte_for_byte_from_the_pems() {
             .unwrap();
         let ours = serde_json::to_value(key.public_key().jwk()).unwrap();
         assert_eq!(ours, f[format!("{who}_jwk")], "{who}");
-        assert_eq!(key.public_key().kid(), f[format!("{who}_jwk")]["kid"].as_str().unwrap());
+        assert_eq!(
+            key.public_key().kid(),
+            f[format!("{who}_jwk")]["kid"].as_str().unwrap()
+        );
     }
 }
 
@@ -39,7 +42,9 @@ fn the_multi_audience_token_is_rejected() {
     let f = fixtures();
     let bundle = Bundle::parse_spiffile(f["bundle"].to_string().as_bytes()).unwrap();
     let verifier = TokenVerifier::new(id("spiffe://example.org/billing"), VerifyOptions::default());
-    let token = f["token_orders_to_billing_multi_aud_exp_2035"].as_str().unwrap();
+    let token = f["token_orders_to_billing_multi_aud_exp_2035"]
+        .as_str()
+        .unwrap();
     assert_eq!(
         verifier.verify(token, &bundle, NOW, &RustCrypto),
         Err(VerifyError::Invalid(InvalidToken::AudienceNotString))

@@ -5,7 +5,7 @@ mod common;
 use common::{bundle, id};
 use ephemera_core::{Minter, PrivateKey, RustCrypto, TokenVerifier, VerifyOptions};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const ORDERS: &str = "spiffe://example.org/orders";
 const BILLING: &str = "spiffe://example.org/billing";
@@ -28,7 +28,10 @@ fn tokens_from_jsonwebtoken_verify_in_ephemera() {
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(key.pkcs8_der())).unwrap();
     let v = TokenVerifier::new(id(BILLING), VerifyOptions::default());
     let b = bundle(&[(ORDERS, &[&key])]);
-    assert_eq!(v.verify(&token, &b, t, &RustCrypto).unwrap().caller, id(ORDERS));
+    assert_eq!(
+        v.verify(&token, &b, t, &RustCrypto).unwrap().caller,
+        id(ORDERS)
+    );
 }
 
 #[test]

@@ -5,8 +5,8 @@ mod common;
 use common::{bundle, header, id, sign_raw};
 use ephemera_core::token::DEFAULT_TTL_SECS;
 use ephemera_core::{
-    b64, Bundle, InvalidToken, Minter, PrivateKey, RustCrypto, TokenVerifier, VerifyError,
-    VerifyOptions,
+    Bundle, InvalidToken, Minter, PrivateKey, RustCrypto, TokenVerifier, VerifyError,
+    VerifyOptions, b64,
 };
 use serde_json::json;
 
@@ -61,7 +61,13 @@ fn a_well_formed_token_verifies_and_names_its_caller() {
 fn only_es256_is_accepted_whatever_the_header_says() {
     let w = world();
     let c = claims().to_string();
-    for alg in [json!("none"), json!("HS256"), json!("ES384"), json!("es256"), json!(null)] {
+    for alg in [
+        json!("none"),
+        json!("HS256"),
+        json!("ES384"),
+        json!("es256"),
+        json!(null),
+    ] {
         let h = json!({"alg": alg, "kid": w.orders.public_key().kid()}).to_string();
         w.rejects(&sign_raw(&w.orders, &h, &c), InvalidToken::Algorithm);
     }
@@ -87,7 +93,10 @@ fn embedded_keys_and_key_urls_are_never_consulted() {
         "x5u": "https://evil.example/x5u", "x5c": ["AAAA"],
     })
     .to_string();
-    w.rejects(&sign_raw(&attacker, &h, &claims().to_string()), InvalidToken::SignatureMismatch);
+    w.rejects(
+        &sign_raw(&attacker, &h, &claims().to_string()),
+        InvalidToken::SignatureMismatch,
+    );
 }
 
 #[test]
@@ -97,7 +106,9 @@ fn an_unknown_subject_is_an_unknown_identity_not_an_invalid_token() {
     c["sub"] = json!("spiffe://example.org/stranger");
     assert_eq!(
         w.check(&w.with_claims(c)),
-        Err(VerifyError::UnknownIdentity(id("spiffe://example.org/stranger")))
+        Err(VerifyError::UnknownIdentity(id(
+            "spiffe://example.org/stranger"
+        )))
     );
 }
 
@@ -105,9 +116,15 @@ fn an_unknown_subject_is_an_unknown_identity_not_an_invalid_token() {
 fn an_unknown_kid_falls_back_to_the_subjects_other_keys() {
     let w = world();
     let h = json!({"alg": "ES256", "kid": "no-such-kid"}).to_string();
-    assert!(w.check(&sign_raw(&w.orders, &h, &claims().to_string())).is_ok());
+    assert!(
+        w.check(&sign_raw(&w.orders, &h, &claims().to_string()))
+            .is_ok()
+    );
     let no_kid = json!({"alg": "ES256"}).to_string();
-    assert!(w.check(&sign_raw(&w.orders, &no_kid, &claims().to_string())).is_ok());
+    assert!(
+        w.check(&sign_raw(&w.orders, &no_kid, &claims().to_string()))
+            .is_ok()
+    );
 }
 
 #[test]
@@ -208,7 +225,10 @@ fn the_leeway_is_configurable() {
     let w = world();
     let strict = TokenVerifier::new(
         id(BILLING),
-        VerifyOptions { leeway_secs: 0, ..VerifyOptions::default() },
+        VerifyOptions {
+            leeway_secs: 0,
+            ..VerifyOptions::default()
+        },
     );
     let mut c = claims();
     c["exp"] = json!(NOW);
@@ -225,7 +245,10 @@ fn critical_header_parameters_are_rejected() {
     let w = world();
     for crit in [json!(["exp"]), json!([]), json!("b64")] {
         let h = json!({"alg": "ES256", "crit": crit, "b64": false}).to_string();
-        w.rejects(&sign_raw(&w.orders, &h, &claims().to_string()), InvalidToken::Critical);
+        w.rejects(
+            &sign_raw(&w.orders, &h, &claims().to_string()),
+            InvalidToken::Critical,
+        );
     }
 }
 
@@ -233,7 +256,10 @@ fn critical_header_parameters_are_rejected() {
 fn typ_other_than_jwt_is_rejected() {
     let w = world();
     let h = json!({"alg": "ES256", "typ": "at+jwt"}).to_string();
-    w.rejects(&sign_raw(&w.orders, &h, &claims().to_string()), InvalidToken::Type);
+    w.rejects(
+        &sign_raw(&w.orders, &h, &claims().to_string()),
+        InvalidToken::Type,
+    );
 }
 
 #[test]
@@ -243,7 +269,10 @@ fn duplicate_member_names_are_rejected_in_header_and_claims() {
     let dup_header = format!(r#"{{"alg":"ES256","kid":"{kid}","alg":"ES256"}}"#);
     assert!(matches!(
         w.check(&sign_raw(&w.orders, &dup_header, &claims().to_string())),
-        Err(VerifyError::Invalid(InvalidToken::Json { part: "header", .. }))
+        Err(VerifyError::Invalid(InvalidToken::Json {
+            part: "header",
+            ..
+        }))
     ));
     let dup_claims = format!(
         r#"{{"sub":"spiffe://example.org/stranger","aud":"{BILLING}","exp":{},"sub":"{ORDERS}"}}"#,
@@ -251,7 +280,10 @@ fn duplicate_member_names_are_rejected_in_header_and_claims() {
     );
     assert!(matches!(
         w.check(&sign_raw(&w.orders, &header(&w.orders), &dup_claims)),
-        Err(VerifyError::Invalid(InvalidToken::Json { part: "claims", .. }))
+        Err(VerifyError::Invalid(InvalidToken::Json {
+            part: "claims",
+            ..
+        }))
     ));
     let nested = format!(
         r#"{{"sub":"{ORDERS}","aud":"{BILLING}","exp":{},"x":{{"a":1,"a":2}}}}"#,
@@ -259,7 +291,10 @@ fn duplicate_member_names_are_rejected_in_header_and_claims() {
     );
     assert!(matches!(
         w.check(&sign_raw(&w.orders, &header(&w.orders), &nested)),
-        Err(VerifyError::Invalid(InvalidToken::Json { part: "claims", .. }))
+        Err(VerifyError::Invalid(InvalidToken::Json {
+            part: "claims",
+            ..
+        }))
     ));
 }
 
@@ -267,11 +302,20 @@ fn duplicate_member_names_are_rejected_in_header_and_claims() {
 fn oversized_tokens_are_rejected_before_parsing() {
     let w = world();
     let huge = "x".repeat(8 * 1024 + 1);
-    w.rejects(&huge, InvalidToken::TooLarge { len: 8 * 1024 + 1, limit: 8 * 1024 });
+    w.rejects(
+        &huge,
+        InvalidToken::TooLarge {
+            len: 8 * 1024 + 1,
+            limit: 8 * 1024,
+        },
+    );
     let mut c = claims();
     c["pad"] = json!("p".repeat(9000));
     let big = w.with_claims(c);
-    assert!(matches!(w.check(&big), Err(VerifyError::Invalid(InvalidToken::TooLarge { .. }))));
+    assert!(matches!(
+        w.check(&big),
+        Err(VerifyError::Invalid(InvalidToken::TooLarge { .. }))
+    ));
 }
 
 #[test]
@@ -281,11 +325,20 @@ fn signatures_must_be_exactly_64_bytes_r_s() {
     let (input, sig) = t.rsplit_once('.').unwrap();
     let raw = b64::decode(sig).unwrap();
     let der = ephemera_core::crypto::raw_to_der(&raw.clone().try_into().unwrap()).unwrap();
-    w.rejects(&format!("{input}.{}", b64::encode(&der)), InvalidToken::SignatureLength(der.len()));
-    w.rejects(&format!("{input}.{}", b64::encode(&raw[..63])), InvalidToken::SignatureLength(63));
+    w.rejects(
+        &format!("{input}.{}", b64::encode(&der)),
+        InvalidToken::SignatureLength(der.len()),
+    );
+    w.rejects(
+        &format!("{input}.{}", b64::encode(&raw[..63])),
+        InvalidToken::SignatureLength(63),
+    );
     let mut longer = raw.clone();
     longer.push(0);
-    w.rejects(&format!("{input}.{}", b64::encode(&longer)), InvalidToken::SignatureLength(65));
+    w.rejects(
+        &format!("{input}.{}", b64::encode(&longer)),
+        InvalidToken::SignatureLength(65),
+    );
     w.rejects(&format!("{input}."), InvalidToken::SignatureLength(0));
 }
 
@@ -303,7 +356,16 @@ fn a_tampered_payload_fails_the_signature() {
 #[test]
 fn structural_garbage_is_malformed() {
     let w = world();
-    for t in ["", "a", "a.b", "a.b.c.d", "...", "e30.x.AAAA", "e30=.e30.AAAA", "W10.e30.AAAA"] {
+    for t in [
+        "",
+        "a",
+        "a.b",
+        "a.b.c.d",
+        "...",
+        "e30.x.AAAA",
+        "e30=.e30.AAAA",
+        "W10.e30.AAAA",
+    ] {
         let err = w.check(t).unwrap_err();
         assert_eq!(err.code(), "malformed", "{t:?}: {err}");
     }
@@ -326,16 +388,27 @@ fn error_messages_never_contain_the_token() {
 fn minted_tokens_have_the_profiles_header_and_claims() {
     let key = PrivateKey::generate().unwrap();
     let minter = Minter::new(id(ORDERS), key.clone());
-    let t = minter.mint(&id(BILLING), NOW, DEFAULT_TTL_SECS, None, &RustCrypto).unwrap();
+    let t = minter
+        .mint(&id(BILLING), NOW, DEFAULT_TTL_SECS, None, &RustCrypto)
+        .unwrap();
     let parts: Vec<&str> = t.split('.').collect();
     let h: serde_json::Value = serde_json::from_slice(&b64::decode(parts[0]).unwrap()).unwrap();
-    assert_eq!(h, json!({"alg": "ES256", "kid": key.public_key().kid(), "typ": "JWT"}));
+    assert_eq!(
+        h,
+        json!({"alg": "ES256", "kid": key.public_key().kid(), "typ": "JWT"})
+    );
     let c: serde_json::Value = serde_json::from_slice(&b64::decode(parts[1]).unwrap()).unwrap();
-    assert_eq!(c, json!({"sub": ORDERS, "aud": BILLING, "iat": NOW, "exp": NOW + 60}));
+    assert_eq!(
+        c,
+        json!({"sub": ORDERS, "aud": BILLING, "iat": NOW, "exp": NOW + 60})
+    );
 
     let b = bundle(&[(ORDERS, &[&key])]);
     let v = TokenVerifier::new(id(BILLING), VerifyOptions::default());
-    assert_eq!(v.verify(&t, &b, NOW, &RustCrypto).unwrap().caller, id(ORDERS));
+    assert_eq!(
+        v.verify(&t, &b, NOW, &RustCrypto).unwrap().caller,
+        id(ORDERS)
+    );
 }
 
 #[test]
@@ -346,10 +419,15 @@ fn minted_jtis_are_random_and_carried() {
     let b = ephemera_core::token::random_jti().unwrap();
     assert_ne!(a, b);
     assert_eq!(b64::decode(&a).unwrap().len(), 16);
-    let t = minter.mint(&id(BILLING), NOW, 60, Some(&a), &RustCrypto).unwrap();
+    let t = minter
+        .mint(&id(BILLING), NOW, 60, Some(&a), &RustCrypto)
+        .unwrap();
     let b = bundle(&[(ORDERS, &[&key])]);
     let v = TokenVerifier::new(id(BILLING), VerifyOptions::default());
-    assert_eq!(v.verify(&t, &b, NOW, &RustCrypto).unwrap().jti.as_deref(), Some(a.as_str()));
+    assert_eq!(
+        v.verify(&t, &b, NOW, &RustCrypto).unwrap().jti.as_deref(),
+        Some(a.as_str())
+    );
     assert_eq!(
         minter.mint(&id(BILLING), NOW, 0, None, &RustCrypto),
         Err(ephemera_core::MintError::ZeroTtl)
@@ -363,7 +441,10 @@ fn central_issuer_mode_accepts_any_id_of_its_domain_only_when_configured() {
     let central = Bundle::parse_central_issuer(jwks.to_string().as_bytes(), "example.org").unwrap();
     let v = TokenVerifier::new(id(BILLING), VerifyOptions::default());
     let t = sign_raw(&issuer, &header(&issuer), &claims().to_string());
-    assert_eq!(v.verify(&t, &central, NOW, &RustCrypto).unwrap().caller, id(ORDERS));
+    assert_eq!(
+        v.verify(&t, &central, NOW, &RustCrypto).unwrap().caller,
+        id(ORDERS)
+    );
     let mut foreign = claims();
     foreign["sub"] = json!("spiffe://other.org/orders");
     let t = sign_raw(&issuer, &header(&issuer), &foreign.to_string());

@@ -199,7 +199,10 @@ fn check_header(header: &Map<String, Value>) -> Result<(), InvalidToken> {
 }
 
 /// A NumericDate claim: absent, or a finite non-negative JSON number.
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, InvalidToken> {
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<f64>, InvalidToken> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {

@@ -1,0 +1,7 @@
+//! ephemera's host shim: the operator CLI and the services the filter calls.
+
+pub mod atomic_file;
+pub mod clock;
+pub mod cmd;
+pub mod identity_files;
+pub mod provision;

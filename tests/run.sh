@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# ephemera's whole test suite: installs what it needs, builds every artifact,
+# checks formatting and lints, and runs every test against real processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tests/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+step "build (native, wasm32-wasip1)"
+cargo build --workspace --all-targets
+cargo build -p ephemera-core --target wasm32-wasip1
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "tests"
+cargo test --workspace
