@@ -4,4 +4,8 @@ pub mod atomic_file;
 pub mod clock;
 pub mod cmd;
 pub mod identity_files;
+pub mod identity_source;
 pub mod provision;
+pub mod serve;
+pub mod sidecar;
+pub mod watch;

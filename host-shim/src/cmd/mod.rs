@@ -1,6 +1,8 @@
 //! The `ephemera` command line.
 
 pub mod identity;
+pub mod serve;
+pub mod sidecar;
 pub mod token;
 
 use std::process::ExitCode;
@@ -23,6 +25,12 @@ enum Command {
     /// Mint and verify JWT-SVIDs with this workload's identity.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Serve this workload's identity to the filter, reloading on file changes.
+    Serve(serve::ServeArgs),
+    /// Run a workload's sidecar locally: the shim and Envoy with the filter.
+    Sidecar(sidecar::RunArgs),
+    /// Print the Envoy bootstrap for a shim run separately (`ephemera serve`).
+    Bootstrap(sidecar::BootstrapArgs),
 }
 
 /// Exit code of a rejected token or failed check.
@@ -36,6 +44,9 @@ impl Cli {
         let result = match self.command {
             Command::Identity(c) => c.run(),
             Command::Token(c) => c.run(),
+            Command::Serve(c) => c.run(),
+            Command::Sidecar(c) => c.run(),
+            Command::Bootstrap(c) => c.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -71,5 +82,39 @@ impl Failure {
             message: format!("rejected: {error}"),
             code: EXIT_REJECTED,
         }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// A single-threaded Tokio runtime: the shim's work is small and I/O bound.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::config)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
     }
 }

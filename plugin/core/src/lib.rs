@@ -12,6 +12,7 @@
 pub mod b64;
 pub mod bundle;
 pub mod crypto;
+pub mod filter;
 pub mod jwk;
 pub mod keys;
 pub mod spiffe_id;

@@ -1,0 +1,55 @@
+//! `ephemera serve`: the shim's identity service for the filter.
+
+use std::sync::Arc;
+
+use clap::Args;
+use ephemera_core::filter::workload_identity::BundleFormatName;
+
+use super::Failure;
+use crate::identity_files::IdentityPaths;
+use crate::identity_source::IdentitySource;
+use crate::serve::{self, Listen};
+use crate::watch;
+
+/// Options of `ephemera serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen: HOST:PORT (loopback) or unix:PATH.
+    #[arg(long, default_value = "127.0.0.1:15080")]
+    pub listen: Listen,
+    /// Read the bundle as a standard SPIFFE JWKS (central issuer).
+    #[arg(long)]
+    pub central_issuer: bool,
+}
+
+impl ServeArgs {
+    /// The identity source these options describe (files from the environment).
+    pub fn source(&self) -> Result<Arc<IdentitySource>, Failure> {
+        let paths = IdentityPaths::from_env().map_err(Failure::config)?;
+        let format = if self.central_issuer {
+            BundleFormatName::SpiffeJwks
+        } else {
+            BundleFormatName::Spiffile
+        };
+        let source = Arc::new(IdentitySource::new(paths, format));
+        if let Err(e) = source.reload() {
+            tracing::error!("no identity yet (serving 503 until the files are valid): {e}");
+        }
+        Ok(source)
+    }
+
+    /// Runs the service until SIGINT or SIGTERM.
+    pub fn run(self) -> Result<(), Failure> {
+        super::init_tracing();
+        let runtime = super::runtime()?;
+        runtime.block_on(async {
+            let source = self.source()?;
+            let bound = serve::bind(&self.listen).await.map_err(Failure::config)?;
+            tracing::info!("ephemera serve: listening on {}", self.listen);
+            tokio::spawn(watch::run(source.clone()));
+            serve::serve(bound, serve::router(source), super::shutdown_signal())
+                .await
+                .map_err(Failure::config)
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! The workload identity the shim serves: read from the three files,
+//! validated as the filter would, versioned by content, and replaced only by
+//! a new valid set (a malformed new bundle or key keeps the last good one).
+
+use std::fs;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use ephemera_core::filter::workload_identity::BundleFormatName;
+use ephemera_core::filter::{IdentityDocument, WorkloadIdentity};
+use sha2::{Digest, Sha256};
+
+use crate::identity_files::{IdentityError, IdentityPaths, read_id};
+
+/// The identity currently served.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// Content version (ETag).
+    pub version: String,
+    /// Change counter, from 1.
+    pub generation: u64,
+    /// The identity document as JSON, ready to send.
+    pub document: Arc<Vec<u8>>,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// The files are unchanged.
+    Unchanged,
+    /// A new version is served.
+    Changed {
+        /// Its generation.
+        generation: u64,
+    },
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// A file could not be read or parsed.
+    #[error(transparent)]
+    Files(#[from] IdentityError),
+    /// The set does not make a usable identity.
+    #[error("identity refused: {0}")]
+    Invalid(String),
+}
+
+/// Reads, validates and serves the identity files.
+#[derive(Debug)]
+pub struct IdentitySource {
+    paths: IdentityPaths,
+    format: BundleFormatName,
+    served: RwLock<Option<Served>>,
+    /// Version of the last refused file set, so it is reported once.
+    refused: RwLock<Option<String>>,
+    reload_failures: AtomicU64,
+}
+
+impl IdentitySource {
+    /// A source over `paths`; nothing is read until [`Self::reload`].
+    pub fn new(paths: IdentityPaths, format: BundleFormatName) -> Self {
+        Self {
+            paths,
+            format,
+            served: RwLock::new(None),
+            refused: RwLock::new(None),
+            reload_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The watched files.
+    pub fn paths(&self) -> &IdentityPaths {
+        &self.paths
+    }
+
+    /// The identity served now, if any.
+    pub fn served(&self) -> Option<Served> {
+        self.served.read().ok().and_then(|s| s.clone())
+    }
+
+    /// How many reloads were refused.
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the files; serves them if they changed and are valid.
+    pub fn reload(&self) -> Result<Reload, ReloadError> {
+        let result = self.try_reload();
+        if result.is_err() {
+            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<Reload, ReloadError> {
+        let id = read_id(&self.paths.id)?;
+        let read = |path: &std::path::Path| {
+            fs::read_to_string(path).map_err(|source| IdentityError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let bundle = read(&self.paths.bundle)?;
+        let key_pem = read(&self.paths.key)?;
+        let mut hash = Sha256::new();
+        for part in [id.as_str(), "\0", &bundle, "\0", &key_pem] {
+            hash.update(part.as_bytes());
+        }
+        let version: String = hash.finalize()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let current = self.served();
+        let refused_before = self
+            .refused
+            .read()
+            .ok()
+            .is_some_and(|r| r.as_deref() == Some(&version));
+        if refused_before || current.as_ref().is_some_and(|s| s.version == version) {
+            return Ok(Reload::Unchanged);
+        }
+        let generation = current.map_or(1, |s| s.generation + 1);
+        let doc = IdentityDocument {
+            version: version.clone(),
+            generation,
+            spiffe_id: id,
+            bundle_format: self.format,
+            bundle,
+            key_pem,
+        };
+        // Exactly the filter's validation: what we serve, it will accept.
+        let identity = WorkloadIdentity::from_document(&doc).map_err(|e| {
+            if let Ok(mut refused) = self.refused.write() {
+                *refused = Some(doc.version.clone());
+            }
+            ReloadError::Invalid(e.to_string())
+        })?;
+        for warning in identity.bundle.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let document = serde_json::to_vec(&doc).map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        if let Ok(mut served) = self.served.write() {
+            *served = Some(Served {
+                version,
+                generation,
+                document: Arc::new(document),
+            });
+        }
+        Ok(Reload::Changed { generation })
+    }
+}

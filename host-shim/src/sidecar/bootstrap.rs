@@ -1,0 +1,210 @@
+//! Renders the Envoy bootstrap from `envoy/sidecar.yaml`: the template is a
+//! valid bootstrap itself; rendering sets addresses, plugin configurations
+//! and the Wasm path, and replaces the sample outbound destination.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use super::config::SidecarConfig;
+use crate::serve::Listen;
+
+/// The template, as shipped in `envoy/sidecar.yaml`.
+pub const TEMPLATE: &str = include_str!("../../../envoy/sidecar.yaml");
+
+/// Why rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The template does not parse (a build defect).
+    #[error("envoy/sidecar.yaml does not parse: {0}")]
+    Template(String),
+    /// The template lacks a part rendering needs.
+    #[error("envoy/sidecar.yaml has no {0}")]
+    Missing(&'static str),
+    /// An address is not HOST:PORT.
+    #[error("{0:?} is not HOST:PORT")]
+    Address(String),
+}
+
+/// What varies between sidecars.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// The local app, HOST:PORT.
+    pub app: String,
+    /// The inbound listener, HOST:PORT.
+    pub inbound: String,
+    /// The outbound listener, HOST:PORT, if wanted.
+    pub outbound: Option<String>,
+    /// Envoy's admin listener, HOST:PORT (port 0: any).
+    pub admin: String,
+    /// Where the shim listens.
+    pub shim: Listen,
+    /// The filter module.
+    pub wasm: PathBuf,
+    /// Rules and destinations.
+    pub config: SidecarConfig,
+}
+
+fn socket_address(addr: &str) -> Result<Value, BootstrapError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| BootstrapError::Address(addr.to_owned()))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| BootstrapError::Address(addr.to_owned()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(BootstrapError::Address(addr.to_owned()));
+    }
+    Ok(json!({"socket_address": {"address": host, "port_value": port}}))
+}
+
+fn cluster(name: &str, address: Value) -> Value {
+    let is_ip = address["socket_address"]["address"]
+        .as_str()
+        .is_none_or(|h| h.parse::<std::net::IpAddr>().is_ok());
+    json!({
+        "name": name,
+        "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    })
+}
+
+fn listener<'a>(bootstrap: &'a mut Value, name: &str) -> Result<&'a mut Value, BootstrapError> {
+    bootstrap["static_resources"]["listeners"]
+        .as_array_mut()
+        .and_then(|ls| ls.iter_mut().find(|l| l["name"] == name))
+        .ok_or(BootstrapError::Missing("inbound/outbound listener"))
+}
+
+fn hcm(listener: &mut Value) -> &mut Value {
+    &mut listener["filter_chains"][0]["filters"][0]["typed_config"]
+}
+
+fn set_plugin(listener: &mut Value, plugin: &Value, wasm: &str) -> Result<(), BootstrapError> {
+    let filters = hcm(listener)["http_filters"]
+        .as_array_mut()
+        .ok_or(BootstrapError::Missing("http_filters"))?;
+    let ephemera = filters
+        .iter_mut()
+        .find(|f| f["name"] == "ephemera")
+        .ok_or(BootstrapError::Missing("ephemera http filter"))?;
+    let config = &mut ephemera["typed_config"]["config"];
+    config["configuration"]["value"] = Value::String(plugin.to_string());
+    config["vm_config"]["code"]["local"]["filename"] = Value::String(wasm.to_owned());
+    Ok(())
+}
+
+/// Renders the bootstrap as JSON (which Envoy reads as YAML).
+pub fn render(params: &Params) -> Result<Value, BootstrapError> {
+    let mut b: Value =
+        serde_yaml_ng::from_str(TEMPLATE).map_err(|e| BootstrapError::Template(e.to_string()))?;
+    let wasm = params.wasm.to_string_lossy().into_owned();
+    b["admin"]["address"] = socket_address(&params.admin)?;
+
+    let inbound = listener(&mut b, "inbound")?;
+    inbound["address"] = socket_address(&params.inbound)?;
+    set_plugin(inbound, &params.config.inbound_plugin(), &wasm)?;
+
+    match &params.outbound {
+        Some(addr) => {
+            let outbound = listener(&mut b, "outbound")?;
+            outbound["address"] = socket_address(addr)?;
+            set_plugin(outbound, &params.config.outbound_plugin(), &wasm)?;
+            let hosts: Vec<Value> = params
+                .config
+                .outbound
+                .destinations
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    json!({
+                        "name": format!("dest_{i}"),
+                        "domains": [d.host, format!("{}:*", d.host)],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": format!("dest_{i}")}}],
+                    })
+                })
+                .collect();
+            hcm(outbound)["route_config"]["virtual_hosts"] = Value::Array(hosts);
+        }
+        None => {
+            if let Some(ls) = b["static_resources"]["listeners"].as_array_mut() {
+                ls.retain(|l| l["name"] != "outbound");
+            }
+        }
+    }
+
+    let shim_address = match &params.shim {
+        Listen::Tcp(addr) => socket_address(&addr.to_string())?,
+        Listen::Unix(path) => json!({"pipe": {"path": path}}),
+    };
+    let mut clusters = vec![
+        cluster("local_app", socket_address(&params.app)?),
+        cluster("ephemera_shim", shim_address),
+    ];
+    if params.outbound.is_some() {
+        for (i, d) in params.config.outbound.destinations.iter().enumerate() {
+            clusters.push(cluster(&format!("dest_{i}"), socket_address(&d.address)?));
+        }
+    }
+    b["static_resources"]["clusters"] = Value::Array(clusters);
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(outbound: Option<&str>) -> Params {
+        Params {
+            app: "127.0.0.1:8080".into(),
+            inbound: "127.0.0.1:15006".into(),
+            outbound: outbound.map(str::to_owned),
+            admin: "127.0.0.1:0".into(),
+            shim: Listen::Unix("/run/ephemera/shim.sock".into()),
+            wasm: "/x/ephemera_envoy.wasm".into(),
+            config: SidecarConfig::parse(
+                "outbound:\n  destinations:\n    - {host: billing, address: 'billing.svc:80', spiffe_id: 'spiffe://e.org/billing'}\n",
+                "t",
+            )
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn without_an_outbound_address_there_is_no_outbound_listener() {
+        let b = render(&params(None)).unwrap();
+        let names: Vec<_> = b["static_resources"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].clone())
+            .collect();
+        assert_eq!(names, vec![json!("inbound")]);
+        assert_eq!(
+            b["static_resources"]["clusters"].as_array().unwrap().len(),
+            2
+        );
+    }
+
+    #[test]
+    fn destinations_become_clusters_and_virtual_hosts() {
+        let b = render(&params(Some("127.0.0.1:15001"))).unwrap();
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters[2]["type"], "STRICT_DNS");
+        assert_eq!(
+            clusters[1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["pipe"]["path"],
+            "/run/ephemera/shim.sock"
+        );
+        let text = b.to_string();
+        assert!(
+            text.contains(r#"\"hosts\":{\"billing\":\"spiffe://e.org/billing\"}"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! The filter's configuration (Envoy plugin configuration, JSON), parsed and
+//! validated once.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::caller_pattern::CallerPattern;
+use super::path_rule::PathRule;
+use super::token_cache::DEFAULT_CACHE_SIZE;
+use crate::spiffe_id::SpiffeId;
+use crate::token::{DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TTL_SECS};
+
+/// Default header carrying the verified caller to the app.
+pub const DEFAULT_CALLER_HEADER: &str = "x-ephemera-caller";
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not valid JSON or not the expected shape (the parser's message says where).
+    #[error("invalid filter configuration: {0}")]
+    Syntax(String),
+    /// A value is out of range or inconsistent.
+    #[error("invalid filter configuration: {0}")]
+    Invalid(String),
+}
+
+/// Which listener the filter serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Verify callers of the local app.
+    Inbound,
+    /// Mint tokens for the app's calls to other services.
+    Outbound,
+}
+
+/// Where the filter reaches the shim.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShimConfig {
+    /// The Envoy cluster of the shim.
+    pub cluster: String,
+    /// `:authority` sent to the shim.
+    pub authority: String,
+    /// Per-call timeout, milliseconds.
+    pub timeout_ms: u64,
+    /// How often the identity is refreshed, milliseconds.
+    pub poll_ms: u64,
+}
+
+impl Default for ShimConfig {
+    fn default() -> Self {
+        Self {
+            cluster: "ephemera_shim".into(),
+            authority: "ephemera-shim".into(),
+            timeout_ms: 1000,
+            poll_ms: 200,
+        }
+    }
+}
+
+/// One route's authorization rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Paths the rule covers (`/exact` or `/prefix/*`).
+    pub path: PathRule,
+    /// Callers admitted on those paths.
+    pub allow: Vec<CallerPattern>,
+}
+
+/// Inbound settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundConfig {
+    /// Header the verified caller's SPIFFE ID is sent to the app in.
+    pub caller_header: String,
+    /// Remove `Authorization` after verification.
+    pub strip_token: bool,
+    /// Expected `aud` (default: this workload's own ID).
+    pub audience: Option<SpiffeId>,
+    /// Clock leeway, seconds.
+    pub leeway_secs: u64,
+    /// Longest token accepted, bytes.
+    pub max_token_bytes: usize,
+    /// Verified-token cache entries per worker (0: no cache).
+    pub cache_size: usize,
+    /// Paths served without authentication.
+    pub unauthenticated: Vec<PathRule>,
+    /// Per-route authorization; the most specific matching rule decides.
+    /// With rules configured, a path no rule covers is denied.
+    pub routes: Vec<RouteRule>,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        Self {
+            caller_header: DEFAULT_CALLER_HEADER.into(),
+            strip_token: true,
+            audience: None,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            cache_size: DEFAULT_CACHE_SIZE,
+            unauthenticated: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// What to do with a call whose destination has no SPIFFE ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmapped {
+    /// Local reply 403.
+    Reject,
+    /// Send it on without a token.
+    Pass,
+}
+
+/// Outbound settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// `:authority` host (port ignored, case-insensitive) → destination ID.
+    pub hosts: BTreeMap<String, SpiffeId>,
+    /// Upstream cluster name → destination ID (used when no host matches).
+    pub clusters: BTreeMap<String, SpiffeId>,
+    /// Unmapped destinations.
+    pub unmapped: Unmapped,
+    /// Lifetime of minted tokens, seconds.
+    pub ttl_secs: u64,
+    /// How long a minted token is reused for the same audience, seconds
+    /// (0: mint per request). Must leave at least half the lifetime.
+    pub reuse_secs: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            hosts: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            unmapped: Unmapped::Reject,
+            ttl_secs: DEFAULT_TTL_SECS,
+            reuse_secs: 30,
+        }
+    }
+}
+
+/// Which signature backend the filter may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CryptoChoice {
+    /// The host's native functions when present and self-tested, else Rust.
+    #[default]
+    Auto,
+    /// Always the pure-Rust backend.
+    Rust,
+}
+
+/// The whole filter configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// The shim.
+    #[serde(default)]
+    pub shim: ShimConfig,
+    /// How long a request waits for the first identity before a 503, ms.
+    #[serde(default = "default_startup_wait")]
+    pub startup_wait_ms: u64,
+    /// Signature backend.
+    #[serde(default)]
+    pub crypto: CryptoChoice,
+    /// Inbound settings.
+    #[serde(default)]
+    pub inbound: InboundConfig,
+    /// Outbound settings.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+fn default_startup_wait() -> u64 {
+    2000
+}
+
+impl FilterConfig {
+    /// Parses and validates the configuration.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let mut config: Self =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        config.validate()?;
+        config.outbound.hosts = std::mem::take(&mut config.outbound.hosts)
+            .into_iter()
+            .map(|(host, id)| (host.to_ascii_lowercase(), id))
+            .collect();
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.shim.cluster.is_empty() {
+            return invalid("shim.cluster must not be empty".into());
+        }
+        if self.shim.timeout_ms == 0 || self.shim.poll_ms == 0 {
+            return invalid("shim.timeout_ms and shim.poll_ms must be positive".into());
+        }
+        let header = &self.inbound.caller_header;
+        if header.is_empty()
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return invalid(format!(
+                "inbound.caller_header {header:?} must be a lowercase header name"
+            ));
+        }
+        if matches!(header.as_str(), "authorization" | "host" | "cookie") {
+            return invalid(format!("inbound.caller_header may not be {header:?}"));
+        }
+        if self.inbound.max_token_bytes == 0 {
+            return invalid("inbound.max_token_bytes must be positive".into());
+        }
+        for route in &self.inbound.routes {
+            if route.allow.is_empty() {
+                return invalid(format!(
+                    "route {:?} admits nobody: give it an allow list",
+                    route.path
+                ));
+            }
+        }
+        let out = &self.outbound;
+        if out.ttl_secs == 0 {
+            return invalid("outbound.ttl_secs must be positive".into());
+        }
+        if out.reuse_secs.saturating_mul(2) > out.ttl_secs {
+            return invalid(format!(
+                "outbound.reuse_secs ({}) must be at most half of ttl_secs ({})",
+                out.reuse_secs, out.ttl_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_configuration_takes_the_defaults() {
+        let c = FilterConfig::parse(br#"{"direction":"inbound"}"#).unwrap();
+        assert_eq!(c.inbound.caller_header, DEFAULT_CALLER_HEADER);
+        assert!(c.inbound.strip_token);
+        assert_eq!(c.shim.cluster, "ephemera_shim");
+        assert_eq!(c.outbound.unmapped, Unmapped::Reject);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let cases: [(&[u8], &str); 8] = [
+            (br#"{"direction":"inbound","inbond":{}}"#, "unknown field `inbond`"),
+            (br#"{"direction":"sideways"}"#, "unknown variant `sideways`"),
+            (br#"{}"#, "missing field `direction`"),
+            (br#"{"direction":"inbound","inbound":{"caller_header":"X-Caller"}}"#, "lowercase header"),
+            (br#"{"direction":"inbound","inbound":{"routes":[{"path":"/a/*","allow":["spiffe://e.org/a*"]}]}}"#, "caller pattern"),
+            (br#"{"direction":"inbound","inbound":{"routes":[{"path":"/a/*","allow":[]}]}}"#, "admits nobody"),
+            (br#"{"direction":"outbound","outbound":{"ttl_secs":60,"reuse_secs":50}}"#, "at most half"),
+            (br#"{"direction":"outbound","outbound":{"hosts":{"b":"http://x"}}}"#, "scheme"),
+        ];
+        for (input, needle) in cases {
+            let err = FilterConfig::parse(input).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn host_names_are_matched_case_insensitively() {
+        let c = FilterConfig::parse(
+            br#"{"direction":"outbound","outbound":{"hosts":{"Billing.Local":"spiffe://e.org/billing"}}}"#,
+        )
+        .unwrap();
+        assert!(c.outbound.hosts.contains_key("billing.local"));
+    }
+}

@@ -1,0 +1,198 @@
+//! Inbound: authenticate the caller, authorize the route, tell the app who called.
+
+use super::config::InboundConfig;
+use super::outcome::{LocalReply, Outcome};
+use super::token_cache::TokenCache;
+use super::workload_identity::WorkloadIdentity;
+use crate::crypto::Es256;
+use crate::spiffe_id::SpiffeId;
+use crate::token::{TokenVerifier, VerifyError, VerifyOptions};
+
+/// The parts of an inbound request the decision reads.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundRequest<'a> {
+    /// `:path`, query included.
+    pub path: &'a str,
+    /// The `Authorization` header; `Err(())` when present but not UTF-8.
+    pub authorization: Option<Result<&'a str, ()>>,
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No `Authorization: Bearer` header.
+    MissingToken,
+    /// `Authorization` present but not a Bearer token in UTF-8.
+    MalformedHeader,
+    /// Verification failed.
+    Verify(VerifyError),
+}
+
+impl Rejection {
+    /// A short stable code for counters and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::MalformedHeader => "malformed",
+            Self::Verify(e) => e.code(),
+        }
+    }
+}
+
+/// The inbound verdict, before it becomes an [`Outcome`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundVerdict {
+    /// A path served without authentication.
+    Unauthenticated,
+    /// Authenticated and authorized.
+    Allowed {
+        /// The verified caller.
+        caller: SpiffeId,
+        /// True when the verified-token cache answered.
+        cached: bool,
+    },
+    /// Not authenticated: 401.
+    Rejected(Rejection),
+    /// Authenticated but not admitted on this route: 403.
+    Forbidden {
+        /// The verified caller.
+        caller: SpiffeId,
+    },
+    /// No identity loaded yet.
+    AwaitIdentity,
+}
+
+/// The inbound policy, built once from configuration.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    config: InboundConfig,
+    options: VerifyOptions,
+}
+
+impl Inbound {
+    /// A policy for `config`.
+    pub fn new(config: InboundConfig) -> Self {
+        let options = VerifyOptions {
+            leeway_secs: config.leeway_secs,
+            max_token_bytes: config.max_token_bytes,
+        };
+        Self { config, options }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &InboundConfig {
+        &self.config
+    }
+
+    /// Decides a request.
+    pub fn decide(
+        &self,
+        request: &InboundRequest<'_>,
+        identity: Option<&WorkloadIdentity>,
+        cache: &mut TokenCache,
+        now: u64,
+        crypto: &dyn Es256,
+    ) -> InboundVerdict {
+        if self
+            .config
+            .unauthenticated
+            .iter()
+            .any(|r| r.matches(request.path))
+        {
+            return InboundVerdict::Unauthenticated;
+        }
+        let Some(identity) = identity else {
+            return InboundVerdict::AwaitIdentity;
+        };
+        let token = match request.authorization {
+            None => return InboundVerdict::Rejected(Rejection::MissingToken),
+            Some(Err(())) => return InboundVerdict::Rejected(Rejection::MalformedHeader),
+            Some(Ok(value)) => match bearer_token(value) {
+                Some(token) => token,
+                None => return InboundVerdict::Rejected(Rejection::MalformedHeader),
+            },
+        };
+        let (caller, cached) = match cache.get(token, now) {
+            Some(caller) => (caller, true),
+            None => {
+                let audience = self.config.audience.as_ref().unwrap_or(identity.id());
+                let verifier = TokenVerifier::new(audience.clone(), self.options);
+                match verifier.verify(token, &identity.bundle, now, crypto) {
+                    Ok(verified) => {
+                        let lapses_at =
+                            verified.expires_at.saturating_add(self.options.leeway_secs);
+                        cache.insert(token, verified.caller.clone(), lapses_at);
+                        (verified.caller, false)
+                    }
+                    Err(e) => return InboundVerdict::Rejected(Rejection::Verify(e)),
+                }
+            }
+        };
+        if self.admits(&caller, request.path) {
+            InboundVerdict::Allowed { caller, cached }
+        } else {
+            InboundVerdict::Forbidden { caller }
+        }
+    }
+
+    /// Route authorization: the most specific rule covering the path decides;
+    /// no rules at all admits every authenticated caller.
+    fn admits(&self, caller: &SpiffeId, path: &str) -> bool {
+        if self.config.routes.is_empty() {
+            return true;
+        }
+        self.config
+            .routes
+            .iter()
+            .filter(|r| r.path.matches(path))
+            .max_by_key(|r| r.path.specificity())
+            .is_some_and(|r| r.allow.iter().any(|p| p.matches(caller)))
+    }
+
+    /// What the host does for a verdict. The caller header from the client is
+    /// always removed; the verified one is set only for an allowed caller.
+    pub fn outcome(&self, verdict: &InboundVerdict) -> Outcome {
+        let header = self.config.caller_header.clone();
+        match verdict {
+            InboundVerdict::Unauthenticated => Outcome::Forward {
+                remove: vec![header],
+                set: Vec::new(),
+            },
+            InboundVerdict::Allowed { caller, .. } => {
+                let mut remove = vec![header.clone()];
+                if self.config.strip_token {
+                    remove.push("authorization".into());
+                }
+                Outcome::Forward {
+                    remove,
+                    set: vec![(header, caller.to_string())],
+                }
+            }
+            InboundVerdict::Rejected(_) => Outcome::Reply(LocalReply::unauthorized()),
+            InboundVerdict::Forbidden { .. } => Outcome::Reply(LocalReply::forbidden()),
+            InboundVerdict::AwaitIdentity => Outcome::AwaitIdentity,
+        }
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive, one space or more).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let token = rest.trim_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively_and_nothing_else_is() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer a b"), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! Outbound: attach a JWT-SVID minted for the one service being called.
+
+use std::collections::HashMap;
+
+use super::config::{OutboundConfig, Unmapped};
+use super::outcome::{LocalReply, Outcome};
+use super::workload_identity::WorkloadIdentity;
+use crate::crypto::Es256;
+use crate::spiffe_id::SpiffeId;
+use crate::token::MintError;
+
+/// The parts of an outbound request the decision reads.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboundRequest<'a> {
+    /// `:authority`.
+    pub authority: Option<&'a str>,
+    /// The upstream cluster Envoy routed to, when known.
+    pub cluster: Option<&'a str>,
+}
+
+/// The outbound verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboundVerdict {
+    /// Attach this token.
+    Attach {
+        /// The destination.
+        audience: SpiffeId,
+        /// The token.
+        token: String,
+        /// True when a token minted earlier was reused.
+        reused: bool,
+    },
+    /// No destination ID; sent on without a token (configured).
+    PassUnmapped,
+    /// No destination ID; refused (configured).
+    RejectUnmapped,
+    /// Minting failed.
+    MintFailed(MintError),
+    /// No identity loaded yet.
+    AwaitIdentity,
+}
+
+/// Tokens minted per audience, reused within a window; cleared on identity change.
+#[derive(Debug, Default)]
+pub struct MintedTokens {
+    by_audience: HashMap<SpiffeId, (String, u64)>,
+}
+
+impl MintedTokens {
+    /// Forgets every token.
+    pub fn clear(&mut self) {
+        self.by_audience.clear();
+    }
+}
+
+/// The outbound policy, built once from configuration.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    config: OutboundConfig,
+}
+
+impl Outbound {
+    /// A policy for `config` (host names already lower-cased by parsing).
+    pub fn new(config: OutboundConfig) -> Self {
+        Self { config }
+    }
+
+    /// The destination's SPIFFE ID: by host first, then by cluster.
+    pub fn destination(&self, request: &OutboundRequest<'_>) -> Option<&SpiffeId> {
+        let host = request.authority.map(|a| {
+            // Strip a port, keeping bracketed IPv6 literals intact.
+            match a.rsplit_once(':') {
+                Some((h, port))
+                    if !h.is_empty()
+                        && port.bytes().all(|b| b.is_ascii_digit())
+                        && !a.ends_with(']') =>
+                {
+                    h
+                }
+                _ => a,
+            }
+            .to_ascii_lowercase()
+        });
+        host.and_then(|h| self.config.hosts.get(&h))
+            .or_else(|| request.cluster.and_then(|c| self.config.clusters.get(c)))
+    }
+
+    /// Decides a request.
+    pub fn decide(
+        &self,
+        request: &OutboundRequest<'_>,
+        identity: Option<&WorkloadIdentity>,
+        tokens: &mut MintedTokens,
+        now: u64,
+        crypto: &dyn Es256,
+    ) -> OutboundVerdict {
+        let Some(identity) = identity else {
+            return OutboundVerdict::AwaitIdentity;
+        };
+        let Some(audience) = self.destination(request) else {
+            return match self.config.unmapped {
+                Unmapped::Pass => OutboundVerdict::PassUnmapped,
+                Unmapped::Reject => OutboundVerdict::RejectUnmapped,
+            };
+        };
+        if let Some((token, minted_at)) = tokens.by_audience.get(audience)
+            && now >= *minted_at
+            && now < minted_at.saturating_add(self.config.reuse_secs)
+        {
+            return OutboundVerdict::Attach {
+                audience: audience.clone(),
+                token: token.clone(),
+                reused: true,
+            };
+        }
+        match identity
+            .minter
+            .mint(audience, now, self.config.ttl_secs, None, crypto)
+        {
+            Ok(token) => {
+                if self.config.reuse_secs > 0 {
+                    tokens
+                        .by_audience
+                        .insert(audience.clone(), (token.clone(), now));
+                }
+                OutboundVerdict::Attach {
+                    audience: audience.clone(),
+                    token,
+                    reused: false,
+                }
+            }
+            Err(e) => OutboundVerdict::MintFailed(e),
+        }
+    }
+
+    /// What the host does for a verdict.
+    pub fn outcome(&self, verdict: &OutboundVerdict) -> Outcome {
+        match verdict {
+            OutboundVerdict::Attach { token, .. } => Outcome::Forward {
+                remove: Vec::new(),
+                set: vec![("authorization".into(), format!("Bearer {token}"))],
+            },
+            OutboundVerdict::PassUnmapped => Outcome::Forward {
+                remove: Vec::new(),
+                set: Vec::new(),
+            },
+            OutboundVerdict::RejectUnmapped => Outcome::Reply(LocalReply::forbidden()),
+            OutboundVerdict::MintFailed(_) => Outcome::Reply(LocalReply::internal()),
+            OutboundVerdict::AwaitIdentity => Outcome::AwaitIdentity,
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! What the host must do with a request: forward it with header changes, or
+//! answer it locally.
+
+/// `WWW-Authenticate` value of every 401.
+pub const INVALID_TOKEN_CHALLENGE: &str = "Bearer error=\"invalid_token\"";
+
+/// A request's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forward upstream after removing, then setting, these headers.
+    Forward {
+        /// Header names to remove.
+        remove: Vec<String>,
+        /// Headers to set (replacing any value).
+        set: Vec<(String, String)>,
+    },
+    /// Answer locally; nothing goes upstream.
+    Reply(LocalReply),
+    /// Hold the request until an identity is loaded (503 after the wait).
+    AwaitIdentity,
+}
+
+/// A local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra response headers.
+    pub headers: Vec<(String, String)>,
+    /// Body (no internal detail).
+    pub body: String,
+}
+
+impl LocalReply {
+    /// 401 with the Bearer `invalid_token` challenge.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: 401,
+            headers: vec![("www-authenticate".into(), INVALID_TOKEN_CHALLENGE.into())],
+            body: "unauthorized\n".into(),
+        }
+    }
+
+    /// 403.
+    pub fn forbidden() -> Self {
+        Self {
+            status: 403,
+            headers: Vec::new(),
+            body: "forbidden\n".into(),
+        }
+    }
+
+    /// 503: identity not (yet) available.
+    pub fn unavailable() -> Self {
+        Self {
+            status: 503,
+            headers: Vec::new(),
+            body: "identity unavailable\n".into(),
+        }
+    }
+
+    /// 500: the filter could not do its job (e.g. minting failed).
+    pub fn internal() -> Self {
+        Self {
+            status: 500,
+            headers: Vec::new(),
+            body: "internal error\n".into(),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The workload's identity as the shim serves it to the filter: its SPIFFE ID,
+//! the trust bundle and its signing key, under a version.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{Bundle, BundleError, BundleFormat};
+use crate::keys::{KeyError, PrivateKey};
+use crate::spiffe_id::SpiffeId;
+use crate::token::Minter;
+
+/// How the document names its bundle format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BundleFormatName {
+    /// A spiffile v1 bundle.
+    Spiffile,
+    /// A standard SPIFFE JWKS read in central-issuer mode.
+    SpiffeJwks,
+}
+
+/// The wire document of `GET /v1/identity` on the shim.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityDocument {
+    /// Content version (also the HTTP ETag).
+    pub version: String,
+    /// Increases with every change the shim accepts.
+    pub generation: u64,
+    /// The workload's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// Format of `bundle`.
+    pub bundle_format: BundleFormatName,
+    /// The bundle document, verbatim.
+    pub bundle: String,
+    /// The workload's private key, PKCS#8 PEM.
+    pub key_pem: String,
+}
+
+impl fmt::Debug for IdentityDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityDocument")
+            .field("version", &self.version)
+            .field("generation", &self.generation)
+            .field("spiffe_id", &self.spiffe_id)
+            .field("bundle_format", &self.bundle_format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an identity document was refused (the last good one stays in force).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityDocError {
+    /// Not the document's JSON shape.
+    #[error("identity document is malformed: {0}")]
+    Malformed(String),
+    /// The bundle inside is invalid.
+    #[error("identity bundle is invalid: {0}")]
+    Bundle(#[from] BundleError),
+    /// The key inside is invalid.
+    #[error("identity key is invalid: {0}")]
+    Key(#[from] KeyError),
+}
+
+/// A loaded identity: everything needed to verify and mint, parsed once.
+#[derive(Debug, Clone)]
+pub struct WorkloadIdentity {
+    /// Content version.
+    pub version: String,
+    /// Change counter.
+    pub generation: u64,
+    /// The trust bundle.
+    pub bundle: Bundle,
+    /// Mints as this workload.
+    pub minter: Minter,
+}
+
+impl WorkloadIdentity {
+    /// Parses and validates a document.
+    pub fn from_document(doc: &IdentityDocument) -> Result<Self, IdentityDocError> {
+        let format = match doc.bundle_format {
+            BundleFormatName::Spiffile => BundleFormat::Spiffile,
+            BundleFormatName::SpiffeJwks => BundleFormat::CentralIssuer {
+                trust_domain: doc.spiffe_id.trust_domain().to_owned(),
+            },
+        };
+        let bundle = Bundle::parse(doc.bundle.as_bytes(), &format)?;
+        let key = PrivateKey::from_pkcs8_pem(&doc.key_pem)?;
+        Ok(Self {
+            version: doc.version.clone(),
+            generation: doc.generation,
+            bundle,
+            minter: Minter::new(doc.spiffe_id.clone(), key),
+        })
+    }
+
+    /// Parses the JSON wire form.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, IdentityDocError> {
+        let doc: IdentityDocument = serde_json::from_slice(bytes)
+            .map_err(|e| IdentityDocError::Malformed(e.to_string()))?;
+        Self::from_document(&doc)
+    }
+
+    /// The workload's SPIFFE ID.
+    pub fn id(&self) -> &SpiffeId {
+        self.minter.id()
+    }
+}

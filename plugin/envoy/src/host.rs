@@ -1,0 +1,97 @@
+//! Thin, panic-free wrappers over the proxy-wasm host calls the filter uses.
+//! Header values are read as bytes: a non-UTF-8 value must not kill the VM.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A request header: `None` absent, `Some(Err(()))` present but not UTF-8.
+pub fn request_header(name: &str) -> Option<Result<String, ()>> {
+    match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
+        Ok(Some(bytes)) => Some(String::from_utf8(bytes).map_err(|_| ())),
+        _ => None,
+    }
+}
+
+/// A request header that must be UTF-8 to be useful.
+pub fn request_header_text(name: &str) -> Option<String> {
+    request_header(name).and_then(Result::ok)
+}
+
+/// Removes a request header (every value).
+pub fn remove_request_header(name: &str) {
+    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+}
+
+/// Sets a request header, replacing any value.
+pub fn set_request_header(name: &str, value: &str) {
+    let _ =
+        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
+}
+
+/// A header of the current HTTP call response.
+pub fn call_response_header(name: &str) -> Option<String> {
+    match hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
+        _ => None,
+    }
+}
+
+/// The body of the current HTTP call response.
+pub fn call_response_body(size: usize) -> Vec<u8> {
+    match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size) {
+        Ok(Some(bytes)) => bytes,
+        _ => Vec::new(),
+    }
+}
+
+/// A property as text (e.g. `xds.cluster_name`).
+pub fn property(path: &[&str]) -> Option<String> {
+    match hostcalls::get_property(path.to_vec()) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
+        _ => None,
+    }
+}
+
+/// Shared data (value, CAS); absent or failed → `(None, None)`.
+pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+/// Stores shared data, with CAS when given; false on mismatch or failure.
+pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
+    hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+}
+
+/// Sends a local reply on the current (effective) stream.
+pub fn send_reply(status: u16, headers: &[(String, String)], body: &str) {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()));
+}
+
+/// Resumes the current (effective) paused request.
+pub fn resume_request() {
+    let _ = hostcalls::resume_http_request();
+}
+
+/// Makes `context_id` the stream host calls act on; false if it is gone.
+pub fn set_effective_context(context_id: u32) -> bool {
+    hostcalls::set_effective_context(context_id).is_ok()
+}
+
+/// Starts an HTTP call to a cluster; returns the call token.
+pub fn dispatch(cluster: &str, headers: Vec<(&str, &str)>, timeout: Duration) -> Option<u32> {
+    hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).ok()
+}

@@ -1,0 +1,32 @@
+//! ephemera's Envoy filter: a thin proxy-wasm adapter over `ephemera-core`.
+//!
+//! Inbound it verifies callers' JWT-SVIDs and authorizes routes; outbound it
+//! mints a JWT-SVID for the destination. The identity (ID, bundle, key) comes
+//! from the host shim over an Envoy cluster and is shared between workers.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![expect(
+    missing_docs,
+    reason = "proxy_wasm::main! generates the undocumented _initialize export"
+)]
+
+mod host;
+mod native_crypto;
+mod protobuf;
+mod root;
+mod stats;
+mod stream;
+mod worker;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    std::panic::set_hook(Box::new(|info| {
+        let _ = proxy_wasm::hostcalls::log(
+            proxy_wasm::types::LogLevel::Critical,
+            &format!("ephemera: panic: {info}"),
+        );
+    }));
+    proxy_wasm::set_root_context(|_| Box::new(root::Root::new()));
+}}

@@ -1,0 +1,113 @@
+//! One root context's state, shared with its streams: configuration, the
+//! loaded identity, the verified-token cache and minted tokens.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use ephemera_core::filter::{
+    FilterConfig, Inbound, MintedTokens, Outbound, TokenCache, WorkloadIdentity,
+};
+use ephemera_core::{Es256, RustCrypto};
+
+use crate::native_crypto::EnvoyCrypto;
+use crate::stats::Stats;
+
+/// Which decisions this filter instance makes.
+#[derive(Debug)]
+pub enum Policy {
+    /// Verify callers.
+    Inbound(Inbound),
+    /// Mint for destinations.
+    Outbound(Outbound),
+}
+
+/// The signature backend chosen at configure time.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    /// Envoy's BoringSSL through foreign functions.
+    Envoy,
+    /// Pure Rust.
+    Rust,
+}
+
+/// Mutable per-worker state.
+#[derive(Debug)]
+pub struct State {
+    /// The identity in force, if any has arrived.
+    pub identity: Option<Rc<WorkloadIdentity>>,
+    /// Verified tokens.
+    pub cache: TokenCache,
+    /// Minted tokens for reuse.
+    pub minted: MintedTokens,
+    /// Streams waiting for the first identity: (context id, deadline ms).
+    pub waiting: Vec<(u32, u64)>,
+}
+
+/// A configured filter instance on one worker.
+#[derive(Debug)]
+pub struct Worker {
+    /// The configuration, parsed once.
+    pub config: FilterConfig,
+    /// The decisions.
+    pub policy: Policy,
+    /// The signature backend.
+    pub backend: Backend,
+    /// Metric ids.
+    pub stats: Stats,
+    /// Mutable state.
+    pub state: RefCell<State>,
+}
+
+impl Worker {
+    /// Builds the worker for a parsed configuration.
+    pub fn new(config: FilterConfig, backend: Backend, stats: Stats) -> Rc<Self> {
+        let policy = match config.direction {
+            ephemera_core::filter::Direction::Inbound => {
+                Policy::Inbound(Inbound::new(config.inbound.clone()))
+            }
+            ephemera_core::filter::Direction::Outbound => {
+                Policy::Outbound(Outbound::new(config.outbound.clone()))
+            }
+        };
+        let cache = TokenCache::new(config.inbound.cache_size);
+        Rc::new(Self {
+            config,
+            policy,
+            backend,
+            stats,
+            state: RefCell::new(State {
+                identity: None,
+                cache,
+                minted: MintedTokens::default(),
+                waiting: Vec::new(),
+            }),
+        })
+    }
+
+    /// The backend as the core takes it.
+    pub fn crypto(&self) -> &'static dyn Es256 {
+        match self.backend {
+            Backend::Envoy => &EnvoyCrypto,
+            Backend::Rust => &RustCrypto,
+        }
+    }
+
+    /// Installs a new identity: swaps it in and forgets every cached token.
+    pub fn install(&self, identity: WorkloadIdentity) {
+        let generation = identity.generation;
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            state.identity = Some(Rc::new(identity));
+            state.cache.clear();
+            state.minted.clear();
+        }
+        self.stats.identity_loaded(generation);
+    }
+
+    /// The version of the identity in force.
+    pub fn version(&self) -> Option<String> {
+        self.state
+            .try_borrow()
+            .ok()
+            .and_then(|s| s.identity.as_ref().map(|i| i.version.clone()))
+    }
+}

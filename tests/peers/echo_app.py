@@ -1,0 +1,49 @@
+"""A tiny upstream app for ephemera's demo and tests: answers every request
+with a JSON echo of what it received, and logs one JSON line per request.
+
+usage: echo_app.py PORT [--status N]
+"""
+
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    status = 200
+
+    def _echo(self):
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        seen = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body,
+        }
+        print(json.dumps(seen), flush=True)
+        payload = json.dumps(seen).encode()
+        self.send_response(self.status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _echo
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    port = int(sys.argv[1])
+    if "--status" in sys.argv:
+        Echo.status = int(sys.argv[sys.argv.index("--status") + 1])
+    server = ThreadingHTTPServer(("127.0.0.1", port), Echo)
+    print(json.dumps({"listening": port}), flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
