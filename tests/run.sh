@@ -10,10 +10,12 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "format"
 cargo fmt --all -- --check
-step "build (native, wasm32-wasip1)"
+step "build (native; the Envoy filter for wasm32-wasip1)"
 cargo build --workspace --all-targets
 cargo build -p ephemera-core --target wasm32-wasip1
+cargo build --release -p ephemera-envoy --target wasm32-wasip1
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p ephemera-envoy --target wasm32-wasip1 -- -D warnings
 step "tests"
 cargo test --workspace

@@ -6,12 +6,19 @@ usage: spiffile_peer.py init ROOT TRUST_DOMAIN
        spiffile_peer.py mint ROOT NAME AUDIENCE          -> token on stdout
        spiffile_peer.py verify ROOT NAME TOKEN [AUDIENCE] -> caller on stdout, or exit 1
        spiffile_peer.py verify-env TOKEN [AUDIENCE]      -> as verify, identity from SPIFFILE_* env
+       spiffile_peer.py sign-claims ROOT NAME CLAIMS_JSON -> a token with exactly these claims,
+                                                            signed with NAME's key (for negative tests)
 """
 
+import json
 import sys
+from pathlib import Path
+
+import jwt as pyjwt
 
 from spiffile import Identity, SpiffileError
 from spiffile import provision
+from spiffile.keys import private_key_from_pem, public_jwk
 
 
 def main(argv: list[str]) -> int:
@@ -26,6 +33,10 @@ def main(argv: list[str]) -> int:
         print(provision.rotate_service(args[0], args[1], keep_old="--drop-old" not in args))
     elif op == "mint":
         print(provision.load_identity(args[0], args[1]).token(args[2]))
+    elif op == "sign-claims":
+        key = private_key_from_pem((Path(args[0]) / "services" / args[1] / "key.pem").read_bytes())
+        headers = {"kid": public_jwk(key)["kid"], "typ": "JWT"}
+        print(pyjwt.encode(json.loads(args[2]), key, algorithm="ES256", headers=headers))
     elif op in ("verify", "verify-env"):
         if op == "verify":
             identity, token, rest = provision.load_identity(args[0], args[1]), args[2], args[3:]

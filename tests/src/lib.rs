@@ -111,3 +111,7 @@ pub fn service_env(root: &Path, name: &str) -> Vec<(String, String)> {
         .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
         .collect()
 }
+
+pub mod net;
+pub mod procs;
+pub mod workload;

@@ -1,0 +1,148 @@
+//! Loopback networking for tests: free ports and a small HTTP/1.1 client.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code (0 when the exchange failed).
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: BTreeMap<String, String>,
+    /// Body as text.
+    pub body: String,
+}
+
+impl Response {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// `GET path` on `127.0.0.1:port` with extra headers (Connection: close).
+pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(port, "GET", path, headers)
+}
+
+/// One request on a fresh connection; status 0 when the exchange failed.
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    let failed = Response {
+        status: 0,
+        headers: BTreeMap::new(),
+        body: String::new(),
+    };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return failed;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut text = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        text.push_str(&format!("host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("content-length: 0\r\n\r\n");
+    if stream.write_all(text.as_bytes()).is_err() {
+        return failed;
+    }
+    // Read the head, then exactly the body: servers may hold the connection
+    // open after a response (Envoy's delayed close), so EOF is not awaited.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return failed,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect::<BTreeMap<_, _>>();
+    let mut body_bytes = raw[head_end + 4..].to_vec();
+    let length: Option<usize> = headers.get("content-length").and_then(|l| l.parse().ok());
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t == "chunked");
+    loop {
+        let done = match length {
+            Some(n) => body_bytes.len() >= n,
+            None if chunked => body_bytes.ends_with(b"0\r\n\r\n"),
+            None => false,
+        };
+        if done {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body_bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = String::from_utf8_lossy(&body_bytes).into_owned();
+    let body = body.as_str();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t == "chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls `probe` every 20 ms until it returns true or `timeout` passes;
+/// returns the time it took.
+pub fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if probe() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}

@@ -1,0 +1,191 @@
+//! Workloads for end-to-end tests: provisioned identities, the echo app, and
+//! ephemera sidecars (real Envoy, real shim).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::net::{free_port, get};
+use crate::procs::Proc;
+use crate::{ephemera, ephemera_bin, python, repo_root, service_env};
+
+/// A provisioning root made with the `ephemera` CLI.
+pub struct Root {
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+impl Root {
+    /// Initializes `dir` for `example.org` and adds `services`.
+    pub fn new(dir: &Path, services: &[&str]) -> Self {
+        let d = dir.to_string_lossy();
+        ephemera(
+            &["identity", "init", &d, "--trust-domain", "example.org"],
+            &[],
+        )
+        .ok();
+        for s in services {
+            ephemera(&["identity", "add", &d, s], &[]).ok();
+        }
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The SPIFFILE_* variables of a service.
+    pub fn env(&self, service: &str) -> Vec<(String, String)> {
+        service_env(&self.dir, service)
+    }
+
+    /// `ephemera token mint` as `service` for `audience` (extra args appended).
+    pub fn mint(&self, service: &str, audience: &str, extra: &[&str]) -> String {
+        let env = self.env(service);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut args = vec!["token", "mint", "--audience", audience];
+        args.extend_from_slice(extra);
+        ephemera(&args, &env).ok().to_owned()
+    }
+
+    /// `ephemera identity <op> ROOT <service> [args]`.
+    pub fn identity(&self, op: &str, service: &str, args: &[&str]) {
+        let d = self.dir.to_string_lossy();
+        let mut all = vec!["identity", op, &d, service];
+        all.extend_from_slice(args);
+        ephemera(&all, &[]).ok();
+    }
+}
+
+/// The echo app (`tests/peers/echo_app.py`).
+pub struct EchoApp {
+    /// Its port.
+    pub port: u16,
+    proc: Proc,
+}
+
+impl EchoApp {
+    /// Starts an echo app answering `status` to everything.
+    pub fn start(dir: &Path, name: &str, status: u16) -> Self {
+        let port = free_port();
+        let mut proc = Proc::spawn(
+            name,
+            dir,
+            Command::new(python())
+                .arg(repo_root().join("tests/peers/echo_app.py"))
+                .arg(port.to_string())
+                .args(["--status", &status.to_string()]),
+        );
+        proc.wait_for_line("listening", Duration::from_secs(10));
+        Self { port, proc }
+    }
+
+    /// Every request the app has seen, as the JSON it echoed.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.proc
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("method").is_some())
+            .collect()
+    }
+}
+
+/// The Wasm filter built by `cargo build --release -p ephemera-envoy --target wasm32-wasip1`.
+pub fn wasm() -> PathBuf {
+    let path = crate::target_dir().join("wasm32-wasip1/release/ephemera_envoy.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: tests/run.sh builds it",
+        path.display()
+    );
+    path
+}
+
+/// The venv's Envoy.
+pub fn envoy() -> PathBuf {
+    let path = repo_root().join(".venv/bin/envoy");
+    assert!(
+        path.exists(),
+        "{} is missing: run tests/setup.sh",
+        path.display()
+    );
+    path
+}
+
+/// A running `ephemera sidecar`.
+pub struct Sidecar {
+    /// Inbound listener port.
+    pub inbound: u16,
+    /// Outbound listener port, when started with one.
+    pub outbound: Option<u16>,
+    /// Envoy admin port.
+    pub admin: u16,
+    /// The process.
+    pub proc: Proc,
+}
+
+impl Sidecar {
+    /// Starts a sidecar for `service` of `root` in front of `app_port`,
+    /// with an optional sidecar configuration (YAML text).
+    pub fn start(
+        dir: &Path,
+        root: &Root,
+        service: &str,
+        app_port: u16,
+        config: Option<&str>,
+        outbound: bool,
+    ) -> Self {
+        let inbound = free_port();
+        let outbound = outbound.then(free_port);
+        let mut command = Command::new(ephemera_bin());
+        command
+            .args(["sidecar", "--app", &format!("127.0.0.1:{app_port}")])
+            .args(["--inbound", &format!("127.0.0.1:{inbound}")])
+            .arg("--envoy")
+            .arg(envoy())
+            .arg("--wasm")
+            .arg(wasm())
+            .envs(root.env(service));
+        if let Some(port) = outbound {
+            command.args(["--outbound", &format!("127.0.0.1:{port}")]);
+        }
+        if let Some(text) = config {
+            let path = dir.join(format!("{service}-sidecar.yaml"));
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+            command.arg("--config").arg(path);
+        }
+        let mut proc = Proc::spawn(&format!("sidecar-{service}"), dir, &mut command);
+        let line = proc.wait_for_line("ephemera sidecar ready", Duration::from_secs(40));
+        let admin = line
+            .rsplit("admin http://127.0.0.1:")
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no admin port in {line:?}"));
+        Self {
+            inbound,
+            outbound,
+            admin,
+            proc,
+        }
+    }
+
+    /// The filter's stats (`wasmcustom.ephemera.*`), by name without the prefix.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        stats(self.admin)
+    }
+}
+
+/// Envoy's `ephemera.*` stats at an admin port.
+pub fn stats(admin: u16) -> BTreeMap<String, u64> {
+    get(admin, "/stats?filter=ephemera", &[])
+        .body
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter_map(|(k, v)| {
+            Some((
+                k.strip_prefix("wasmcustom.")?.to_owned(),
+                v.trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
