@@ -47,14 +47,13 @@ impl Proc {
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if let Ok(f) = File::open(&self.stdout) {
-                if let Some(line) = BufReader::new(f)
+            if let Ok(f) = File::open(&self.stdout)
+                && let Some(line) = BufReader::new(f)
                     .lines()
                     .map_while(Result::ok)
                     .find(|l| l.contains(needle))
-                {
-                    return line;
-                }
+            {
+                return line;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
