@@ -444,7 +444,7 @@ fn a_shim_restarted_mid_traffic_lets_nothing_through_unauthenticated() {
     let app = EchoApp::start(dir.path(), "app", 200);
     let shim_port = free_port();
     let mut first = shim(dir.path(), &root, "billing", shim_port, "shim-1");
-    let (_envoy, inbound, admin) = envoy_for_shim(dir.path(), app.port, shim_port, None);
+    let (envoy_proc, inbound, admin) = envoy_for_shim(dir.path(), app.port, shim_port, None);
     wait_until(Duration::from_secs(10), || {
         stats(admin)
             .get("ephemera.inbound.identity_generation")
@@ -456,6 +456,7 @@ fn a_shim_restarted_mid_traffic_lets_nothing_through_unauthenticated() {
 
     let valid = root.mint("orders", BILLING, &["--ttl", "120"]);
     let forged = root.mint("orders", "spiffe://example.org/other", &[]);
+    let (valid_copy, forged_copy) = (valid.clone(), forged.clone());
     let traffic = std::thread::spawn(move || {
         let mut seen = Vec::new();
         let start = std::time::Instant::now();
@@ -475,7 +476,7 @@ fn a_shim_restarted_mid_traffic_lets_nothing_through_unauthenticated() {
     std::thread::sleep(Duration::from_millis(800));
     first.signal_and_wait("KILL");
     std::thread::sleep(Duration::from_millis(1500));
-    let _second = shim(dir.path(), &root, "billing", shim_port, "shim-2");
+    let second = shim(dir.path(), &root, "billing", shim_port, "shim-2");
     let seen = traffic.join().unwrap();
 
     assert!(seen.len() > 30, "traffic ran: {}", seen.len());
@@ -487,6 +488,20 @@ fn a_shim_restarted_mid_traffic_lets_nothing_through_unauthenticated() {
     }
     for r in app.requests() {
         assert_eq!(r["headers"]["x-ephemera-caller"], ORDERS, "{r}");
+    }
+    // Tokens and the key never appear in Envoy's or the shims' output.
+    let key = std::fs::read_to_string(root.dir.join("services/billing/key.pem")).unwrap();
+    let key_body = key.lines().nth(1).unwrap().to_owned();
+    let logs = [
+        envoy_proc.stderr(),
+        envoy_proc.stdout(),
+        first.stderr(),
+        second.stderr(),
+    ];
+    for secret in [valid_copy.as_str(), forged_copy.as_str(), key_body.as_str()] {
+        for log in &logs {
+            assert!(!log.contains(secret), "a secret leaked into a log");
+        }
     }
     assert!(
         stats(admin)["ephemera.inbound.reload_failures"] >= 1,
