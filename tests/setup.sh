@@ -18,7 +18,7 @@ fi
 
 # rust-toolchain.toml pins the toolchain; make sure it and its targets are present.
 rustup toolchain install --no-self-update 1.95.0 --profile minimal -c rustfmt -c clippy >/dev/null 2>&1 || true
-rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null
+rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null 2>&1
 
 stamp=.venv/.requirements
 if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt "$stamp"; then

@@ -598,3 +598,30 @@ fn every_envoy_configuration_validates() {
         assert_eq!(r.code, 0, "{}: {}{}", file.display(), r.stdout, r.stderr);
     }
 }
+
+#[test]
+fn a_bad_plugin_configuration_keeps_envoy_from_starting_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_root().join("envoy/sidecar.yaml"))
+        .unwrap()
+        .replace("/usr/local/lib/ephemera/ephemera_envoy.wasm", &wasm().display().to_string())
+        .replace(
+            r#"value: '{"direction": "inbound"}'"#,
+            r#"value: '{"direction": "inbound", "inbound": {"routes": [{"path": "/a/*", "allow": ["spiffe://example.org/x*"]}]}}'"#,
+        );
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, text).unwrap();
+    let r = run(Command::new(envoy())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path));
+    assert_ne!(r.code, 0);
+    let log = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        log.contains("ephemera: refusing to start: invalid filter configuration"),
+        "{log}"
+    );
+    assert!(
+        log.contains("caller pattern") && log.contains("spiffe://example.org/x*"),
+        "{log}"
+    );
+}
