@@ -5,6 +5,7 @@ pub mod clock;
 pub mod cmd;
 pub mod identity_files;
 pub mod identity_source;
+pub mod ledger;
 pub mod provision;
 pub mod serve;
 pub mod sidecar;

@@ -1,6 +1,7 @@
 //! The `ephemera` command line.
 
 pub mod identity;
+pub mod ledger;
 pub mod serve;
 pub mod sidecar;
 pub mod token;
@@ -31,6 +32,9 @@ enum Command {
     Sidecar(sidecar::RunArgs),
     /// Print the Envoy bootstrap for a shim run separately (`ephemera serve`).
     Bootstrap(sidecar::BootstrapArgs),
+    /// Check and read the audit ledger.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
 }
 
 /// Exit code of a rejected token or failed check.
@@ -47,6 +51,7 @@ impl Cli {
             Command::Serve(c) => c.run(),
             Command::Sidecar(c) => c.run(),
             Command::Bootstrap(c) => c.run(),
+            Command::Ledger(c) => c.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

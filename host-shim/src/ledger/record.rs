@@ -1,0 +1,163 @@
+//! Ledger records: one per transaction event.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::canonical;
+
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    /// A credential was issued; the transaction is open.
+    Open,
+    /// The transaction ended and its credential was revoked.
+    Close,
+    /// The transaction failed (issue, revoke, or upstream failure).
+    Fail,
+    /// Policy denied the transaction; nothing was issued.
+    Deny,
+    /// The transaction was never closed and its credential expired.
+    Expire,
+}
+
+/// The transaction's state after the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// In progress.
+    Open,
+    /// Ended normally.
+    Closed,
+    /// Ended in failure.
+    Failed,
+    /// Refused.
+    Denied,
+    /// Reaped after expiry.
+    Expired,
+}
+
+impl Event {
+    /// The status an event leaves its transaction in.
+    pub fn status(self) -> Status {
+        match self {
+            Self::Open => Status::Open,
+            Self::Close => Status::Closed,
+            Self::Fail => Status::Failed,
+            Self::Deny => Status::Denied,
+            Self::Expire => Status::Expired,
+        }
+    }
+}
+
+/// What a caller appends. Never holds credential material: sensitive
+/// identifiers go in `refs` as HMAC references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionEvent {
+    /// The event.
+    pub event: Event,
+    /// The transaction (UUID v4).
+    pub transaction_id: String,
+    /// The verified caller's SPIFFE ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// The one resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The one action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Unix seconds the credential was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<u64>,
+    /// Unix seconds the transaction ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<u64>,
+    /// What a stolen credential would expose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<String>,
+    /// How the credential was (or cannot be) revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<String>,
+    /// What went wrong (never secret material).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Transaction duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// HMAC references to sensitive identifiers, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refs: BTreeMap<String, String>,
+}
+
+impl TransactionEvent {
+    /// An event with only its kind and transaction set.
+    pub fn new(event: Event, transaction_id: impl Into<String>) -> Self {
+        Self {
+            event,
+            transaction_id: transaction_id.into(),
+            caller: None,
+            resource: None,
+            action: None,
+            issued_at: None,
+            closed_at: None,
+            blast_radius: None,
+            revocation: None,
+            error: None,
+            duration_ms: None,
+            refs: BTreeMap::new(),
+        }
+    }
+}
+
+/// A record as stored: the event, its place in the chain, and the hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRecord {
+    /// Position in the ledger, from 1.
+    pub seq: u64,
+    /// Unix milliseconds the record was written.
+    pub at_ms: u64,
+    /// The transaction's status after this event.
+    pub status: Status,
+    /// The event.
+    #[serde(flatten)]
+    pub event: TransactionEvent,
+    /// `hash` of the previous record ([`GENESIS_HASH`] for the first).
+    pub prev_hash: String,
+    /// SHA-256 (hex) of this record's canonical JSON without `hash`.
+    pub hash: String,
+}
+
+impl LedgerRecord {
+    /// Builds the record following `prev_hash` and seals it.
+    pub fn seal(seq: u64, at_ms: u64, prev_hash: &str, event: TransactionEvent) -> Self {
+        let mut record = Self {
+            seq,
+            at_ms,
+            status: event.event.status(),
+            event,
+            prev_hash: prev_hash.to_owned(),
+            hash: String::new(),
+        };
+        let value = serde_json::to_value(&record).unwrap_or(Value::Null);
+        record.hash = hash_of(&value);
+        record
+    }
+}
+
+/// The hash of a record given as JSON: SHA-256 of its canonical form
+/// without the `hash` member.
+pub fn hash_of(record: &Value) -> String {
+    let mut copy = record.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("hash");
+    }
+    let digest = Sha256::digest(canonical::to_string(&copy).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
