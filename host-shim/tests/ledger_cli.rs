@@ -54,10 +54,7 @@ fn verify_accepts_an_intact_ledger_and_names_the_first_broken_record() {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let (code, _, err) = ephemera(&["ledger", "verify", &p]);
     assert_eq!(code, 1);
-    assert!(
-        err.contains("broken at line 4") && err.contains("prev_hash"),
-        "{err}"
-    );
+    assert!(err.contains("broken at line 4"), "{err}");
 }
 
 #[test]
