@@ -13,6 +13,7 @@ pub mod b64;
 pub mod bundle;
 pub mod crypto;
 pub mod filter;
+pub mod ipt;
 pub mod jwk;
 pub mod keys;
 pub mod spiffe_id;

@@ -1,0 +1,94 @@
+//! The shim's transaction API as the filter speaks it (JSON).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::action::Action;
+use super::resource::Resource;
+
+/// `POST /v1/transactions`: open a transaction.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRequest {
+    /// UUID v4 from a CSPRNG, chosen by the filter.
+    pub transaction_id: String,
+    /// The caller's JWT-SVID, re-verified by the shim.
+    pub token: String,
+    /// The one resource.
+    pub resource: Resource,
+    /// The one action.
+    pub action: Action,
+    /// Which configured broker issues the credential.
+    pub broker: String,
+}
+
+impl fmt::Debug for OpenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenRequest")
+            .field("transaction_id", &self.transaction_id)
+            .field("resource", &self.resource)
+            .field("action", &self.action)
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer to an open: the credential for the app.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenResponse {
+    /// The transaction.
+    pub transaction_id: String,
+    /// Credential fields by name (`token`; `access_key_id`, …). Secret.
+    pub credential: BTreeMap<String, String>,
+    /// Unix seconds the credential expires.
+    pub expires_at: u64,
+    /// `action:resource`.
+    pub scope: String,
+    /// What a stolen credential would expose.
+    pub blast_radius: String,
+}
+
+impl fmt::Debug for OpenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenResponse")
+            .field("transaction_id", &self.transaction_id)
+            .field("credential", &self.credential.keys().collect::<Vec<_>>())
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a transaction's stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Outcome {
+    /// The upstream answered with this status.
+    Responded {
+        /// HTTP status.
+        status: u16,
+    },
+    /// The stream ended without a response (client abort, timeout, reset).
+    Aborted,
+}
+
+impl Outcome {
+    /// True for outcomes the ledger records as `fail` (5xx or no response).
+    pub fn is_failure(self) -> bool {
+        match self {
+            Self::Responded { status } => status >= 500,
+            Self::Aborted => true,
+        }
+    }
+}
+
+/// `POST /v1/transactions/{id}/close`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseRequest {
+    /// How the stream ended.
+    pub outcome: Outcome,
+}
