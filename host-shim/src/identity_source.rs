@@ -21,6 +21,8 @@ pub struct Served {
     pub generation: u64,
     /// The identity document as JSON, ready to send.
     pub document: Arc<Vec<u8>>,
+    /// The same identity, parsed (for verifying callers in the shim).
+    pub identity: Arc<WorkloadIdentity>,
 }
 
 /// What a reload did.
@@ -145,6 +147,7 @@ impl IdentitySource {
                 version,
                 generation,
                 document: Arc::new(document),
+                identity: Arc::new(identity),
             });
         }
         Ok(Reload::Changed { generation })

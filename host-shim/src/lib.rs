@@ -1,12 +1,14 @@
 //! ephemera's host shim: the operator CLI and the services the filter calls.
 
 pub mod atomic_file;
+pub mod broker;
 pub mod clock;
 pub mod cmd;
 pub mod identity_files;
 pub mod identity_source;
 pub mod ledger;
 pub mod provision;
+pub mod sensitive;
 pub mod serve;
 pub mod sidecar;
 pub mod watch;

@@ -1,0 +1,134 @@
+//! Brokers issue an ephemeral credential scoped to exactly one resource and
+//! one action, and revoke it when the transaction ends.
+
+pub mod openbao;
+
+use std::collections::BTreeMap;
+
+use ephemera_core::ipt::{Action, Resource};
+use serde::Deserialize;
+
+use crate::sensitive::Sensitive;
+
+/// Why a broker could not issue or revoke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The provider could not be reached.
+    #[error("{broker}: provider unreachable: {reason}")]
+    Unavailable {
+        /// The broker.
+        broker: String,
+        /// Why.
+        reason: String,
+    },
+    /// The provider refused the request.
+    #[error("{broker}: provider refused ({status}): {reason}")]
+    Refused {
+        /// The broker.
+        broker: String,
+        /// HTTP status.
+        status: u16,
+        /// The provider's message (never credential material).
+        reason: String,
+    },
+    /// The provider issued something other than what was asked; it was revoked.
+    #[error("{broker}: issued credential does not match the request: {reason}")]
+    Mismatch {
+        /// The broker.
+        broker: String,
+        /// What differed.
+        reason: String,
+    },
+    /// The broker cannot express this action.
+    #[error("{broker}: action {action} is not supported")]
+    UnsupportedAction {
+        /// The broker.
+        broker: String,
+        /// The action.
+        action: String,
+    },
+}
+
+/// How an issued credential is taken back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// OpenBao/Vault: revoke the token by accessor, delete its policy.
+    OpenBao {
+        /// The token's accessor.
+        accessor: String,
+        /// The per-transaction policy.
+        policy: String,
+    },
+    /// The provider cannot revoke (AWS STS): the TTL is the backstop.
+    TtlBackstop,
+}
+
+impl Revocation {
+    /// How the ledger describes it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::OpenBao { .. } => "revoked by accessor, policy deleted",
+            Self::TtlBackstop => "none, ttl backstop",
+        }
+    }
+}
+
+/// An issued credential.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Credential fields for the app, by name.
+    pub credential: BTreeMap<String, Sensitive>,
+    /// Unix seconds it expires.
+    pub expires_at: u64,
+    /// What a stolen copy exposes.
+    pub blast_radius: String,
+    /// How it is revoked.
+    pub revocation: Revocation,
+}
+
+/// A configured broker.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    /// OpenBao / Vault tokens bound to one path.
+    OpenBao(openbao::OpenBaoBroker),
+}
+
+/// A broker's configuration (`kind` selects the provider).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BrokerConfig {
+    /// OpenBao or Vault.
+    #[serde(alias = "vault")]
+    OpenBao(openbao::OpenBaoConfig),
+}
+
+impl Broker {
+    /// Builds a broker named `name` from its configuration.
+    pub fn new(name: &str, config: BrokerConfig) -> Result<Self, String> {
+        match config {
+            BrokerConfig::OpenBao(c) => openbao::OpenBaoBroker::new(name, c).map(Self::OpenBao),
+        }
+    }
+
+    /// Issues a credential for exactly `action` on `resource`.
+    pub async fn issue(
+        &self,
+        transaction_id: &str,
+        resource: &Resource,
+        action: &Action,
+    ) -> Result<Issued, BrokerError> {
+        match self {
+            Self::OpenBao(b) => b.issue(transaction_id, resource, action).await,
+        }
+    }
+
+    /// Takes a credential back (a no-op where the provider cannot).
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<(), BrokerError> {
+        match (self, revocation) {
+            (Self::OpenBao(b), Revocation::OpenBao { accessor, policy }) => {
+                b.revoke(accessor, policy).await
+            }
+            (_, Revocation::TtlBackstop) => Ok(()),
+        }
+    }
+}
