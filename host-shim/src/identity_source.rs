@@ -141,6 +141,18 @@ impl IdentitySource {
         for warning in identity.bundle.warnings() {
             tracing::warn!("{warning}");
         }
+        let own_key = identity.minter.key().public_key().kid();
+        let bound = identity
+            .bundle
+            .keys_for(identity.id())
+            .is_some_and(|keys| keys.iter().any(|k| k.kid() == own_key));
+        if !bound {
+            tracing::warn!(
+                "the key in {} is not bound to {} in the bundle: peers will reject the tokens it mints",
+                self.paths.key.display(),
+                identity.id()
+            );
+        }
         let document = serde_json::to_vec(&doc).map_err(|e| ReloadError::Invalid(e.to_string()))?;
         if let Ok(mut served) = self.served.write() {
             *served = Some(Served {

@@ -113,6 +113,7 @@ impl Root {
     /// Generates a key for a service and binds it in the bundle; a service
     /// that already has a key keeps it.
     pub fn add(&self, name: &str) -> Result<SpiffeId, ProvisionError> {
+        let _lock = self.lock()?;
         let mut doc = self.read_bundle()?;
         let id = service_id(&doc, name)?;
         let dir = self.service_dir(name);
@@ -136,6 +137,7 @@ impl Root {
     /// old ones stay for overlap unless `drop_old`. The bundle is written
     /// before the key so peers learn the new key before it signs anything.
     pub fn rotate(&self, name: &str, drop_old: bool) -> Result<SpiffeId, ProvisionError> {
+        let _lock = self.lock()?;
         let mut doc = self.read_bundle()?;
         let id = service_id(&doc, name)?;
         let key_path = self.service_dir(name).join(KEY_FILE);
@@ -164,6 +166,7 @@ impl Root {
 
     /// Revokes a service: drops it from the bundle and deletes its files.
     pub fn remove(&self, name: &str) -> Result<SpiffeId, ProvisionError> {
+        let _lock = self.lock()?;
         let mut doc = self.read_bundle()?;
         let id = service_id(&doc, name)?;
         doc.identities.remove(id.as_str());
@@ -188,6 +191,25 @@ impl Root {
             (ENV_KEY_FILE, dir.join(KEY_FILE)),
             (ENV_BUNDLE_FILE, absolute(&self.bundle_path())),
         ])
+    }
+
+    /// Serializes read-modify-write of the bundle between concurrent
+    /// provisioners (a lost `remove` would undo a revocation).
+    fn lock(&self) -> Result<fs::File, ProvisionError> {
+        let path = self.dir.join(".lock");
+        let write_error = |source| ProvisionError::Write {
+            path: path.clone(),
+            source,
+        };
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(write_error)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| write_error(e.into()))?;
+        Ok(file)
     }
 
     fn read_bundle(&self) -> Result<BundleDocument, ProvisionError> {

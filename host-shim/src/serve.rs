@@ -119,7 +119,10 @@ pub async fn bind(listen: &Listen) -> std::io::Result<Bound> {
         Listen::Tcp(addr) => tokio::net::TcpListener::bind(addr).await.map(Bound::Tcp),
         Listen::Unix(path) => {
             let _ = std::fs::remove_file(path);
-            tokio::net::UnixListener::bind(path).map(Bound::Unix)
+            let listener = tokio::net::UnixListener::bind(path)?;
+            // The identity includes the private key: owner only.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            Ok(Bound::Unix(listener))
         }
     }
 }

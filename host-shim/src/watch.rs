@@ -20,7 +20,9 @@ const RESCAN: Duration = Duration::from_secs(2);
 pub async fn run(source: Arc<IdentitySource>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading the files (our own reloads) raises access events: only
+        // changes count, or every reload would trigger the next one.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = tx.send(());
         }
     });

@@ -161,6 +161,16 @@ fn inbound_cases(
         "/orders-only-not/x",
         &[("authorization", &bearer(&ci))],
     );
+    case(
+        "dot segments",
+        "/public/../orders-only/x",
+        &[("authorization", &bearer(&ci))],
+    );
+    case(
+        "underscore caller header",
+        "/healthz",
+        &[("x_ephemera_caller", ORDERS)],
+    );
     let health = case(
         "unauthenticated path",
         "/healthz",
@@ -206,6 +216,8 @@ fn inbound_verdicts_are_the_same_on_both_crypto_paths() {
         ("route allows caller", 200),
         ("route refuses caller", 403),
         ("route lookalike", 200),
+        ("dot segments", 403),
+        ("underscore caller header", 400),
         ("unauthenticated path", 200),
     ];
     assert_eq!(native, expected);
@@ -229,7 +241,7 @@ fn inbound_verdicts_are_the_same_on_both_crypto_paths() {
             "{reason}: {s:?}"
         );
     }
-    assert_eq!(s["ephemera.inbound.forbidden"], 1);
+    assert_eq!(s["ephemera.inbound.forbidden"], 2);
     drop(native_sidecar);
 
     let (rust, rust_sidecar) = inbound_cases(dir.path(), &root, "rust");

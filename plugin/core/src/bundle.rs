@@ -133,6 +133,9 @@ impl Bundle {
             let mut keys = Vec::with_capacity(jwks.len());
             for (i, jwk) in jwks.iter().enumerate() {
                 match PublicKey::from_json(jwk) {
+                    Ok(key) if key.kid() != key.jwk().thumbprint() => {
+                        skip(format!("key {i}: kid is not the key's RFC 7638 thumbprint"));
+                    }
                     Ok(key) => keys.push(key),
                     Err(e) => skip(format!("key {i}: {e}")),
                 }
@@ -348,6 +351,17 @@ mod tests {
         assert_eq!(bundle.warnings().len(), 5 + 1, "{:?}", bundle.warnings());
         let good_id = SpiffeId::parse("spiffe://example.org/good").unwrap();
         assert_eq!(bundle.keys_for(&good_id).map(<[_]>::len), Some(1));
+    }
+
+    #[test]
+    fn a_kid_that_is_not_the_thumbprint_skips_the_key() {
+        let mut odd = jwk();
+        odd["kid"] = json!("my-own-kid");
+        let bytes = doc(json!({"spiffe://example.org/a": {"keys": [odd, jwk()]}}));
+        let bundle = Bundle::parse_spiffile(&bytes).unwrap();
+        let a = SpiffeId::parse("spiffe://example.org/a").unwrap();
+        assert_eq!(bundle.keys_for(&a).map(<[_]>::len), Some(1));
+        assert!(bundle.warnings()[0].reason.contains("thumbprint"));
     }
 
     #[test]

@@ -28,5 +28,5 @@ proxy_wasm::main! {{
             &format!("ephemera: panic: {info}"),
         );
     }));
-    proxy_wasm::set_root_context(|_| Box::new(root::Root::new()));
+    proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
 }}

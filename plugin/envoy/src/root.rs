@@ -27,17 +27,23 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// The root context of one filter instance on one worker.
 pub struct Root {
+    context_id: u32,
     instance: u64,
     worker: Option<Rc<Worker>>,
-    call: Option<u32>,
+    /// The identity fetch in flight: (call token, deadline ms).
+    call: Option<(u32, u64)>,
     next_fetch_ms: u64,
     failing: bool,
+    /// Version of a shared identity that was refused (reported once).
+    refused_version: Option<Vec<u8>>,
 }
 
 impl Root {
     /// A fresh, unconfigured root.
-    pub fn new() -> Self {
+    pub fn new(context_id: u32) -> Self {
         Self {
+            context_id,
+            refused_version: None,
             // Distinguishes lease holders; a failed draw only risks a shared lease.
             instance: getrandom::u64().unwrap_or_default(),
             worker: None,
@@ -77,11 +83,13 @@ impl Root {
     }
 
     /// Picks up an identity another root published.
-    fn sync_from_shared(&self, worker: &Worker) {
+    fn sync_from_shared(&mut self, worker: &Worker) {
         let (Some(version), _) = host::shared_get(VERSION_KEY) else {
             return;
         };
-        if worker.version().as_deref().map(str::as_bytes) == Some(version.as_slice()) {
+        if worker.version().as_deref().map(str::as_bytes) == Some(version.as_slice())
+            || self.refused_version.as_ref() == Some(&version)
+        {
             return;
         }
         let (Some(doc), _) = host::shared_get(IDENTITY_KEY) else {
@@ -92,6 +100,7 @@ impl Root {
             Err(e) => {
                 worker.stats.reload_failed();
                 log::error!("ephemera: shared identity refused: {e}");
+                self.refused_version = Some(version);
             }
         }
     }
@@ -113,10 +122,13 @@ impl Root {
                 handle(worker, context_id, true);
             }
         }
+        // Later calls (the next fetch) must belong to the root, not to the
+        // last stream resumed.
+        host::set_effective_context(self.context_id);
     }
 
     /// Takes or renews the fetch lease; true when this root holds it.
-    fn lease(&self, now_ms: u64, poll_ms: u64) -> bool {
+    fn lease(&self, now_ms: u64, lease_ms: u64) -> bool {
         let (value, cas) = host::shared_get(LEASE_KEY);
         if let Some(value) = value {
             let text = String::from_utf8_lossy(&value);
@@ -128,17 +140,26 @@ impl Root {
                 }
             }
         }
-        let lease = format!("{:016x}:{}", self.instance, now_ms + 3 * poll_ms.max(100));
+        // Longer than a fetch may take, so two fetches never overlap.
+        let lease = format!("{:016x}:{}", self.instance, now_ms + lease_ms);
         host::shared_set(LEASE_KEY, lease.as_bytes(), cas)
     }
 
     fn maybe_fetch(&mut self, worker: &Worker, now_ms: u64) {
         let shim = &worker.config.shim;
-        if self.call.is_some() || now_ms < self.next_fetch_ms {
+        if let Some((_, deadline)) = self.call {
+            if now_ms < deadline {
+                return;
+            }
+            // The host never answered (e.g. the call was cancelled): give up on it.
+            self.call = None;
+            self.fetch_failed(worker, "identity fetch got no answer");
+        }
+        if now_ms < self.next_fetch_ms {
             return;
         }
         self.next_fetch_ms = now_ms + shim.poll_ms;
-        if !self.lease(now_ms, shim.poll_ms) {
+        if !self.lease(now_ms, shim.timeout_ms + 2 * shim.poll_ms) {
             return;
         }
         let etag = worker.version().map(|v| format!("\"{v}\""));
@@ -150,11 +171,14 @@ impl Root {
         if let Some(etag) = etag.as_deref() {
             headers.push(("if-none-match", etag));
         }
+        host::set_effective_context(self.context_id);
+        let deadline = now_ms + shim.timeout_ms + 1000;
         self.call = host::dispatch(
             &shim.cluster,
             headers,
             Duration::from_millis(shim.timeout_ms),
-        );
+        )
+        .map(|token| (token, deadline));
         if self.call.is_none() {
             self.fetch_failed(worker, "cannot dispatch to the shim cluster");
         }
@@ -188,28 +212,28 @@ impl Root {
     }
 }
 
-impl Default for Root {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token: u32,
-        _headers: usize,
+        headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
-        if self.call != Some(token) {
+        if self.call.map(|(t, _)| t) != Some(token) {
             return;
         }
         self.call = None;
         let Some(worker) = self.worker.clone() else {
             return;
         };
-        let status = host::call_response_header(":status");
+        // A failed call has no response map: the host refuses to read it
+        // (and the SDK panics on that status).
+        let status = if headers == 0 {
+            None
+        } else {
+            host::call_response_header(":status")
+        };
         match status.as_deref() {
             Some("200") => {
                 let body = host::call_response_body(body_size);

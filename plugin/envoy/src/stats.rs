@@ -4,7 +4,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 /// Every rejection code the core reports, for per-reason counters.
-const REJECTION_CODES: [&str; 12] = [
+const REJECTION_CODES: [&str; 13] = [
+    "bad_path",
     "missing_token",
     "malformed",
     "too_large",

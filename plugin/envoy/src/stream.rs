@@ -132,6 +132,10 @@ fn record_inbound(worker: &Worker, verdict: &InboundVerdict) {
             log::info!("ephemera inbound: 403: {caller} is not allowed on this route");
         }
         InboundVerdict::Unauthenticated => worker.stats.unauthenticated_path(),
+        InboundVerdict::BadPath => {
+            worker.stats.rejected("bad_path", None);
+            log::info!("ephemera inbound: 400: path is not in normal form");
+        }
         InboundVerdict::AwaitIdentity => {}
     }
 }

@@ -58,8 +58,28 @@ pub enum InboundVerdict {
         /// The verified caller.
         caller: SpiffeId,
     },
+    /// The path is not in normal form (`//`, `/./`, `/../`, encoded dots,
+    /// slashes or backslashes): 400, since path rules could be dodged.
+    BadPath,
     /// No identity loaded yet.
     AwaitIdentity,
+}
+
+/// True for a path in the normal form path rules assume.
+fn normal_path(request_path: &str) -> bool {
+    let path = request_path
+        .split_once(['?', '#'])
+        .map_or(request_path, |(p, _)| p);
+    if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+        return false;
+    }
+    !path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
 }
 
 /// The inbound policy, built once from configuration.
@@ -93,6 +113,9 @@ impl Inbound {
         now: u64,
         crypto: &dyn Es256,
     ) -> InboundVerdict {
+        if !normal_path(request.path) {
+            return InboundVerdict::BadPath;
+        }
         if self
             .config
             .unauthenticated
@@ -168,7 +191,12 @@ impl Inbound {
                     set: vec![(header, caller.to_string())],
                 }
             }
+            // A failing signature backend is no verdict on the token.
+            InboundVerdict::Rejected(Rejection::Verify(VerifyError::Crypto(_))) => {
+                Outcome::Reply(LocalReply::unavailable())
+            }
             InboundVerdict::Rejected(_) => Outcome::Reply(LocalReply::unauthorized()),
+            InboundVerdict::BadPath => Outcome::Reply(LocalReply::bad_request()),
             InboundVerdict::Forbidden { .. } => Outcome::Reply(LocalReply::forbidden()),
             InboundVerdict::AwaitIdentity => Outcome::AwaitIdentity,
         }
@@ -186,6 +214,27 @@ fn bearer_token(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::bearer_token;
+
+    #[test]
+    fn only_normal_paths_are_decided() {
+        for ok in ["/", "/a/b", "/a?x=../y", "/a.b/c..d"] {
+            assert!(super::normal_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "//a",
+            "/a//b",
+            "/a/./b",
+            "/a/..",
+            "/a/%2e%2e/b",
+            "/a%2Fb",
+            "/a\\b",
+            "/a/%5c",
+        ] {
+            assert!(!super::normal_path(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn bearer_tokens_are_read_case_insensitively_and_nothing_else_is() {

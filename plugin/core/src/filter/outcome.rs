@@ -50,6 +50,15 @@ impl LocalReply {
         }
     }
 
+    /// 400: the request cannot be decided as sent.
+    pub fn bad_request() -> Self {
+        Self {
+            status: 400,
+            headers: Vec::new(),
+            body: "bad request\n".into(),
+        }
+    }
+
     /// 503: identity not (yet) available.
     pub fn unavailable() -> Self {
         Self {
