@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cmd;
 pub mod identity_files;
 pub mod identity_source;
+pub mod ipt;
 pub mod ledger;
 pub mod provision;
 pub mod sensitive;

@@ -113,5 +113,6 @@ pub fn service_env(root: &Path, name: &str) -> Vec<(String, String)> {
 }
 
 pub mod net;
+pub mod openbao;
 pub mod procs;
 pub mod workload;

@@ -39,6 +39,11 @@ pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
 
 /// One request on a fresh connection; status 0 when the exchange failed.
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    send(port, method, path, headers, "")
+}
+
+/// One request with a body on a fresh connection.
+pub fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
     let failed = Response {
         status: 0,
         headers: BTreeMap::new(),
@@ -55,7 +60,7 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) ->
     for (k, v) in headers {
         text.push_str(&format!("{k}: {v}\r\n"));
     }
-    text.push_str("content-length: 0\r\n\r\n");
+    text.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
     if stream.write_all(text.as_bytes()).is_err() {
         return failed;
     }

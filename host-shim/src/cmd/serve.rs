@@ -8,6 +8,7 @@ use ephemera_core::filter::workload_identity::BundleFormatName;
 use super::Failure;
 use crate::identity_files::IdentityPaths;
 use crate::identity_source::IdentitySource;
+use crate::ipt::{IptConfig, Transactions};
 use crate::serve::{self, Listen};
 use crate::watch;
 
@@ -20,6 +21,10 @@ pub struct ServeArgs {
     /// Read the bundle as a standard SPIFFE JWKS (central issuer).
     #[arg(long)]
     pub central_issuer: bool,
+    /// Identity-Per-Transaction configuration (ledger, brokers, policy):
+    /// enables `POST /v1/transactions`.
+    #[arg(long)]
+    pub ipt_config: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -44,10 +49,18 @@ impl ServeArgs {
         let runtime = super::runtime()?;
         runtime.block_on(async {
             let source = self.source()?;
+            let mut router = serve::router(source.clone());
+            if let Some(path) = &self.ipt_config {
+                let config = IptConfig::load(path).map_err(Failure::config)?;
+                let service =
+                    Arc::new(Transactions::new(config, source.clone()).map_err(Failure::config)?);
+                tokio::spawn(service.clone().run_reaper());
+                router = router.merge(crate::ipt::api::routes(service));
+            }
             let bound = serve::bind(&self.listen).await.map_err(Failure::config)?;
             tracing::info!("ephemera serve: listening on {}", self.listen);
             tokio::spawn(watch::run(source.clone()));
-            serve::serve(bound, serve::router(source), super::shutdown_signal())
+            serve::serve(bound, router, super::shutdown_signal())
                 .await
                 .map_err(Failure::config)
         })

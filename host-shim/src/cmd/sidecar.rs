@@ -137,7 +137,7 @@ impl RunArgs {
 
         let runtime = super::runtime()?;
         runtime.block_on(async {
-            let source = super::serve::ServeArgs { listen: shim.clone(), central_issuer: false }.source()?;
+            let source = super::serve::ServeArgs { listen: shim.clone(), central_issuer: false, ipt_config: None }.source()?;
             if source.served().is_none() {
                 return Err(Failure::config(
                     "the identity files are not usable (see the log above); set SPIFFILE_* to a provisioned identity",

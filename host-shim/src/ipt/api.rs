@@ -1,0 +1,64 @@
+//! HTTP routes of the transaction service.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use ephemera_core::ipt::{CloseRequest, OpenRequest};
+use serde_json::json;
+
+use super::service::{Transactions, TxError};
+
+/// `POST /v1/transactions` and `POST /v1/transactions/{id}/close`.
+pub fn routes(service: Arc<Transactions>) -> Router {
+    Router::new()
+        .route("/v1/transactions", post(open))
+        .route("/v1/transactions/{id}/close", post(close))
+        .with_state(service)
+}
+
+fn error(e: &TxError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        Json(json!({"error": e.code(), "message": e.to_string()})),
+    )
+        .into_response()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TxError> {
+    serde_json::from_slice(body).map_err(|e| TxError::BadRequest(e.to_string()))
+}
+
+async fn open(State(service): State<Arc<Transactions>>, body: axum::body::Bytes) -> Response {
+    let result = match parse::<OpenRequest>(&body) {
+        Ok(request) => service.open(request).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(response) => Json(response).into_response(),
+        Err(e) => {
+            tracing::info!("transaction refused: {e}");
+            error(&e)
+        }
+    }
+}
+
+async fn close(
+    State(service): State<Arc<Transactions>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = match parse::<CloseRequest>(&body) {
+        Ok(request) => service.close(&id, request).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(&e),
+    }
+}

@@ -1,0 +1,57 @@
+//! The IPT configuration file (YAML): ledger, brokers and policy.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::policy::Rule;
+use crate::broker::BrokerConfig;
+
+/// Where and how the ledger is kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The ledger file (JSON lines).
+    pub path: PathBuf,
+}
+
+/// The whole IPT configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IptConfig {
+    /// The audit ledger.
+    pub ledger: LedgerConfig,
+    /// Brokers by name.
+    pub brokers: BTreeMap<String, BrokerConfig>,
+    /// Who may do what, through which broker.
+    pub policy: Vec<Rule>,
+    /// How often expired transactions are reaped, milliseconds.
+    #[serde(default = "default_reap")]
+    pub reap_interval_ms: u64,
+}
+
+fn default_reap() -> u64 {
+    1000
+}
+
+impl IptConfig {
+    /// Reads and validates a file; every problem is reported at once.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: Self =
+            serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let problems: Vec<String> = config
+            .policy
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !config.brokers.contains_key(&r.broker))
+            .map(|(i, r)| format!("policy[{i}] names unknown broker {:?}", r.broker))
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(format!("{}: {}", path.display(), problems.join("; ")))
+        }
+    }
+}

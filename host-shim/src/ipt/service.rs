@@ -1,0 +1,351 @@
+//! The transaction service: open (re-verify the caller, authorize, issue,
+//! record durably, answer), close (revoke always, record), and a reaper for
+//! transactions whose credential expired without a close.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ephemera_core::ipt::{CloseRequest, OpenRequest, OpenResponse};
+use ephemera_core::{RustCrypto, SpiffeId, TokenVerifier, VerifyOptions};
+
+use super::config::IptConfig;
+use super::policy;
+use crate::broker::{Broker, Revocation};
+use crate::clock::unix_now;
+use crate::identity_source::IdentitySource;
+use crate::ledger::{Event, FileLedger, TransactionEvent};
+
+/// Why a transaction call failed; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// Malformed request (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The caller token does not verify (401).
+    #[error("caller not authenticated: {0}")]
+    Unauthenticated(String),
+    /// Policy denies (403).
+    #[error("denied by policy")]
+    Denied,
+    /// The transaction id is in use (409).
+    #[error("transaction id already in use")]
+    Conflict,
+    /// No such open transaction (404).
+    #[error("no open transaction with that id")]
+    NotFound,
+    /// Broker, ledger or identity unavailable (503).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl TxError {
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::Unauthenticated(_) => 401,
+            Self::Denied => 403,
+            Self::Conflict => 409,
+            Self::NotFound => 404,
+            Self::Unavailable(_) => 503,
+        }
+    }
+
+    /// Short code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Denied => "denied",
+            Self::Conflict => "conflict",
+            Self::NotFound => "not_found",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct OpenTxn {
+    caller: SpiffeId,
+    request: OpenRequest,
+    issued_at: u64,
+    expires_at: u64,
+    started: Instant,
+    revocation: Revocation,
+}
+
+/// Open transactions and what they need.
+pub struct Transactions {
+    identity: Arc<IdentitySource>,
+    brokers: HashMap<String, Broker>,
+    rules: Vec<policy::Rule>,
+    ledger: FileLedger,
+    open: Mutex<HashMap<String, OpenTxn>>,
+    reap_interval: Duration,
+}
+
+/// True for a lower-case UUID version 4.
+fn uuid_v4(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            14 => *c == b'4',
+            19 => matches!(c, b'8' | b'9' | b'a' | b'b'),
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        })
+}
+
+impl Transactions {
+    /// Builds the service: brokers, and the ledger (recovered on open).
+    pub fn new(config: IptConfig, identity: Arc<IdentitySource>) -> Result<Self, String> {
+        let mut brokers = HashMap::new();
+        for (name, c) in config.brokers {
+            brokers.insert(name.clone(), Broker::new(&name, c)?);
+        }
+        let (ledger, recovery) =
+            FileLedger::open(&config.ledger.path).map_err(|e| e.to_string())?;
+        if recovery.truncated_bytes > 0 {
+            tracing::warn!(
+                "ledger {}: truncated a torn last record ({} bytes)",
+                config.ledger.path.display(),
+                recovery.truncated_bytes
+            );
+        }
+        tracing::info!(
+            "ledger {}: {} records verified",
+            config.ledger.path.display(),
+            recovery.records
+        );
+        Ok(Self {
+            identity,
+            brokers,
+            rules: config.policy,
+            ledger,
+            open: Mutex::new(HashMap::new()),
+            reap_interval: Duration::from_millis(config.reap_interval_ms.max(50)),
+        })
+    }
+
+    fn event(kind: Event, caller: Option<&SpiffeId>, request: &OpenRequest) -> TransactionEvent {
+        let mut e = TransactionEvent::new(kind, request.transaction_id.clone());
+        e.caller = caller.map(ToString::to_string);
+        e.resource = Some(request.resource.to_string());
+        e.action = Some(request.action.to_string());
+        e
+    }
+
+    /// Opens a transaction.
+    pub async fn open(&self, request: OpenRequest) -> Result<OpenResponse, TxError> {
+        if !uuid_v4(&request.transaction_id) {
+            return Err(TxError::BadRequest(
+                "transaction_id must be a lower-case UUID v4".into(),
+            ));
+        }
+        // Defence in depth: the shim trusts nobody on its socket.
+        let served = self
+            .identity
+            .served()
+            .ok_or_else(|| TxError::Unavailable("no identity loaded".into()))?;
+        let verifier = TokenVerifier::new(served.identity.id().clone(), VerifyOptions::default());
+        let caller = verifier
+            .verify(
+                &request.token,
+                &served.identity.bundle,
+                unix_now(),
+                &RustCrypto,
+            )
+            .map_err(|e| TxError::Unauthenticated(e.to_string()))?
+            .caller;
+        let broker = self
+            .brokers
+            .get(&request.broker)
+            .ok_or_else(|| TxError::BadRequest(format!("unknown broker {:?}", request.broker)))?;
+        if !policy::allows(
+            &self.rules,
+            &caller,
+            &request.resource,
+            &request.action,
+            &request.broker,
+        ) {
+            let mut e = Self::event(Event::Deny, Some(&caller), &request);
+            e.error = Some("denied by policy".into());
+            if let Err(err) = self.ledger.append(e).await {
+                tracing::error!("ledger: cannot record a denial: {err}");
+            }
+            return Err(TxError::Denied);
+        }
+        {
+            let open = self
+                .open
+                .lock()
+                .map_err(|_| TxError::Unavailable("state poisoned".into()))?;
+            if open.contains_key(&request.transaction_id) {
+                return Err(TxError::Conflict);
+            }
+        }
+        let issued_at = unix_now();
+        let issued = match broker
+            .issue(&request.transaction_id, &request.resource, &request.action)
+            .await
+        {
+            Ok(issued) => issued,
+            Err(err) => {
+                let mut e = Self::event(Event::Fail, Some(&caller), &request);
+                e.error = Some(format!("issue failed: {err}"));
+                if let Err(ledger_err) = self.ledger.append(e).await {
+                    tracing::error!("ledger: cannot record a failed issue: {ledger_err}");
+                }
+                return Err(TxError::Unavailable(err.to_string()));
+            }
+        };
+        let mut e = Self::event(Event::Open, Some(&caller), &request);
+        e.issued_at = Some(issued_at);
+        e.blast_radius = Some(issued.blast_radius.clone());
+        e.revocation = Some(issued.revocation.describe().to_owned());
+        if let Err(err) = self.ledger.append(e).await {
+            // Unaudited means unissued: take it back and refuse.
+            if let Err(revoke_err) = broker.revoke(&issued.revocation).await {
+                tracing::error!("revoking an unrecorded credential failed: {revoke_err}");
+            }
+            return Err(TxError::Unavailable(format!("ledger: {err}")));
+        }
+        let scope = format!("{}:{}", request.action, request.resource);
+        let response = OpenResponse {
+            transaction_id: request.transaction_id.clone(),
+            credential: issued
+                .credential
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
+            expires_at: issued.expires_at,
+            scope,
+            blast_radius: issued.blast_radius,
+        };
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(
+                request.transaction_id.clone(),
+                OpenTxn {
+                    caller,
+                    request,
+                    issued_at,
+                    expires_at: issued.expires_at,
+                    started: Instant::now(),
+                    revocation: issued.revocation,
+                },
+            );
+        }
+        Ok(response)
+    }
+
+    /// Closes a transaction: revokes (always), then records.
+    pub async fn close(&self, transaction_id: &str, close: CloseRequest) -> Result<(), TxError> {
+        let txn = self
+            .open
+            .lock()
+            .map_err(|_| TxError::Unavailable("state poisoned".into()))?
+            .remove(transaction_id)
+            .ok_or(TxError::NotFound)?;
+        let failure = close
+            .outcome
+            .is_failure()
+            .then(|| format!("{:?}", close.outcome));
+        self.finish(
+            txn,
+            if failure.is_some() {
+                Event::Fail
+            } else {
+                Event::Close
+            },
+            failure,
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn finish(&self, txn: OpenTxn, kind: Event, error: Option<String>) {
+        let revoked = match self.brokers.get(&txn.request.broker) {
+            Some(broker) => broker
+                .revoke(&txn.revocation)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("broker no longer configured".into()),
+        };
+        // A close whose revocation failed is a failure.
+        let (kind, error) = match revoked {
+            Ok(()) => (kind, error),
+            Err(r) => (
+                if kind == Event::Close {
+                    Event::Fail
+                } else {
+                    kind
+                },
+                Some(match error {
+                    Some(e) => format!("{e}; revocation failed: {r}"),
+                    None => format!("revocation failed: {r}"),
+                }),
+            ),
+        };
+        let mut e = Self::event(kind, Some(&txn.caller), &txn.request);
+        e.issued_at = Some(txn.issued_at);
+        e.closed_at = Some(unix_now());
+        e.duration_ms = Some(txn.started.elapsed().as_millis() as u64);
+        e.revocation = Some(txn.revocation.describe().to_owned());
+        e.error = error;
+        if let Err(err) = self.ledger.append(e).await {
+            tracing::error!("ledger: cannot record the end of a transaction: {err}");
+        }
+    }
+
+    /// Revokes and records every transaction whose credential has expired.
+    pub async fn reap(&self) {
+        let now = unix_now();
+        let expired: Vec<OpenTxn> = match self.open.lock() {
+            Ok(mut open) => {
+                let ids: Vec<String> = open
+                    .iter()
+                    .filter(|(_, t)| t.expires_at <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.iter().filter_map(|id| open.remove(id)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for txn in expired {
+            self.finish(
+                txn,
+                Event::Expire,
+                Some("credential expired without a close".into()),
+            )
+            .await;
+        }
+    }
+
+    /// Runs the reaper forever.
+    pub async fn run_reaper(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.reap_interval);
+        loop {
+            tick.tick().await;
+            self.reap().await;
+        }
+    }
+
+    /// Number of open transactions.
+    pub fn open_count(&self) -> usize {
+        self.open.lock().map_or(0, |o| o.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uuid_v4;
+
+    #[test]
+    fn transaction_ids_are_uuid_v4() {
+        assert!(uuid_v4("3f2b8c1e-9d4a-4b7e-8f10-2a3b4c5d6e7f"));
+        assert!(!uuid_v4("3f2b8c1e-9d4a-1b7e-8f10-2a3b4c5d6e7f"));
+        assert!(!uuid_v4("3F2B8C1E-9D4A-4B7E-8F10-2A3B4C5D6E7F"));
+        assert!(!uuid_v4("../../etc/passwd"));
+    }
+}

@@ -1,0 +1,109 @@
+//! A real OpenBao dev server for tests, set up the way the shim expects:
+//! a token role for transaction tokens and a least-privilege shim token.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::net::{Response, free_port, send, wait_until};
+use crate::procs::Proc;
+use crate::repo_root;
+
+/// The shim's own policy: manage `ephemera-*` policies, create tokens through
+/// the `ephemera` role, revoke by accessor. Nothing else.
+pub const SHIM_POLICY: &str = r#"path "sys/policies/acl/ephemera-*" { capabilities = ["create", "update", "delete"] }
+path "auth/token/create/ephemera" { capabilities = ["update"] }
+path "auth/token/revoke-accessor" { capabilities = ["update"] }
+"#;
+
+/// A running OpenBao dev server.
+pub struct OpenBao {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The file holding the shim's token.
+    pub shim_token_file: PathBuf,
+    /// The shim's token.
+    pub shim_token: String,
+    /// The server process.
+    pub proc: Proc,
+}
+
+impl OpenBao {
+    /// Starts a dev server and configures role, shim policy and shim token.
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let proc = Proc::spawn(
+            &format!("openbao-{port}"),
+            dir,
+            Command::new(repo_root().join(".venv/bin/bao")).args([
+                "server",
+                "-dev",
+                "-dev-root-token-id=root",
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ]),
+        );
+        wait_until(Duration::from_secs(20), || {
+            crate::net::get(port, "/v1/sys/health", &[]).status == 200
+        })
+        .expect("openbao up");
+        let mut bao = Self {
+            port,
+            shim_token_file: dir.join("shim-token"),
+            shim_token: String::new(),
+            proc,
+        };
+        bao.root("POST", "auth/token/roles/ephemera", r#"{"allowed_policies_glob":["ephemera-*"],"orphan":true,"renewable":false,"token_no_default_policy":true}"#).ok();
+        let policy = serde_json::json!({ "policy": SHIM_POLICY }).to_string();
+        bao.root("PUT", "sys/policies/acl/ephemera-shim", &policy)
+            .ok();
+        let created = bao
+            .root(
+                "POST",
+                "auth/token/create",
+                r#"{"policies":["ephemera-shim"],"no_default_policy":true,"ttl":"1h"}"#,
+            )
+            .ok()
+            .json();
+        bao.shim_token = created["auth"]["client_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        std::fs::write(&bao.shim_token_file, &bao.shim_token).unwrap_or_else(|e| panic!("{e}"));
+        bao
+    }
+
+    /// A request with the root token.
+    pub fn root(&self, method: &str, path: &str, body: &str) -> Checked {
+        self.with_token("root", method, path, body)
+    }
+
+    /// A request with any token.
+    pub fn with_token(&self, token: &str, method: &str, path: &str, body: &str) -> Checked {
+        Checked(send(
+            self.port,
+            method,
+            &format!("/v1/{path}"),
+            &[
+                ("x-vault-token", token),
+                ("content-type", "application/json"),
+            ],
+            body,
+        ))
+    }
+}
+
+/// A response that can be asserted successful.
+pub struct Checked(pub Response);
+
+impl Checked {
+    /// The response; panics unless 2xx.
+    pub fn ok(self) -> Response {
+        assert!(
+            (200..300).contains(&self.0.status),
+            "OpenBao answered {}: {}",
+            self.0.status,
+            self.0.body
+        );
+        self.0
+    }
+}

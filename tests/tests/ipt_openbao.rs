@@ -1,0 +1,326 @@
+//! Identity-Per-Transaction in the shim against a real OpenBao: one path,
+//! one capability, revoked at close, reaped at expiry, every event in the
+//! hash-chained ledger, no credential anywhere it should not be.
+
+use std::process::Command;
+use std::time::Duration;
+
+use ephemera_tests::net::{free_port, get, send, wait_until};
+use ephemera_tests::openbao::OpenBao;
+use ephemera_tests::procs::Proc;
+use ephemera_tests::workload::Root;
+use ephemera_tests::{ephemera, ephemera_bin};
+use serde_json::{Value, json};
+
+const BILLING: &str = "spiffe://example.org/billing";
+
+struct Shim {
+    port: u16,
+    proc: Proc,
+    ledger: std::path::PathBuf,
+}
+
+fn shim(dir: &std::path::Path, root: &Root, bao: &OpenBao, ttl: u64) -> Shim {
+    let ledger = dir.join("ledger.jsonl");
+    let config = format!(
+        r#"
+ledger: {{ path: "{}" }}
+reap_interval_ms: 200
+brokers:
+  vault: {{ kind: openbao, address: "http://127.0.0.1:{}", token_file: "{}", ttl_secs: {ttl}, num_uses: 3 }}
+policy:
+  - callers: ["spiffe://example.org/orders"]
+    resources: ["secret/data/orders/*"]
+    actions: [read]
+    broker: vault
+"#,
+        ledger.display(),
+        bao.port,
+        bao.shim_token_file.display()
+    );
+    let path = dir.join("ipt.yaml");
+    std::fs::write(&path, config).unwrap();
+    let port = free_port();
+    let proc = Proc::spawn(
+        "shim",
+        dir,
+        Command::new(ephemera_bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--ipt-config",
+            ])
+            .arg(&path)
+            .envs(root.env("billing")),
+    );
+    wait_until(Duration::from_secs(10), || {
+        get(port, "/healthz", &[]).status == 200
+    })
+    .expect("shim up");
+    Shim { port, proc, ledger }
+}
+
+fn txid(n: u8) -> String {
+    format!("3f2b8c1e-9d4a-4b7e-8f10-2a3b4c5d6e{n:02x}")
+}
+
+fn open(shim: &Shim, id: &str, token: &str, resource: &str) -> (u16, Value) {
+    let body = json!({"transaction_id": id, "token": token, "resource": resource, "action": "read", "broker": "vault"});
+    let r = send(
+        shim.port,
+        "POST",
+        "/v1/transactions",
+        &[("content-type", "application/json")],
+        &body.to_string(),
+    );
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+fn close(shim: &Shim, id: &str, outcome: Value) -> u16 {
+    send(
+        shim.port,
+        "POST",
+        &format!("/v1/transactions/{id}/close"),
+        &[],
+        &json!({"outcome": outcome}).to_string(),
+    )
+    .status
+}
+
+fn ledger_events(shim: &Shim) -> Vec<Value> {
+    std::fs::read_to_string(&shim.ledger)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn setup() -> (tempfile::TempDir, Root, OpenBao) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing", "ci"]);
+    let bao = OpenBao::start(dir.path());
+    bao.root(
+        "POST",
+        "secret/data/orders/a",
+        r#"{"data":{"v":"alpha-secret-value"}}"#,
+    )
+    .ok();
+    bao.root(
+        "POST",
+        "secret/data/orders/b",
+        r#"{"data":{"v":"beta-secret-value"}}"#,
+    )
+    .ok();
+    (dir, root, bao)
+}
+
+#[test]
+fn a_transaction_token_reads_its_one_path_and_dies_at_close() {
+    let (dir, root, bao) = setup();
+    let shim = shim(dir.path(), &root, &bao, 60);
+    let caller = root.mint("orders", BILLING, &[]);
+    let (status, opened) = open(&shim, &txid(1), &caller, "secret/data/orders/a");
+    assert_eq!(status, 200, "{opened}");
+    let token = opened["credential"]["token"].as_str().unwrap().to_owned();
+    assert!(
+        opened["blast_radius"]
+            .as_str()
+            .unwrap()
+            .contains("single OpenBao path secret/data/orders/a")
+    );
+
+    let read = bao.with_token(&token, "GET", "secret/data/orders/a", "").0;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json()["data"]["data"]["v"], "alpha-secret-value");
+    assert_eq!(
+        bao.with_token(&token, "GET", "secret/data/orders/b", "")
+            .0
+            .status,
+        403,
+        "no sibling"
+    );
+    assert_eq!(
+        bao.with_token(&token, "POST", "secret/data/orders/a", r#"{"data":{}}"#)
+            .0
+            .status,
+        403,
+        "no write"
+    );
+
+    assert_eq!(
+        close(&shim, &txid(1), json!({"kind": "responded", "status": 200})),
+        204
+    );
+    assert_eq!(
+        bao.with_token(&token, "GET", "secret/data/orders/a", "")
+            .0
+            .status,
+        403,
+        "dead after close"
+    );
+    assert_eq!(
+        bao.with_token(&token, "GET", "auth/token/lookup-self", "")
+            .0
+            .status,
+        403
+    );
+    assert_eq!(
+        bao.root("GET", &format!("sys/policies/acl/ephemera-{}", txid(1)), "")
+            .0
+            .status,
+        404,
+        "policy deleted"
+    );
+
+    let events = ledger_events(&shim);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["open", "close"]);
+    assert_eq!(events[1]["caller"], "spiffe://example.org/orders");
+    assert!(events[1]["duration_ms"].is_u64());
+    let verify = ephemera(&["ledger", "verify", &shim.ledger.to_string_lossy()], &[]);
+    assert!(verify.ok().starts_with("ok: 2 records"));
+
+    // No credential or caller token in the ledger or the shim's output.
+    let ledger_text = std::fs::read_to_string(&shim.ledger).unwrap();
+    for secret in [
+        token.as_str(),
+        caller.as_str(),
+        "alpha-secret-value",
+        bao.shim_token.as_str(),
+    ] {
+        assert!(!ledger_text.contains(secret), "secret in ledger");
+        assert!(
+            !shim.proc.stderr().contains(secret) && !shim.proc.stdout().contains(secret),
+            "secret in shim log"
+        );
+    }
+}
+
+#[test]
+fn failures_revoke_too_and_are_recorded_as_fail() {
+    let (dir, root, bao) = setup();
+    let shim = shim(dir.path(), &root, &bao, 60);
+    let caller = root.mint("orders", BILLING, &[]);
+    for (n, outcome) in [
+        (2u8, json!({"kind": "responded", "status": 500})),
+        (3, json!({"kind": "aborted"})),
+    ] {
+        let (status, opened) = open(&shim, &txid(n), &caller, "secret/data/orders/a");
+        assert_eq!(status, 200);
+        let token = opened["credential"]["token"].as_str().unwrap().to_owned();
+        assert_eq!(close(&shim, &txid(n), outcome), 204);
+        assert_eq!(
+            bao.with_token(&token, "GET", "secret/data/orders/a", "")
+                .0
+                .status,
+            403
+        );
+    }
+    let kinds: Vec<String> = ledger_events(&shim)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["open", "fail", "open", "fail"]);
+}
+
+#[test]
+fn denials_and_bad_tokens_never_reach_openbao() {
+    let (dir, root, bao) = setup();
+    let shim = shim(dir.path(), &root, &bao, 60);
+    let ci = root.mint("ci", BILLING, &[]);
+    let orders = root.mint("orders", BILLING, &[]);
+    let policies_before =
+        bao.root("LIST", "sys/policies/acl", "").ok().json()["data"]["keys"].clone();
+
+    assert_eq!(
+        open(&shim, &txid(4), &ci, "secret/data/orders/a").0,
+        403,
+        "caller not in policy"
+    );
+    assert_eq!(
+        open(&shim, &txid(5), &orders, "secret/data/billing/a").0,
+        403,
+        "resource not in policy"
+    );
+    assert_eq!(
+        open(&shim, &txid(6), "garbage", "secret/data/orders/a").0,
+        401
+    );
+    let wrong_aud = root.mint("orders", "spiffe://example.org/other", &[]);
+    assert_eq!(
+        open(&shim, &txid(7), &wrong_aud, "secret/data/orders/a").0,
+        401
+    );
+    assert_eq!(
+        open(&shim, "not-a-uuid", &orders, "secret/data/orders/a").0,
+        400
+    );
+    assert_eq!(
+        open(&shim, &txid(8), &orders, "secret/data/orders/*").0,
+        400,
+        "wildcards are not resources"
+    );
+
+    let policies_after =
+        bao.root("LIST", "sys/policies/acl", "").ok().json()["data"]["keys"].clone();
+    assert_eq!(
+        policies_before, policies_after,
+        "nothing was created in OpenBao"
+    );
+    let kinds: Vec<String> = ledger_events(&shim)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["deny", "deny"]);
+}
+
+#[test]
+fn unclosed_transactions_are_reaped_when_their_credential_expires() {
+    let (dir, root, bao) = setup();
+    let shim = shim(dir.path(), &root, &bao, 2);
+    let caller = root.mint("orders", BILLING, &[]);
+    let (status, opened) = open(&shim, &txid(9), &caller, "secret/data/orders/a");
+    assert_eq!(status, 200);
+    let token = opened["credential"]["token"].as_str().unwrap().to_owned();
+    let reaped = wait_until(Duration::from_secs(10), || {
+        ledger_events(&shim).iter().any(|e| e["event"] == "expire")
+    });
+    assert!(reaped.is_some(), "reaped");
+    assert_eq!(
+        bao.with_token(&token, "GET", "secret/data/orders/a", "")
+            .0
+            .status,
+        403
+    );
+    assert_eq!(
+        close(&shim, &txid(9), json!({"kind": "aborted"})),
+        404,
+        "already reaped"
+    );
+}
+
+#[test]
+fn openbao_down_means_503_and_a_fail_record() {
+    let (dir, root, mut bao) = setup();
+    let shim = shim(dir.path(), &root, &bao, 60);
+    bao.proc.signal_and_wait("KILL");
+    let caller = root.mint("orders", BILLING, &[]);
+    let (status, body) = open(&shim, &txid(10), &caller, "secret/data/orders/a");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.get("credential").is_none());
+    let events = ledger_events(&shim);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["event"], "fail");
+    assert!(
+        events[0]["error"].as_str().unwrap().contains("unreachable"),
+        "{}",
+        events[0]
+    );
+}
