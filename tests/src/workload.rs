@@ -135,6 +135,19 @@ impl Sidecar {
         config: Option<&str>,
         outbound: bool,
     ) -> Self {
+        Self::start_with(dir, root, service, app_port, config, outbound, &[])
+    }
+
+    /// As [`Self::start`], with extra `ephemera sidecar` arguments.
+    pub fn start_with(
+        dir: &Path,
+        root: &Root,
+        service: &str,
+        app_port: u16,
+        config: Option<&str>,
+        outbound: bool,
+        extra: &[&str],
+    ) -> Self {
         let inbound = free_port();
         let outbound = outbound.then(free_port);
         let mut command = Command::new(ephemera_bin());
@@ -149,6 +162,7 @@ impl Sidecar {
         if let Some(port) = outbound {
             command.args(["--outbound", &format!("127.0.0.1:{port}")]);
         }
+        command.args(extra);
         if let Some(text) = config {
             let path = dir.join(format!("{service}-sidecar.yaml"));
             std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));

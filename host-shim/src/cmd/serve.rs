@@ -43,20 +43,26 @@ impl ServeArgs {
         Ok(source)
     }
 
+    /// The shim's routes: identity, plus transactions when configured (the
+    /// reaper starts with them). Must run inside the runtime.
+    pub fn router(&self, source: Arc<IdentitySource>) -> Result<axum::Router, Failure> {
+        let router = serve::router(source.clone());
+        let Some(path) = &self.ipt_config else {
+            return Ok(router);
+        };
+        let config = IptConfig::load(path).map_err(Failure::config)?;
+        let service = Arc::new(Transactions::new(config, source).map_err(Failure::config)?);
+        tokio::spawn(service.clone().run_reaper());
+        Ok(router.merge(crate::ipt::api::routes(service)))
+    }
+
     /// Runs the service until SIGINT or SIGTERM.
     pub fn run(self) -> Result<(), Failure> {
         super::init_tracing();
         let runtime = super::runtime()?;
         runtime.block_on(async {
             let source = self.source()?;
-            let mut router = serve::router(source.clone());
-            if let Some(path) = &self.ipt_config {
-                let config = IptConfig::load(path).map_err(Failure::config)?;
-                let service =
-                    Arc::new(Transactions::new(config, source.clone()).map_err(Failure::config)?);
-                tokio::spawn(service.clone().run_reaper());
-                router = router.merge(crate::ipt::api::routes(service));
-            }
+            let router = self.router(source.clone())?;
             let bound = serve::bind(&self.listen).await.map_err(Failure::config)?;
             tracing::info!("ephemera serve: listening on {}", self.listen);
             tokio::spawn(watch::run(source.clone()));

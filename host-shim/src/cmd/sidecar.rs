@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// Envoy's log level.
     #[arg(long, default_value = "warning")]
     envoy_log_level: String,
+    /// Identity-Per-Transaction configuration for the shim (ledger,
+    /// brokers, policy).
+    #[arg(long)]
+    ipt_config: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -137,7 +141,12 @@ impl RunArgs {
 
         let runtime = super::runtime()?;
         runtime.block_on(async {
-            let source = super::serve::ServeArgs { listen: shim.clone(), central_issuer: false, ipt_config: None }.source()?;
+            let serve_args = super::serve::ServeArgs {
+                listen: shim.clone(),
+                central_issuer: false,
+                ipt_config: self.ipt_config.clone(),
+            };
+            let source = serve_args.source()?;
             if source.served().is_none() {
                 return Err(Failure::config(
                     "the identity files are not usable (see the log above); set SPIFFILE_* to a provisioned identity",
@@ -146,7 +155,8 @@ impl RunArgs {
             let bound = serve::bind(&shim).await.map_err(Failure::config)?;
             tokio::spawn(watch::run(source.clone()));
             let (stop_shim, shim_stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(serve::serve(bound, serve::router(source), async {
+            let router = serve_args.router(source)?;
+            let server = tokio::spawn(serve::serve(bound, router, async {
                 let _ = shim_stopped.await;
             }));
 

@@ -38,6 +38,19 @@ pub fn set_request_header(name: &str, value: &str) {
         hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
 }
 
+/// A response header that must be UTF-8 to be useful.
+pub fn response_header(name: &str) -> Option<String> {
+    match hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
+        _ => None,
+    }
+}
+
+/// Removes a response header (every value).
+pub fn remove_response_header(name: &str) {
+    let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, None);
+}
+
 /// A header of the current HTTP call response.
 pub fn call_response_header(name: &str) -> Option<String> {
     match hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name) {

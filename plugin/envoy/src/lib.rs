@@ -13,6 +13,7 @@
 )]
 
 mod host;
+mod ipt;
 mod native_crypto;
 mod protobuf;
 mod root;

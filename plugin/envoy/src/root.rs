@@ -221,6 +221,17 @@ impl Context for Root {
         _trailers: usize,
     ) {
         if self.call.map(|(t, _)| t) != Some(token) {
+            // An open dispatched while resuming a stream, or a close.
+            if let Some(worker) = self.worker.clone()
+                && !crate::ipt::open_response(&worker, token, headers, body_size)
+            {
+                let status = (headers > 0)
+                    .then(|| host::call_response_header(":status"))
+                    .flatten();
+                if !matches!(status.as_deref(), Some("204" | "404")) {
+                    log::warn!("ephemera ipt: the shim answered a close with {status:?}");
+                }
+            }
             return;
         }
         self.call = None;
@@ -282,6 +293,7 @@ impl RootContext for Root {
         self.sync_from_shared(&worker);
         self.maybe_fetch(&worker, now_ms);
         self.expire_waiting(&worker, now_ms);
+        crate::ipt::send_closes(&worker);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

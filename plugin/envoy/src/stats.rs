@@ -41,6 +41,11 @@ pub struct Stats {
     identity_reloads: u32,
     reload_failures: u32,
     crypto_native: u32,
+    txn_opened: u32,
+    txn_denied: u32,
+    txn_failed: u32,
+    txn_closed: u32,
+    txn_unmappable: u32,
 }
 
 fn counter(name: &str) -> u32 {
@@ -89,6 +94,11 @@ impl Stats {
             identity_reloads: counter(&n("identity_reloads")),
             reload_failures: counter(&n("reload_failures")),
             crypto_native: gauge(&n("crypto_native")),
+            txn_opened: counter(&n("transactions.opened")),
+            txn_denied: counter(&n("transactions.denied")),
+            txn_failed: counter(&n("transactions.failed")),
+            txn_closed: counter(&n("transactions.closed")),
+            txn_unmappable: counter(&n("transactions.unmappable")),
         }
     }
 
@@ -169,5 +179,30 @@ impl Stats {
     /// Which backend signs and verifies (1: Envoy native, 0: pure Rust).
     pub fn crypto_backend(&self, native: bool) {
         set(self.crypto_native, u64::from(native));
+    }
+
+    /// A transaction was opened and its credential handed to the app.
+    pub fn transaction_opened(&self) {
+        bump(self.txn_opened);
+    }
+
+    /// The shim's policy denied a transaction.
+    pub fn transaction_denied(&self) {
+        bump(self.txn_denied);
+    }
+
+    /// A transaction could not be opened (shim, broker or ledger failure).
+    pub fn transaction_failed(&self) {
+        bump(self.txn_failed);
+    }
+
+    /// A close was sent to the shim.
+    pub fn transaction_closed(&self) {
+        bump(self.txn_closed);
+    }
+
+    /// A request on a transaction route could not be mapped (400).
+    pub fn transaction_unmappable(&self) {
+        bump(self.txn_unmappable);
     }
 }

@@ -2,8 +2,10 @@
 
 use std::rc::Rc;
 
+use ephemera_core::filter::inbound::bearer_token;
 use ephemera_core::filter::{
-    InboundRequest, InboundVerdict, OutboundRequest, OutboundVerdict, Outcome,
+    InboundRequest, InboundVerdict, LocalReply, OutboundRequest, OutboundVerdict, Outcome,
+    TransactionMapping,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -38,7 +40,39 @@ pub fn handle(worker: &Worker, context_id: u32, resumed: bool) -> Action {
                 )
             };
             record_inbound(worker, &verdict);
-            policy.outcome(&verdict)
+            let outcome = policy.outcome(&verdict);
+            if matches!(verdict, InboundVerdict::Allowed { .. })
+                && !policy.transactions().is_empty()
+            {
+                let method = host::request_header_text(":method").unwrap_or_default();
+                match policy
+                    .transactions()
+                    .map(&path, &method, host::request_header_text)
+                {
+                    TransactionMapping::None => {}
+                    TransactionMapping::Unmappable(reason) => {
+                        worker.stats.transaction_unmappable();
+                        log::info!("ephemera ipt: 400: {reason}");
+                        let mut reply = LocalReply::bad_request();
+                        reply.body = format!(
+                            "cannot map this request to one resource and action: {reason}\n"
+                        );
+                        host::send_reply(reply.status, &reply.headers, &reply.body);
+                        return Action::Pause;
+                    }
+                    TransactionMapping::Plan(plan) => {
+                        let token = authorization
+                            .as_ref()
+                            .and_then(|a| a.as_deref().ok())
+                            .and_then(bearer_token)
+                            .map(str::to_owned)
+                            .unwrap_or_default();
+                        apply_headers(&outcome);
+                        return crate::ipt::open(worker, context_id, plan, token);
+                    }
+                }
+            }
+            outcome
         }
         Policy::Outbound(policy) => {
             let authority = host::request_header_text(":authority");
@@ -69,13 +103,8 @@ pub fn handle(worker: &Worker, context_id: u32, resumed: bool) -> Action {
         }
     };
     match outcome {
-        Outcome::Forward { remove, set } => {
-            for name in &remove {
-                host::remove_request_header(name);
-            }
-            for (name, value) in &set {
-                host::set_request_header(name, value);
-            }
+        outcome @ Outcome::Forward { .. } => {
+            apply_headers(&outcome);
             if resumed {
                 host::resume_request();
             }
@@ -95,6 +124,18 @@ pub fn handle(worker: &Worker, context_id: u32, resumed: bool) -> Action {
             } else {
                 reply_unavailable(worker)
             }
+        }
+    }
+}
+
+/// Applies a forward's header changes to the current stream.
+fn apply_headers(outcome: &Outcome) {
+    if let Outcome::Forward { remove, set } = outcome {
+        for name in remove {
+            host::remove_request_header(name);
+        }
+        for (name, value) in set {
+            host::set_request_header(name, value);
         }
     }
 }
@@ -168,11 +209,30 @@ impl Stream {
     }
 }
 
-impl Context for Stream {}
+impl Context for Stream {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        crate::ipt::open_response(&self.worker, token, headers, body_size);
+    }
+}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         handle(&self.worker, self.context_id, false)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        crate::ipt::response_headers(&self.worker, self.context_id);
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        crate::ipt::stream_ended(&self.worker, self.context_id);
     }
 }
 

@@ -2,11 +2,14 @@
 //! loaded identity, the verified-token cache and minted tokens.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
+use ephemera_core::filter::TransactionPlan;
 use ephemera_core::filter::{
     FilterConfig, Inbound, MintedTokens, Outbound, TokenCache, WorkloadIdentity,
 };
+use ephemera_core::ipt::TransactionOutcome;
 use ephemera_core::{Es256, RustCrypto};
 
 use crate::native_crypto::EnvoyCrypto;
@@ -41,6 +44,32 @@ pub struct State {
     pub minted: MintedTokens,
     /// Streams waiting for the first identity: (context id, deadline ms).
     pub waiting: Vec<(u32, u64)>,
+    /// Transaction opens in flight, by call token.
+    pub pending_opens: HashMap<u32, PendingOpen>,
+    /// Open transactions, by stream context id.
+    pub open_txns: HashMap<u32, OpenTxn>,
+    /// Transactions to close at the shim (sent by the root context).
+    pub closes: Vec<(String, TransactionOutcome)>,
+}
+
+/// A transaction open waiting for the shim.
+#[derive(Debug)]
+pub struct PendingOpen {
+    /// The stream.
+    pub context_id: u32,
+    /// What it is scoped to.
+    pub plan: TransactionPlan,
+    /// Its id.
+    pub transaction_id: String,
+}
+
+/// An open transaction of a stream.
+#[derive(Debug)]
+pub struct OpenTxn {
+    /// Its id.
+    pub transaction_id: String,
+    /// The upstream's status, once it answered.
+    pub status: Option<u16>,
 }
 
 /// A configured filter instance on one worker.
@@ -80,6 +109,9 @@ impl Worker {
                 cache,
                 minted: MintedTokens::default(),
                 waiting: Vec::new(),
+                pending_opens: HashMap::new(),
+                open_txns: HashMap::new(),
+                closes: Vec::new(),
             }),
         })
     }

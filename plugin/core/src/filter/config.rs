@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::caller_pattern::CallerPattern;
 use super::path_rule::PathRule;
 use super::token_cache::DEFAULT_CACHE_SIZE;
+use crate::ipt::{Action, PathTemplate};
 use crate::spiffe_id::SpiffeId;
 use crate::token::{DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TTL_SECS};
 
@@ -91,6 +92,33 @@ pub struct InboundConfig {
     /// Per-route authorization; the most specific matching rule decides.
     /// With rules configured, a path no rule covers is denied.
     pub routes: Vec<RouteRule>,
+    /// Identity-Per-Transaction routes: requests they cover get a credential
+    /// for exactly one resource and action before reaching the app.
+    pub transactions: Vec<TransactionRoute>,
+}
+
+/// An Identity-Per-Transaction route.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionRoute {
+    /// Request paths it covers, with variables: `/objects/{bucket}/{key*}`.
+    #[serde(deserialize_with = "path_template")]
+    pub path: PathTemplate,
+    /// The resource: `arn:aws:s3:::{bucket}/{key}`, `{header.<name>}` allowed.
+    pub resource: String,
+    /// The shim's broker that issues the credential.
+    pub broker: String,
+    /// Method → action, replacing the default (GET/HEAD read, PUT/POST/PATCH
+    /// write, DELETE delete).
+    #[serde(default)]
+    pub methods: BTreeMap<String, Action>,
+    /// Credential field → request header the app receives it in.
+    pub credential_headers: BTreeMap<String, String>,
+}
+
+fn path_template<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathTemplate, D::Error> {
+    let text = String::deserialize(d)?;
+    PathTemplate::parse(&text).map_err(serde::de::Error::custom)
 }
 
 impl Default for InboundConfig {
@@ -104,6 +132,7 @@ impl Default for InboundConfig {
             cache_size: DEFAULT_CACHE_SIZE,
             unauthenticated: Vec::new(),
             routes: Vec::new(),
+            transactions: Vec::new(),
         }
     }
 }
@@ -228,6 +257,27 @@ impl FilterConfig {
                     "route {:?} admits nobody: give it an allow list",
                     route.path
                 ));
+            }
+        }
+        for t in &self.inbound.transactions {
+            if t.broker.is_empty() || t.credential_headers.is_empty() {
+                return invalid(format!(
+                    "transaction route {:?} needs a broker and credential_headers",
+                    t.path.as_str()
+                ));
+            }
+            for header in t.credential_headers.values() {
+                if header.is_empty()
+                    || !header
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    || matches!(header.as_str(), "authorization" | "host" | "cookie")
+                    || *header == self.inbound.caller_header
+                {
+                    return invalid(format!(
+                        "credential header {header:?} must be a lowercase header name of its own"
+                    ));
+                }
             }
         }
         let out = &self.outbound;

@@ -3,6 +3,7 @@
 use super::config::InboundConfig;
 use super::outcome::{LocalReply, Outcome};
 use super::token_cache::TokenCache;
+use super::transaction::TransactionRoutes;
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
 use crate::spiffe_id::SpiffeId;
@@ -87,6 +88,7 @@ fn normal_path(request_path: &str) -> bool {
 pub struct Inbound {
     config: InboundConfig,
     options: VerifyOptions,
+    transactions: TransactionRoutes,
 }
 
 impl Inbound {
@@ -96,7 +98,17 @@ impl Inbound {
             leeway_secs: config.leeway_secs,
             max_token_bytes: config.max_token_bytes,
         };
-        Self { config, options }
+        let transactions = TransactionRoutes::new(config.transactions.clone());
+        Self {
+            config,
+            options,
+            transactions,
+        }
+    }
+
+    /// The Identity-Per-Transaction routes.
+    pub fn transactions(&self) -> &TransactionRoutes {
+        &self.transactions
     }
 
     /// The configuration.
@@ -172,17 +184,23 @@ impl Inbound {
             .is_some_and(|r| r.allow.iter().any(|p| p.matches(caller)))
     }
 
-    /// What the host does for a verdict. The caller header from the client is
-    /// always removed; the verified one is set only for an allowed caller.
+    /// What the host does for a verdict. The caller header and credential
+    /// headers from the client are always removed; the verified caller is set
+    /// only for an allowed caller.
     pub fn outcome(&self, verdict: &InboundVerdict) -> Outcome {
         let header = self.config.caller_header.clone();
+        let client_supplied = || {
+            std::iter::once(header.clone())
+                .chain(self.transactions.credential_headers().map(str::to_owned))
+                .collect::<Vec<_>>()
+        };
         match verdict {
             InboundVerdict::Unauthenticated => Outcome::Forward {
-                remove: vec![header],
+                remove: client_supplied(),
                 set: Vec::new(),
             },
             InboundVerdict::Allowed { caller, .. } => {
-                let mut remove = vec![header.clone()];
+                let mut remove = client_supplied();
                 if self.config.strip_token {
                     remove.push("authorization".into());
                 }
@@ -204,7 +222,7 @@ impl Inbound {
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive, one space or more).
-fn bearer_token(value: &str) -> Option<&str> {
+pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, rest) = value.split_once(' ')?;
     let token = rest.trim_matches(' ');
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))

@@ -9,6 +9,7 @@ pub mod outbound;
 pub mod outcome;
 pub mod path_rule;
 pub mod token_cache;
+pub mod transaction;
 pub mod workload_identity;
 
 pub use caller_pattern::CallerPattern;
@@ -18,4 +19,5 @@ pub use outbound::{MintedTokens, Outbound, OutboundRequest, OutboundVerdict};
 pub use outcome::{LocalReply, Outcome};
 pub use path_rule::PathRule;
 pub use token_cache::TokenCache;
+pub use transaction::{TransactionMapping, TransactionPlan, TransactionRoutes};
 pub use workload_identity::{IdentityDocError, IdentityDocument, WorkloadIdentity};
