@@ -2,6 +2,7 @@
 //! one action, and revoke it when the transaction ends.
 
 pub mod openbao;
+pub mod sts;
 
 use std::collections::BTreeMap;
 
@@ -91,6 +92,8 @@ pub struct Issued {
 pub enum Broker {
     /// OpenBao / Vault tokens bound to one path.
     OpenBao(openbao::OpenBaoBroker),
+    /// AWS STS sessions with a one-statement policy.
+    Sts(sts::StsBroker),
 }
 
 /// A broker's configuration (`kind` selects the provider).
@@ -100,6 +103,8 @@ pub enum BrokerConfig {
     /// OpenBao or Vault.
     #[serde(alias = "vault")]
     OpenBao(openbao::OpenBaoConfig),
+    /// AWS STS.
+    Sts(sts::StsConfig),
 }
 
 impl Broker {
@@ -107,6 +112,7 @@ impl Broker {
     pub fn new(name: &str, config: BrokerConfig) -> Result<Self, String> {
         match config {
             BrokerConfig::OpenBao(c) => openbao::OpenBaoBroker::new(name, c).map(Self::OpenBao),
+            BrokerConfig::Sts(c) => sts::StsBroker::new(name, c).map(Self::Sts),
         }
     }
 
@@ -119,6 +125,7 @@ impl Broker {
     ) -> Result<Issued, BrokerError> {
         match self {
             Self::OpenBao(b) => b.issue(transaction_id, resource, action).await,
+            Self::Sts(b) => b.issue(transaction_id, resource, action).await,
         }
     }
 
@@ -129,6 +136,10 @@ impl Broker {
                 b.revoke(accessor, policy).await
             }
             (_, Revocation::TtlBackstop) => Ok(()),
+            (Self::Sts(b), Revocation::OpenBao { .. }) => Err(BrokerError::Mismatch {
+                broker: b.name().to_owned(),
+                reason: "revocation handle of another broker".into(),
+            }),
         }
     }
 }

@@ -1,0 +1,207 @@
+//! The STS broker against moto with IAM checks on (signatures, trust and
+//! user policies): signed AssumeRole, clear errors, no revocation recorded
+//! as the TTL backstop. moto ignores session policies: their exact JSON is
+//! pinned in the broker's unit tests.
+
+use std::process::Command;
+use std::time::Duration;
+
+use ephemera_tests::net::{free_port, get, send, wait_until};
+use ephemera_tests::procs::Proc;
+use ephemera_tests::workload::Root;
+use ephemera_tests::{ephemera_bin, python, repo_root, run};
+use serde_json::{Value, json};
+
+const BILLING: &str = "spiffe://example.org/billing";
+
+struct Moto {
+    port: u16,
+    keys: Value,
+    _proc: Proc,
+}
+
+fn moto(dir: &std::path::Path) -> Moto {
+    let port = free_port();
+    let proc = Proc::spawn(
+        "moto",
+        dir,
+        Command::new(repo_root().join(".venv/bin/moto_server"))
+            .args(["-p", &port.to_string()])
+            // The four set-up calls run unauthenticated; every later request
+            // is checked: SigV4, the role's trust policy, the user's policy.
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "4"),
+    );
+    wait_until(Duration::from_secs(20), || {
+        get(port, "/moto-api/", &[]).status != 0
+    })
+    .expect("moto up");
+    let setup = run(Command::new(python())
+        .arg(repo_root().join("tests/peers/moto_setup.py"))
+        .arg(format!("http://127.0.0.1:{port}")));
+    let keys: Value = serde_json::from_str(setup.ok()).unwrap();
+    Moto {
+        port,
+        keys,
+        _proc: proc,
+    }
+}
+
+fn shim(
+    dir: &std::path::Path,
+    root: &Root,
+    moto: &Moto,
+    secret: &str,
+) -> (u16, Proc, std::path::PathBuf) {
+    let ledger = dir.join(format!("ledger-{}.jsonl", free_port()));
+    let config = format!(
+        "ledger: {{ path: \"{}\" }}\nbrokers:\n  aws: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"{}\" }}\n  nope: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"arn:aws:iam::123456789012:role/does-not-exist\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: aws }}\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: nope }}\n",
+        ledger.display(),
+        moto.port,
+        moto.keys["role_arn"].as_str().unwrap(),
+        moto.port
+    );
+    let path = dir.join(format!("ipt-{}.yaml", free_port()));
+    std::fs::write(&path, config).unwrap();
+    let port = free_port();
+    let proc = Proc::spawn(
+        &format!("shim-{port}"),
+        dir,
+        Command::new(ephemera_bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--ipt-config",
+            ])
+            .arg(&path)
+            .envs(root.env("billing"))
+            .env(
+                "AWS_ACCESS_KEY_ID",
+                moto.keys["access_key_id"].as_str().unwrap(),
+            )
+            .env("AWS_SECRET_ACCESS_KEY", secret),
+    );
+    wait_until(Duration::from_secs(10), || {
+        get(port, "/healthz", &[]).status == 200
+    })
+    .expect("shim up");
+    (port, proc, ledger)
+}
+
+fn open(port: u16, n: u8, token: &str, broker: &str) -> (u16, Value) {
+    let body = json!({"transaction_id": format!("6a1f0c2e-1b3d-4c5e-9f70-8192a3b4c5{n:02x}"), "token": token,
+        "resource": "arn:aws:s3:::reports/2026/q3.csv", "action": "read", "broker": broker});
+    let r = send(port, "POST", "/v1/transactions", &[], &body.to_string());
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn a_signed_assume_role_yields_credentials_and_records_the_ttl_backstop() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let moto = moto(dir.path());
+    let (port, proc, ledger) = shim(
+        dir.path(),
+        &root,
+        &moto,
+        moto.keys["secret_access_key"].as_str().unwrap(),
+    );
+    let caller = root.mint("orders", BILLING, &[]);
+    let (status, opened) = open(port, 1, &caller, "aws");
+    assert_eq!(status, 200, "{opened}");
+    let cred = &opened["credential"];
+    assert!(
+        cred["access_key_id"].as_str().unwrap().starts_with("ASIA"),
+        "{opened}"
+    );
+    assert!(opened["expires_at"].as_u64().unwrap() >= ephemera_shim_now() + 890);
+    assert!(
+        opened["blast_radius"]
+            .as_str()
+            .unwrap()
+            .contains("single S3 object arn:aws:s3:::reports/2026/q3.csv, s3:GetObject")
+    );
+
+    // The credentials are real: moto knows the assumed-role session.
+    let who = run(Command::new(python()).args(["-c", &format!(
+        "import boto3; print(boto3.client('sts', endpoint_url='http://127.0.0.1:{}', region_name='us-east-1', aws_access_key_id='{}', aws_secret_access_key='{}', aws_session_token='{}').get_caller_identity()['Arn'])",
+        moto.port, cred["access_key_id"].as_str().unwrap(), cred["secret_access_key"].as_str().unwrap(), cred["session_token"].as_str().unwrap())]));
+    assert!(
+        who.ok().contains(
+            "assumed-role/ephemera-objects/ephemera-6a1f0c2e-1b3d-4c5e-9f70-8192a3b4c501"
+        ),
+        "{}",
+        who.stdout
+    );
+
+    let r = send(
+        port,
+        "POST",
+        "/v1/transactions/6a1f0c2e-1b3d-4c5e-9f70-8192a3b4c501/close",
+        &[],
+        r#"{"outcome":{"kind":"responded","status":200}}"#,
+    );
+    assert_eq!(r.status, 204);
+    let records: Vec<Value> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r["revocation"], "none, ttl backstop");
+    }
+    assert_eq!(records[1]["event"], "close");
+    let ledger_text = std::fs::read_to_string(&ledger).unwrap();
+    for secret in ["access_key_id", "secret_access_key", "session_token"] {
+        let value = cred[secret].as_str().unwrap();
+        assert!(
+            !ledger_text.contains(value) && !proc.stderr().contains(value),
+            "{secret} leaked"
+        );
+    }
+    assert!(
+        !proc
+            .stderr()
+            .contains(moto.keys["secret_access_key"].as_str().unwrap())
+    );
+}
+
+#[test]
+fn an_unknown_role_or_bad_credentials_give_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let moto = moto(dir.path());
+    let caller = root.mint("orders", BILLING, &[]);
+
+    let (port, _proc, _) = shim(
+        dir.path(),
+        &root,
+        &moto,
+        moto.keys["secret_access_key"].as_str().unwrap(),
+    );
+    let (status, body) = open(port, 2, &caller, "nope");
+    assert_eq!(status, 503);
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("nope: provider refused"), "{message}");
+
+    let (port, _proc2, _) = shim(dir.path(), &root, &moto, "not-the-secret");
+    let (status, body) = open(port, 3, &caller, "aws");
+    assert_eq!(status, 503);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("provider refused (403)") && message.contains("Signature"),
+        "{message}"
+    );
+    assert!(!message.contains("not-the-secret"));
+}
+
+fn ephemera_shim_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
