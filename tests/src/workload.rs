@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::net::wait_until;
 use crate::net::{free_port, get};
 use crate::procs::Proc;
-use crate::{ephemera, ephemera_bin, python, repo_root, service_env};
+use crate::{ephemera, ephemera_bin, python, repo_root, run, service_env};
 
 /// A provisioning root made with the `ephemera` CLI.
 pub struct Root {
@@ -202,4 +203,76 @@ pub fn stats(admin: u16) -> BTreeMap<String, u64> {
             ))
         })
         .collect()
+}
+
+/// Starts Envoy on a bootstrap rendered by `ephemera bootstrap` for a shim on `shim_port`.
+pub fn envoy_for_shim(
+    dir: &std::path::Path,
+    app: u16,
+    shim_port: u16,
+    config: Option<&str>,
+) -> (Proc, u16, u16) {
+    let inbound = free_port();
+    let admin = free_port();
+    let mut args = vec![
+        "bootstrap".to_owned(),
+        "--app".into(),
+        format!("127.0.0.1:{app}"),
+        "--inbound".into(),
+        format!("127.0.0.1:{inbound}"),
+        "--admin".into(),
+        format!("127.0.0.1:{admin}"),
+        "--shim".into(),
+        format!("127.0.0.1:{shim_port}"),
+        "--wasm".into(),
+        wasm().display().to_string(),
+    ];
+    if let Some(text) = config {
+        let path = dir.join(format!("sidecar-{inbound}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        args.extend(["--config".into(), path.display().to_string()]);
+    }
+    let rendered = run(Command::new(ephemera_bin()).args(&args));
+    let path = dir.join(format!("envoy-{inbound}.json"));
+    std::fs::write(&path, rendered.ok()).unwrap();
+    let proc = Proc::spawn(
+        &format!("envoy-{inbound}"),
+        dir,
+        Command::new(envoy()).arg("-c").arg(&path).args([
+            "--disable-hot-restart",
+            "--log-level",
+            "info",
+        ]),
+    );
+    wait_until(Duration::from_secs(20), || {
+        get(admin, "/ready", &[]).status == 200
+    })
+    .expect("envoy ready");
+    (proc, inbound, admin)
+}
+
+/// Starts `ephemera serve` for `service` on `port` (extra args appended)
+/// and waits for its health check.
+pub fn serve(
+    dir: &std::path::Path,
+    root: &Root,
+    service: &str,
+    port: u16,
+    name: &str,
+    extra: &[&str],
+) -> Proc {
+    let mut p = Proc::spawn(
+        name,
+        dir,
+        Command::new(ephemera_bin())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .envs(root.env(service)),
+    );
+    wait_until(Duration::from_secs(10), || {
+        get(port, "/healthz", &[]).status == 200
+    })
+    .expect("shim up");
+    assert!(p.running());
+    p
 }

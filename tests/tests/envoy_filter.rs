@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ephemera_tests::net::{free_port, get, wait_until};
 use ephemera_tests::procs::Proc;
-use ephemera_tests::workload::{EchoApp, Root, Sidecar, envoy, stats, wasm};
+use ephemera_tests::workload::{EchoApp, Root, Sidecar, envoy, envoy_for_shim, serve, stats, wasm};
 use ephemera_tests::{ephemera_bin, repo_root, run, spiffile_peer};
 use serde_json::json;
 
@@ -387,66 +387,8 @@ fn rotation_keeps_old_tokens_and_removal_revokes_within_a_second() {
     assert!(sidecar.stats()["ephemera.inbound.identity_reloads"] >= 2);
 }
 
-/// Starts Envoy on a bootstrap rendered by `ephemera bootstrap` for a shim on `shim_port`.
-fn envoy_for_shim(
-    dir: &std::path::Path,
-    app: u16,
-    shim_port: u16,
-    config: Option<&str>,
-) -> (Proc, u16, u16) {
-    let inbound = free_port();
-    let admin = free_port();
-    let mut args = vec![
-        "bootstrap".to_owned(),
-        "--app".into(),
-        format!("127.0.0.1:{app}"),
-        "--inbound".into(),
-        format!("127.0.0.1:{inbound}"),
-        "--admin".into(),
-        format!("127.0.0.1:{admin}"),
-        "--shim".into(),
-        format!("127.0.0.1:{shim_port}"),
-        "--wasm".into(),
-        wasm().display().to_string(),
-    ];
-    if let Some(text) = config {
-        let path = dir.join("sidecar.yaml");
-        std::fs::write(&path, text).unwrap();
-        args.extend(["--config".into(), path.display().to_string()]);
-    }
-    let rendered = run(Command::new(ephemera_bin()).args(&args));
-    let path = dir.join(format!("envoy-{inbound}.json"));
-    std::fs::write(&path, rendered.ok()).unwrap();
-    let proc = Proc::spawn(
-        &format!("envoy-{inbound}"),
-        dir,
-        Command::new(envoy()).arg("-c").arg(&path).args([
-            "--disable-hot-restart",
-            "--log-level",
-            "info",
-        ]),
-    );
-    wait_until(Duration::from_secs(20), || {
-        get(admin, "/ready", &[]).status == 200
-    })
-    .expect("envoy ready");
-    (proc, inbound, admin)
-}
-
 fn shim(dir: &std::path::Path, root: &Root, service: &str, port: u16, name: &str) -> Proc {
-    let mut p = Proc::spawn(
-        name,
-        dir,
-        Command::new(ephemera_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .envs(root.env(service)),
-    );
-    wait_until(Duration::from_secs(10), || {
-        get(port, "/healthz", &[]).status == 200
-    })
-    .expect("shim up");
-    assert!(p.running());
-    p
+    serve(dir, root, service, port, name, &[])
 }
 
 #[test]

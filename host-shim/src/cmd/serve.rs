@@ -51,9 +51,18 @@ impl ServeArgs {
             return Ok(router);
         };
         let config = IptConfig::load(path).map_err(Failure::config)?;
-        let service = Arc::new(Transactions::new(config, source).map_err(Failure::config)?);
-        tokio::spawn(service.clone().run_reaper());
-        Ok(router.merge(crate::ipt::api::routes(service)))
+        match Transactions::new(config, source) {
+            Ok(service) => {
+                let service = Arc::new(service);
+                tokio::spawn(service.clone().run_reaper());
+                Ok(router.merge(crate::ipt::api::routes(service)))
+            }
+            // The identity service stays up; transactions fail closed.
+            Err(e) => {
+                tracing::error!("transactions unavailable: {e}");
+                Ok(router.merge(crate::ipt::api::unavailable(e)))
+            }
+        }
     }
 
     /// Runs the service until SIGINT or SIGTERM.

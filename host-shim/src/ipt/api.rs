@@ -21,6 +21,18 @@ pub fn routes(service: Arc<Transactions>) -> Router {
         .with_state(service)
 }
 
+/// The same routes answering 503 (the service could not start, e.g. the
+/// ledger cannot be opened).
+pub fn unavailable(reason: String) -> Router {
+    let answer = move || {
+        let e = TxError::Unavailable(reason.clone());
+        async move { error(&e) }
+    };
+    Router::new()
+        .route("/v1/transactions", post(answer.clone()))
+        .route("/v1/transactions/{id}/close", post(answer))
+}
+
 fn error(e: &TxError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (

@@ -1,0 +1,236 @@
+//! Identity-Per-Transaction under faults, through real Envoy: a ledger that
+//! cannot be written, and a shim killed mid-burst.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ephemera_tests::net::{free_port, get};
+use ephemera_tests::openbao::OpenBao;
+use ephemera_tests::workload::{EchoApp, Root, envoy_for_shim, serve};
+use ephemera_tests::{ephemera, run};
+use serde_json::Value;
+
+const BILLING: &str = "spiffe://example.org/billing";
+const FILTER: &str = "inbound:\n  transactions:\n    - { path: \"/orders/{name}\", resource: \"secret/data/orders/{name}\", broker: vault, credential_headers: { token: x-vault-token } }\n";
+
+/// A small tmpfs mounted for the test, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(dir: &Path, options: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let r = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir));
+        assert_eq!(r.code, 0, "mount tmpfs: {}", r.stderr);
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn ipt_config(dir: &Path, ledger: &Path, bao: &OpenBao) -> PathBuf {
+    let path = dir.join("ipt.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "ledger: {{ path: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
+            ledger.display(),
+            bao.port,
+            bao.shim_token_file.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+#[test]
+fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let bao = OpenBao::start(dir.path());
+    let app = EchoApp::start(dir.path(), "app", 200);
+    let caller = root.mint("orders", BILLING, &["--ttl", "120"]);
+
+    // 1. A ledger filesystem that fills up while the shim runs.
+    let full = Mount::new(&dir.path().join("full"), "size=64k");
+    let config = ipt_config(dir.path(), &full.0.join("ledger.jsonl"), &bao);
+    let shim_port = free_port();
+    let cfg = config.display().to_string();
+    let _shim = serve(
+        dir.path(),
+        &root,
+        "billing",
+        shim_port,
+        "shim-full",
+        &["--ipt-config", &cfg],
+    );
+    let (_envoy, inbound, _) = envoy_for_shim(dir.path(), app.port, shim_port, Some(FILTER));
+    assert_eq!(
+        get(inbound, "/orders/a", &[("authorization", &bearer(&caller))]).status,
+        200
+    );
+    let _ = std::fs::write(full.0.join("filler"), vec![0u8; 128 * 1024]);
+    // The ledger's last page may still take a few records; then appends fail.
+    let statuses: Vec<u16> = (0..30)
+        .map(|i| {
+            get(
+                inbound,
+                &format!("/orders/f{i}"),
+                &[("authorization", &bearer(&caller))],
+            )
+            .status
+        })
+        .collect();
+    let first_503 = statuses
+        .iter()
+        .position(|s| *s == 503)
+        .expect("the full ledger refuses transactions");
+    assert!(
+        statuses[first_503..].iter().all(|s| *s == 503),
+        "closed for appends: {statuses:?}"
+    );
+    let ledger_text = std::fs::read_to_string(full.0.join("ledger.jsonl")).unwrap();
+    let seen = app.requests();
+    assert_eq!(
+        seen.len(),
+        1 + first_503,
+        "only audited requests reached the app"
+    );
+    for request in &seen {
+        let name = request["path"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/orders/");
+        assert!(
+            ledger_text.contains(&format!("\"secret/data/orders/{name}\"")),
+            "{name} unaudited"
+        );
+    }
+    let seen_before = seen.len();
+
+    // 2. A read-only ledger filesystem from the start.
+    let ro = Mount::new(&dir.path().join("ro"), "ro,size=64k");
+    let config = ipt_config(dir.path(), &ro.0.join("ledger.jsonl"), &bao);
+    let shim_port = free_port();
+    let cfg = config.display().to_string();
+    let shim = serve(
+        dir.path(),
+        &root,
+        "billing",
+        shim_port,
+        "shim-ro",
+        &["--ipt-config", &cfg],
+    );
+    let (_envoy2, inbound2, _) = envoy_for_shim(dir.path(), app.port, shim_port, Some(FILTER));
+    assert_eq!(
+        get(
+            inbound2,
+            "/orders/c",
+            &[("authorization", &bearer(&caller))]
+        )
+        .status,
+        503
+    );
+    assert_eq!(app.requests().len(), seen_before);
+    assert!(
+        shim.stderr().contains("transactions unavailable"),
+        "{}",
+        shim.stderr()
+    );
+}
+
+#[test]
+fn a_shim_killed_mid_burst_leaves_a_verifiable_ledger_covering_every_transaction_the_app_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let bao = OpenBao::start(dir.path());
+    let app = EchoApp::start(dir.path(), "app", 200);
+    let ledger = dir.path().join("ledger.jsonl");
+    let config = ipt_config(dir.path(), &ledger, &bao);
+    let cfg = config.display().to_string();
+    let shim_port = free_port();
+    let mut first = serve(
+        dir.path(),
+        &root,
+        "billing",
+        shim_port,
+        "shim-1",
+        &["--ipt-config", &cfg],
+    );
+    let (_envoy, inbound, _) = envoy_for_shim(dir.path(), app.port, shim_port, Some(FILTER));
+    let caller = root.mint("orders", BILLING, &["--ttl", "120"]);
+
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let caller = caller.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| {
+                        get(
+                            inbound,
+                            &format!("/orders/k{t}-{i}"),
+                            &[("authorization", &bearer(&caller))],
+                        )
+                        .status
+                    })
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    first.signal_and_wait("KILL");
+    std::thread::sleep(Duration::from_millis(300));
+    let _second = serve(
+        dir.path(),
+        &root,
+        "billing",
+        shim_port,
+        "shim-2",
+        &["--ipt-config", &cfg],
+    );
+    let statuses: Vec<u16> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&200) && statuses.contains(&503),
+        "the burst spanned the outage: {statuses:?}"
+    );
+
+    let verify = ephemera(&["ledger", "verify", &ledger.to_string_lossy()], &[]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    let opened: BTreeSet<String> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["event"] == "open")
+        .map(|r| r["resource"].as_str().unwrap().to_owned())
+        .collect();
+    let seen = app.requests();
+    assert_eq!(seen.len(), statuses.iter().filter(|s| **s == 200).count());
+    for request in seen {
+        let name = request["path"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/orders/");
+        assert!(
+            opened.contains(&format!("secret/data/orders/{name}")),
+            "the app saw {name} without an open record"
+        );
+    }
+}
