@@ -66,7 +66,7 @@ fn world(app_status: u16) -> World {
         app.port,
         Some(FILTER),
         false,
-        &["--ipt-config", &ipt_arg],
+        &["--ipt-config", &ipt_arg, "--envoy-log-level", "info"],
     );
     World {
         _dir: dir,
@@ -142,6 +142,17 @@ fn the_app_gets_a_token_for_its_one_path_that_dies_with_the_request() {
     });
     assert!(events.is_some(), "{:?}", ledger_events(&w));
     assert_eq!(w.sidecar.stats()["ephemera.inbound.transactions.opened"], 1);
+
+    // Neither the credential nor the caller's token appears in Envoy's or the
+    // shim's output (Envoy at info level; its debug level dumps
+    // request headers, credentials included), or in the ledger.
+    let logs = format!("{}{}", w.sidecar.proc.stdout(), w.sidecar.proc.stderr());
+    assert!(logs.contains("ephemera"), "the logs were captured");
+    let ledger = std::fs::read_to_string(&w.ledger).unwrap();
+    for secret in [token.as_str(), caller.as_str(), w.bao.shim_token.as_str()] {
+        assert!(!logs.contains(secret), "a secret leaked into the sidecar's output");
+        assert!(!ledger.contains(secret), "a secret leaked into the ledger");
+    }
 }
 
 #[test]
