@@ -150,7 +150,10 @@ fn the_app_gets_a_token_for_its_one_path_that_dies_with_the_request() {
     assert!(logs.contains("ephemera"), "the logs were captured");
     let ledger = std::fs::read_to_string(&w.ledger).unwrap();
     for secret in [token.as_str(), caller.as_str(), w.bao.shim_token.as_str()] {
-        assert!(!logs.contains(secret), "a secret leaked into the sidecar's output");
+        assert!(
+            !logs.contains(secret),
+            "a secret leaked into the sidecar's output"
+        );
         assert!(!ledger.contains(secret), "a secret leaked into the ledger");
     }
 }
