@@ -30,7 +30,31 @@ say "provisioning identities (spiffile layout) in $work/root"
 "$E" identity add "$work/root" billing
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BILLING_APP=$(port); ORDERS_APP=$(port); BILLING_IN=$(port); ORDERS_IN=$(port); ORDERS_OUT=$(port)
+BILLING_APP=$(port); ORDERS_APP=$(port); BILLING_IN=$(port); ORDERS_IN=$(port); ORDERS_OUT=$(port); BAO=$(port)
+
+say "starting OpenBao (dev server) for Identity-Per-Transaction"
+bao server -dev -dev-root-token-id=demo-root -dev-listen-address="127.0.0.1:$BAO" > "$work/openbao.log" 2>&1 & pids+=($!)
+export BAO_ADDR="http://127.0.0.1:$BAO" BAO_TOKEN=demo-root
+for _ in $(seq 100); do curl -sf "$BAO_ADDR/v1/sys/health" >/dev/null && break; sleep 0.1; done
+# Transaction tokens come from a token role; the shim's own token may only
+# manage ephemera-* policies, create tokens through that role, and revoke.
+bao write -f auth/token/roles/ephemera allowed_policies_glob='ephemera-*' orphan=true renewable=false token_no_default_policy=true >/dev/null
+cat > "$work/shim-policy.hcl" <<'HCL'
+path "sys/policies/acl/ephemera-*" { capabilities = ["create", "update", "delete"] }
+path "auth/token/create/ephemera" { capabilities = ["update"] }
+path "auth/token/revoke-accessor" { capabilities = ["update"] }
+HCL
+bao policy write ephemera-shim "$work/shim-policy.hcl" >/dev/null
+bao token create -policy=ephemera-shim -no-default-policy -ttl=1h -field=token > "$work/shim-token"
+bao kv put secret/billing/db password=demo-db-password >/dev/null
+bao kv put secret/billing/payroll password=demo-payroll-password >/dev/null
+cat > "$work/ipt.yaml" <<YAML
+ledger: { path: "$work/ledger.jsonl" }
+brokers:
+  vault: { kind: openbao, address: "$BAO_ADDR", token_file: "$work/shim-token", ttl_secs: 60, num_uses: 3 }
+policy:
+  - { callers: ["spiffe://example.org/orders"], resources: ["secret/data/billing/*"], actions: [read], broker: vault }
+YAML
 
 python3 tests/peers/echo_app.py "$BILLING_APP" > "$work/billing-app.log" 2>&1 & pids+=($!)
 python3 tests/peers/echo_app.py "$ORDERS_APP" > "$work/orders-app.log" 2>&1 & pids+=($!)
@@ -41,6 +65,13 @@ inbound:
   routes:
     - path: /invoices/*
       allow: ["spiffe://example.org/orders"]
+    - path: /vault/*
+      allow: ["spiffe://example.org/*"]
+  transactions:
+    - path: /vault/{name}
+      resource: secret/data/billing/{name}
+      broker: vault
+      credential_headers: { token: x-vault-token }
 YAML
 cat > "$work/orders.yaml" <<YAML
 outbound:
@@ -48,13 +79,15 @@ outbound:
     - { host: billing, address: "127.0.0.1:$BILLING_IN", spiffe_id: "spiffe://example.org/billing" }
 YAML
 
-start_sidecar() { # name config inbound app [outbound]
+start_sidecar() { # name config inbound app [outbound] [extra args...]
   local name=$1 config=$2 inbound=$3 app=$4 outbound=${5:-}
+  shift 5 2>/dev/null || shift $#
+  local extra=("$@")
   (
     eval "$("$E" identity env "$work/root" "$name")"
     args=(sidecar --app "127.0.0.1:$app" --inbound "127.0.0.1:$inbound" --config "$config" --wasm "$WASM")
     [ -n "$outbound" ] && args+=(--outbound "127.0.0.1:$outbound")
-    exec "$E" "${args[@]}"
+    exec "$E" "${args[@]}" "${extra[@]}"
   ) > "$work/$name-sidecar.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do
@@ -64,7 +97,7 @@ start_sidecar() { # name config inbound app [outbound]
   echo "sidecar $name did not start:"; cat "$work/$name-sidecar.log"; exit 1
 }
 say "starting the billing sidecar (inbound) and the orders sidecar (outbound)"
-start_sidecar billing "$work/billing.yaml" "$BILLING_IN" "$BILLING_APP"
+start_sidecar billing "$work/billing.yaml" "$BILLING_IN" "$BILLING_APP" "" --ipt-config "$work/ipt.yaml"
 start_sidecar orders "$work/orders.yaml" "$ORDERS_IN" "$ORDERS_APP" "$ORDERS_OUT"
 
 as_orders() { (eval "$("$E" identity env "$work/root" orders)"; "$E" "$@"); }
@@ -93,7 +126,21 @@ say "3. the orders app calls billing through its outbound sidecar, carrying no t
 echo "   curl -H 'host: billing' http://127.0.0.1:$ORDERS_OUT/invoices/7"
 show -H "host: billing" "http://127.0.0.1:$ORDERS_OUT/invoices/7"
 
-say "4. revocation: ephemera identity remove orders"
+say "4. Identity-Per-Transaction: a credential for exactly one OpenBao path, for one request"
+echo "   curl -H 'authorization: Bearer <token>' http://127.0.0.1:$BILLING_IN/vault/db"
+body=$(curl -s -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$BILLING_IN/vault/db")
+VT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["headers"]["x-vault-token"])' "$body")
+echo "   -> the app received x-vault-token: ${VT:0:6}... (its policy: read secret/data/billing/db, nothing else)"
+sleep 0.3
+echo "   after the request: token lookup -> HTTP $(curl -s -o /dev/null -w '%{http_code}' -H "X-Vault-Token: $VT" "$BAO_ADDR/v1/auth/token/lookup-self") (revoked when the transaction closed)"
+echo "   a caller the route admits but the shim's IPT policy does not (billing itself):"
+SELF=$( (eval "$("$E" identity env "$work/root" billing)"; "$E" token mint --audience spiffe://example.org/billing) )
+echo "   -> HTTP $(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $SELF" "http://127.0.0.1:$BILLING_IN/vault/db")"
+echo "   the audit ledger (hash-chained; ephemera ledger tail / verify):"
+"$E" ledger tail "$work/ledger.jsonl" | sed 's/^/   /'
+"$E" ledger verify "$work/ledger.jsonl" | sed 's/^/   /'
+
+say "5. revocation: ephemera identity remove orders"
 "$E" identity remove "$work/root" orders >/dev/null
 start=$(date +%s%N)
 while [ "$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$BILLING_IN/invoices/42")" != 401 ]; do sleep 0.02; done
