@@ -6,7 +6,11 @@ usage: echo_app.py PORT [--status N]
 
 import json
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+LOG_LOCK = threading.Lock()
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -26,7 +30,9 @@ class Echo(BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": body,
         }
-        print(json.dumps(seen), flush=True)
+        with LOG_LOCK:  # one whole line per request, even from many threads
+            sys.stdout.write(json.dumps(seen) + "\n")
+            sys.stdout.flush()
         payload = json.dumps(seen).encode()
         self.send_response(self.status)
         self.send_header("content-type", "application/json")

@@ -175,16 +175,17 @@ fn a_shim_killed_mid_burst_leaves_a_verifiable_ledger_covering_every_transaction
         .map(|t| {
             let caller = caller.clone();
             std::thread::spawn(move || {
-                (0..25)
-                    .map(|i| {
-                        get(
-                            inbound,
-                            &format!("/orders/k{t}-{i}"),
-                            &[("authorization", &bearer(&caller))],
-                        )
-                        .status
-                    })
-                    .collect::<Vec<u16>>()
+                // Until well after the restart: the burst spans the outage.
+                let start = std::time::Instant::now();
+                let mut statuses = Vec::new();
+                let mut i = 0;
+                while start.elapsed() < Duration::from_millis(2500) {
+                    let path = format!("/orders/k{t}-{i}");
+                    statuses
+                        .push(get(inbound, &path, &[("authorization", &bearer(&caller))]).status);
+                    i += 1;
+                }
+                statuses
             })
         })
         .collect();
