@@ -2,11 +2,13 @@
 with a JSON echo of what it received, and logs one JSON line per request.
 
 usage: echo_app.py PORT [--status N]
+A request header x-echo-delay-ms: N makes it answer N ms late.
 """
 
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -33,6 +35,8 @@ class Echo(BaseHTTPRequestHandler):
         with LOG_LOCK:  # one whole line per request, even from many threads
             sys.stdout.write(json.dumps(seen) + "\n")
             sys.stdout.flush()
+        # x-echo-delay-ms: hold the answer (a slow app), after logging the request.
+        time.sleep(int(self.headers.get("x-echo-delay-ms") or 0) / 1000)
         payload = json.dumps(seen).encode()
         self.send_response(self.status)
         self.send_header("content-type", "application/json")

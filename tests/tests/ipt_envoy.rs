@@ -232,3 +232,89 @@ fn denied_unmappable_and_unavailable_requests_never_reach_the_app() {
     let events = ledger_events(&w);
     assert_eq!(events, ["deny", "fail"], "{events:?}");
 }
+
+/// The token the app received for the request to `path` (from the app's log).
+fn token_seen(w: &World, path: &str) -> Option<String> {
+    w.app
+        .requests()
+        .iter()
+        .find(|r| r["path"] == path)
+        .and_then(|r| r["headers"]["x-vault-token"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn while_the_request_runs_the_app_reads_its_path_and_a_client_abort_still_revokes() {
+    let w = world(200);
+    let caller = w.root.mint("orders", BILLING, &[]);
+    let port = w.sidecar.inbound;
+    let auth = bearer(&caller);
+    // A slow app: the transaction stays open while it works.
+    let slow = std::thread::spawn(move || {
+        get(
+            port,
+            "/orders/a",
+            &[("authorization", &auth), ("x-echo-delay-ms", "1500")],
+        )
+        .status
+    });
+    let token = wait_until(Duration::from_secs(5), || {
+        token_seen(&w, "/orders/a").is_some()
+    })
+    .and_then(|_| token_seen(&w, "/orders/a"))
+    .expect("the app got a credential");
+    let read = w
+        .bao
+        .with_token(&token, "GET", "secret/data/orders/a", "")
+        .0;
+    assert_eq!(read.status, 200, "the app's credential reads its one path");
+    assert_eq!(read.json()["data"]["data"]["v"], "alpha-secret-value");
+    assert_eq!(
+        w.bao
+            .with_token(&token, "GET", "secret/data/orders/b", "")
+            .0
+            .status,
+        403
+    );
+    assert_eq!(slow.join().unwrap(), 200);
+
+    // The client gives up while the app works: the stream is torn down.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", w.sidecar.inbound)).unwrap();
+    use std::io::Write as _;
+    write!(
+        stream,
+        "GET /orders/b HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {caller}\r\nx-echo-delay-ms: 2000\r\ncontent-length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let token = wait_until(Duration::from_secs(5), || {
+        token_seen(&w, "/orders/b").is_some()
+    })
+    .and_then(|_| token_seen(&w, "/orders/b"))
+    .expect("the app got a credential");
+    drop(stream);
+    let revoked = wait_until(Duration::from_secs(5), || {
+        w.bao
+            .with_token(&token, "GET", "auth/token/lookup-self", "")
+            .0
+            .status
+            == 403
+    });
+    assert!(revoked.is_some(), "a client abort revokes");
+    let events = wait_until(Duration::from_secs(5), || ledger_events(&w).len() == 4);
+    assert!(events.is_some(), "{:?}", ledger_events(&w));
+    // Each transaction ended its own way (closes are sent by each worker's
+    // root context, so their order across workers is not fixed).
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&w.ledger)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let end_of = |resource: &str| {
+        records
+            .iter()
+            .filter(|r| r["resource"] == resource && r["event"] != "open")
+            .map(|r| r["event"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(end_of("secret/data/orders/a"), ["close"]);
+    assert_eq!(end_of("secret/data/orders/b"), ["fail"]);
+}

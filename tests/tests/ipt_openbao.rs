@@ -22,9 +22,11 @@ struct Shim {
 
 fn shim(dir: &std::path::Path, root: &Root, bao: &OpenBao, ttl: u64) -> Shim {
     let ledger = dir.join("ledger.jsonl");
+    let hmac_key = dir.join("ledger-hmac.key");
+    std::fs::write(&hmac_key, [7u8; 32]).unwrap();
     let config = format!(
         r#"
-ledger: {{ path: "{}" }}
+ledger: {{ path: "{}", hmac_key_file: "{}" }}
 reap_interval_ms: 200
 brokers:
   vault: {{ kind: openbao, address: "http://127.0.0.1:{}", token_file: "{}", ttl_secs: {ttl}, num_uses: 3 }}
@@ -35,6 +37,7 @@ policy:
     broker: vault
 "#,
         ledger.display(),
+        hmac_key.display(),
         bao.port,
         bao.shim_token_file.display()
     );
@@ -184,6 +187,12 @@ fn a_transaction_token_reads_its_one_path_and_dies_at_close() {
     assert_eq!(kinds, ["open", "close"]);
     assert_eq!(events[1]["caller"], "spiffe://example.org/orders");
     assert!(events[1]["duration_ms"].is_u64());
+    let reference = events[0]["refs"]["caller_token"].as_str().unwrap();
+    assert!(
+        reference.starts_with("hmac-sha256:"),
+        "the caller token as an HMAC reference"
+    );
+    assert_eq!(events[1]["refs"]["caller_token"].as_str(), Some(reference));
     let verify = ephemera(&["ledger", "verify", &shim.ledger.to_string_lossy()], &[]);
     assert!(verify.ok().starts_with("ok: 2 records"));
 

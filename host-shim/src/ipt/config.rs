@@ -14,6 +14,11 @@ use crate::broker::BrokerConfig;
 pub struct LedgerConfig {
     /// The ledger file (JSON lines).
     pub path: PathBuf,
+    /// A file holding the key (at least 16 bytes) for HMAC references: with
+    /// it, records carry `refs.caller_token`, an HMAC of the caller's token,
+    /// to correlate a token with its transactions without storing it.
+    #[serde(default)]
+    pub hmac_key_file: Option<PathBuf>,
 }
 
 /// The whole IPT configuration.

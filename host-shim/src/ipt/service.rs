@@ -14,7 +14,7 @@ use super::policy;
 use crate::broker::{Broker, Revocation};
 use crate::clock::unix_now;
 use crate::identity_source::IdentitySource;
-use crate::ledger::{Event, FileLedger, TransactionEvent};
+use crate::ledger::{Event, FileLedger, HmacKey, TransactionEvent};
 
 /// Why a transaction call failed; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +81,7 @@ pub struct Transactions {
     brokers: HashMap<String, Broker>,
     rules: Vec<policy::Rule>,
     ledger: FileLedger,
+    hmac: Option<HmacKey>,
     open: Mutex<HashMap<String, OpenTxn>>,
     reap_interval: Duration,
 }
@@ -104,6 +105,15 @@ impl Transactions {
         for (name, c) in config.brokers {
             brokers.insert(name.clone(), Broker::new(&name, c)?);
         }
+        let hmac = match &config.ledger.hmac_key_file {
+            None => None,
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Some(HmacKey::new(bytes).ok_or_else(|| {
+                    format!("{}: an HMAC key needs at least 16 bytes", path.display())
+                })?)
+            }
+        };
         let (ledger, recovery) =
             FileLedger::open(&config.ledger.path).map_err(|e| e.to_string())?;
         if recovery.truncated_bytes > 0 {
@@ -123,16 +133,28 @@ impl Transactions {
             brokers,
             rules: config.policy,
             ledger,
+            hmac,
             open: Mutex::new(HashMap::new()),
             reap_interval: Duration::from_millis(config.reap_interval_ms.max(50)),
         })
     }
 
-    fn event(kind: Event, caller: Option<&SpiffeId>, request: &OpenRequest) -> TransactionEvent {
+    fn event(
+        &self,
+        kind: Event,
+        caller: Option<&SpiffeId>,
+        request: &OpenRequest,
+    ) -> TransactionEvent {
         let mut e = TransactionEvent::new(kind, request.transaction_id.clone());
         e.caller = caller.map(ToString::to_string);
         e.resource = Some(request.resource.to_string());
         e.action = Some(request.action.to_string());
+        if let Some(key) = &self.hmac {
+            e.refs.insert(
+                "caller_token".into(),
+                key.reference("caller-token", &request.token),
+            );
+        }
         e
     }
 
@@ -169,7 +191,7 @@ impl Transactions {
             &request.action,
             &request.broker,
         ) {
-            let mut e = Self::event(Event::Deny, Some(&caller), &request);
+            let mut e = self.event(Event::Deny, Some(&caller), &request);
             e.error = Some("denied by policy".into());
             if let Err(err) = self.ledger.append(e).await {
                 tracing::error!("ledger: cannot record a denial: {err}");
@@ -192,7 +214,7 @@ impl Transactions {
         {
             Ok(issued) => issued,
             Err(err) => {
-                let mut e = Self::event(Event::Fail, Some(&caller), &request);
+                let mut e = self.event(Event::Fail, Some(&caller), &request);
                 e.error = Some(format!("issue failed: {err}"));
                 if let Err(ledger_err) = self.ledger.append(e).await {
                     tracing::error!("ledger: cannot record a failed issue: {ledger_err}");
@@ -200,7 +222,7 @@ impl Transactions {
                 return Err(TxError::Unavailable(err.to_string()));
             }
         };
-        let mut e = Self::event(Event::Open, Some(&caller), &request);
+        let mut e = self.event(Event::Open, Some(&caller), &request);
         e.issued_at = Some(issued_at);
         e.blast_radius = Some(issued.blast_radius.clone());
         e.revocation = Some(issued.revocation.describe().to_owned());
@@ -287,7 +309,7 @@ impl Transactions {
                 }),
             ),
         };
-        let mut e = Self::event(kind, Some(&txn.caller), &txn.request);
+        let mut e = self.event(kind, Some(&txn.caller), &txn.request);
         e.issued_at = Some(txn.issued_at);
         e.closed_at = Some(unix_now());
         e.duration_ms = Some(txn.started.elapsed().as_millis() as u64);
