@@ -261,13 +261,27 @@ pub fn serve(
     name: &str,
     extra: &[&str],
 ) -> Proc {
+    serve_env(dir, root, service, port, name, extra, &[])
+}
+
+/// As [`serve`], with extra environment variables (e.g. AWS credentials).
+pub fn serve_env(
+    dir: &std::path::Path,
+    root: &Root,
+    service: &str,
+    port: u16,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let mut p = Proc::spawn(
         name,
         dir,
         Command::new(ephemera_bin())
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
-            .envs(root.env(service)),
+            .envs(root.env(service))
+            .envs(env.iter().copied()),
     );
     wait_until(Duration::from_secs(10), || {
         get(port, "/healthz", &[]).status == 200

@@ -205,3 +205,70 @@ fn ephemera_shim_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+#[test]
+fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
+    use ephemera_tests::workload::{EchoApp, envoy_for_shim, serve_env};
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let moto = moto(dir.path());
+    let ledger = dir.path().join("ledger.jsonl");
+    let ipt = dir.path().join("ipt.yaml");
+    std::fs::write(
+        &ipt,
+        format!(
+            "ledger: {{ path: \"{}\" }}\nbrokers:\n  aws: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read, write], broker: aws }}\n",
+            ledger.display(),
+            moto.port,
+            moto.keys["role_arn"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let shim_port = free_port();
+    let ipt_arg = ipt.display().to_string();
+    let _shim = serve_env(
+        dir.path(),
+        &root,
+        "billing",
+        shim_port,
+        "shim",
+        &["--ipt-config", &ipt_arg],
+        &[
+            (
+                "AWS_ACCESS_KEY_ID",
+                moto.keys["access_key_id"].as_str().unwrap(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                moto.keys["secret_access_key"].as_str().unwrap(),
+            ),
+        ],
+    );
+    let app = EchoApp::start(dir.path(), "app", 200);
+    let filter = "inbound:\n  transactions:\n    - path: /objects/{bucket}/{key*}\n      resource: \"arn:aws:s3:::{bucket}/{key}\"\n      broker: aws\n      credential_headers: { access_key_id: x-aws-access-key-id, secret_access_key: x-aws-secret-access-key, session_token: x-aws-session-token }\n";
+    let (_envoy, inbound, _) = envoy_for_shim(dir.path(), app.port, shim_port, Some(filter));
+    let caller = root.mint("orders", BILLING, &[]);
+    let r = get(
+        inbound,
+        "/objects/reports/2026/q3.csv",
+        &[("authorization", &format!("Bearer {caller}"))],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = r.json();
+    assert!(
+        seen["headers"]["x-aws-access-key-id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ASIA")
+    );
+    assert!(seen["headers"]["x-aws-session-token"].is_string());
+    assert!(!r.headers.contains_key("x-aws-secret-access-key"));
+    let records: Vec<Value> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records[0]["resource"], "arn:aws:s3:::reports/2026/q3.csv");
+    assert_eq!(records[0]["action"], "read");
+    assert_eq!(records[0]["revocation"], "none, ttl backstop");
+}
