@@ -1,5 +1,5 @@
 //! Per-transaction overhead through Envoy vs the raw OpenBao calls it makes.
-//!   cargo run --release -p ephemera-tests --example ipt_bench [REQUESTS]
+//!   EPHEMERA_BIN=target/release/ephemera cargo run --release -p ephemera-tests --example ipt_bench [REQUESTS]
 //! Needs the venv (tests/setup.sh), the release filter and a built `ephemera`.
 
 use std::time::{Duration, Instant};

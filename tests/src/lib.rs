@@ -19,9 +19,12 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
-/// The `ephemera` binary built by `cargo build -p ephemera-shim`.
+/// The `ephemera` binary: `$EPHEMERA_BIN`, else the one built by
+/// `cargo build -p ephemera-shim`.
 pub fn ephemera_bin() -> PathBuf {
-    let path = target_dir().join("debug").join("ephemera");
+    let path = std::env::var_os("EPHEMERA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug").join("ephemera"));
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo build -p ephemera-shim` (tests/run.sh does)",
