@@ -42,10 +42,13 @@ impl OpenBao {
                 &format!("-dev-listen-address=127.0.0.1:{port}"),
             ]),
         );
-        wait_until(Duration::from_secs(20), || {
+        if wait_until(Duration::from_secs(40), || {
             crate::net::get(port, "/v1/sys/health", &[]).status == 200
         })
-        .expect("openbao up");
+        .is_none()
+        {
+            panic!("OpenBao did not start:\n{}", proc.stderr());
+        }
         let mut bao = Self {
             port,
             shim_token_file: dir.join("shim-token"),

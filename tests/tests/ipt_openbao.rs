@@ -30,14 +30,21 @@ ledger: {{ path: "{}", hmac_key_file: "{}" }}
 reap_interval_ms: 200
 brokers:
   vault: {{ kind: openbao, address: "http://127.0.0.1:{}", token_file: "{}", ttl_secs: {ttl}, num_uses: 3 }}
+  tls: {{ kind: openbao, address: "https://127.0.0.1:{}", token_file: "{}" }}
 policy:
   - callers: ["spiffe://example.org/orders"]
     resources: ["secret/data/orders/*"]
     actions: [read]
     broker: vault
+  - callers: ["spiffe://example.org/orders"]
+    resources: ["secret/data/orders/*"]
+    actions: [read]
+    broker: tls
 "#,
         ledger.display(),
         hmac_key.display(),
+        bao.port,
+        bao.shim_token_file.display(),
         bao.port,
         bao.shim_token_file.display()
     );
@@ -184,7 +191,7 @@ fn a_transaction_token_reads_its_one_path_and_dies_at_close() {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["open", "close"]);
+    assert_eq!(kinds, ["open", "close"], "{events:?}");
     assert_eq!(events[1]["caller"], "spiffe://example.org/orders");
     assert!(events[1]["duration_ms"].is_u64());
     let reference = events[0]["refs"]["caller_token"].as_str().unwrap();
@@ -332,4 +339,23 @@ fn openbao_down_means_503_and_a_fail_record() {
         "{}",
         events[0]
     );
+}
+
+#[test]
+fn https_providers_are_reached_over_tls() {
+    let (dir, root, bao) = setup();
+    let shim = shim(dir.path(), &root, &bao, 60);
+    let caller = root.mint("orders", BILLING, &[]);
+    // The dev server speaks plain HTTP: a TLS client fails the handshake,
+    // which is a clear 503, never a plaintext request.
+    let body = json!({"transaction_id": txid(11), "token": caller, "resource": "secret/data/orders/a", "action": "read", "broker": "tls"});
+    let r = send(
+        shim.port,
+        "POST",
+        "/v1/transactions",
+        &[],
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("tls: provider unreachable"), "{}", r.body);
 }

@@ -255,13 +255,22 @@ impl OpenBaoBroker {
 
     /// Revokes the token by accessor, then deletes its policy.
     pub async fn revoke(&self, accessor: &str, policy: &str) -> Result<(), BrokerError> {
-        let revoked = self
+        let revoked = match self
             .call(
                 reqwest::Method::POST,
                 "auth/token/revoke-accessor",
                 Some(json!({ "accessor": accessor })),
             )
-            .await;
+            .await
+        {
+            // Its uses ran out or it expired: the token is already gone.
+            Err(BrokerError::Refused {
+                status: 400,
+                reason,
+                ..
+            }) if reason.contains("token not found") => Ok(Value::Null),
+            other => other,
+        };
         let deleted = self.delete_policy(policy).await;
         revoked.and(deleted)
     }

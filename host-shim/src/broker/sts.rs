@@ -24,7 +24,7 @@ pub const MIN_DURATION_SECS: u64 = 900;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StsConfig {
-    /// STS endpoint (`http://` only in this build).
+    /// STS endpoint, e.g. `https://sts.amazonaws.com`.
     pub endpoint: String,
     /// Signing region.
     #[serde(default = "default_region")]
@@ -161,6 +161,7 @@ impl StsBroker {
         let body = self.form(transaction_id, resource, action);
         let url = format!("{}/", self.config.endpoint.trim_end_matches('/'));
         let host = url
+            .trim_start_matches("https://")
             .trim_start_matches("http://")
             .split('/')
             .next()
