@@ -73,11 +73,6 @@ impl Proc {
         );
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends a signal (`"TERM"`, `"KILL"`, …) and waits for the exit.
     pub fn signal_and_wait(&mut self, signal: &str) -> Option<i32> {
         let _ = Command::new("kill")

@@ -352,11 +352,6 @@ impl Transactions {
             self.reap().await;
         }
     }
-
-    /// Number of open transactions.
-    pub fn open_count(&self) -> usize {
-        self.open.lock().map_or(0, |o| o.len())
-    }
 }
 
 #[cfg(test)]
