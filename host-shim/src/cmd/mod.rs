@@ -2,6 +2,7 @@
 
 pub mod identity;
 pub mod ledger;
+pub mod secrets;
 pub mod serve;
 pub mod sidecar;
 pub mod token;
@@ -35,6 +36,9 @@ enum Command {
     /// Check and read the audit ledger.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// Secret URIs.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
 }
 
 /// Exit code of a rejected token or failed check.
@@ -52,6 +56,7 @@ impl Cli {
             Command::Sidecar(c) => c.run(),
             Command::Bootstrap(c) => c.run(),
             Command::Ledger(c) => c.run(),
+            Command::Secrets(c) => c.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

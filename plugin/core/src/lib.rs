@@ -16,6 +16,7 @@ pub mod filter;
 pub mod ipt;
 pub mod jwk;
 pub mod keys;
+pub mod secret_uri;
 pub mod spiffe_id;
 pub mod strict_json;
 pub mod token;
