@@ -13,6 +13,7 @@ pub mod b64;
 pub mod bundle;
 pub mod crypto;
 pub mod filter;
+pub mod grants;
 pub mod ipt;
 pub mod jwk;
 pub mod keys;
