@@ -18,6 +18,7 @@ pub mod ipt;
 pub mod jwk;
 pub mod keys;
 pub mod secret_uri;
+pub mod secrets;
 pub mod spiffe_id;
 pub mod strict_json;
 pub mod token;

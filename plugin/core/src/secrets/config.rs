@@ -1,0 +1,226 @@
+//! The secrets configuration (`stores`, `refs`, `policies`, `principals`) and
+//! its validation, which reports every problem at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::filter::CallerPattern;
+use crate::secret_uri::SecretUri;
+
+/// A backend kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Environment variables.
+    Env,
+    /// A mounted directory.
+    File,
+    /// OpenBao KVv2 over HTTP.
+    Openbao,
+    /// Vault KVv2 over HTTP.
+    Vault,
+}
+
+/// Where secrets are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The backend.
+    pub backend: Backend,
+    /// OpenBao/Vault address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// KV mount (OpenBao/Vault), or the mount name of a file store.
+    #[serde(default)]
+    pub mount: Option<String>,
+    /// File store: the directory.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Env store: a prefix for variable names.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// OpenBao/Vault: the file holding the shim's read token.
+    #[serde(default)]
+    pub token_file: Option<String>,
+}
+
+/// A named secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefConfig {
+    /// The store (or give `uri`).
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Path in the store (or variable name for env).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A canonical secret URI instead of `store` + `path`; its mount selects the store.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// KVv2 field.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// KVv2 version pin.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// The policy deciding who may read it.
+    pub policy: String,
+    /// Cache resolved values this long (default: never).
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+}
+
+/// Who may read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Principals admitted.
+    pub allowed_principals: Vec<String>,
+}
+
+/// How a verified caller becomes a principal (first match wins).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalRule {
+    /// Caller pattern.
+    #[serde(rename = "match")]
+    pub pattern: CallerPattern,
+    /// The principal.
+    pub principal: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Stores by name.
+    #[serde(default)]
+    pub stores: BTreeMap<String, StoreConfig>,
+    /// Secrets by name.
+    #[serde(default)]
+    pub refs: BTreeMap<String, RefConfig>,
+    /// Policies by name.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyConfig>,
+    /// Principal rules, in order.
+    #[serde(default)]
+    pub principals: Vec<PrincipalRule>,
+}
+
+/// One problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where (e.g. `refs.db`).
+    pub at: String,
+    /// What.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+fn covers(earlier: &CallerPattern, later: &CallerPattern) -> bool {
+    match (earlier, later) {
+        (CallerPattern::Exact(a), CallerPattern::Exact(b)) => a == b,
+        (CallerPattern::Below(a), CallerPattern::Exact(b) | CallerPattern::Below(b)) => {
+            b.as_str()
+                .strip_prefix(a.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+                || (matches!(later, CallerPattern::Below(_)) && a == b)
+        }
+        (CallerPattern::Exact(_), CallerPattern::Below(_)) => false,
+    }
+}
+
+impl SecretsConfig {
+    /// Every cross-reference problem, in a stable order.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut problem = |at: String, message: String| out.push(ConfigProblem { at, message });
+        for (name, store) in &self.stores {
+            let at = format!("stores.{name}");
+            match store.backend {
+                Backend::Openbao | Backend::Vault => {
+                    if store.address.is_none()
+                        || store.mount.is_none()
+                        || store.token_file.is_none()
+                    {
+                        problem(
+                            at,
+                            "openbao/vault stores need address, mount and token_file".into(),
+                        );
+                    }
+                }
+                Backend::File if store.dir.is_none() => problem(at, "file stores need dir".into()),
+                _ => {}
+            }
+        }
+        for (name, r) in &self.refs {
+            let at = format!("refs.{name}");
+            match (&r.store, &r.uri) {
+                (Some(store), None) => {
+                    if !self.stores.contains_key(store) {
+                        problem(at.clone(), format!("unknown store {store:?}"));
+                    }
+                    if r.path.is_none() {
+                        problem(at.clone(), "needs path".into());
+                    }
+                }
+                (None, Some(uri)) => match SecretUri::parse(uri, None) {
+                    Ok(u) => {
+                        if self.store_for_mount(u.mount()).is_none() {
+                            problem(at.clone(), format!("no store has mount {:?}", u.mount()));
+                        }
+                    }
+                    Err(e) => problem(at.clone(), format!("uri: {e}")),
+                },
+                _ => problem(at.clone(), "give either store + path, or uri".into()),
+            }
+            if !self.policies.contains_key(&r.policy) {
+                problem(at, format!("unknown policy {:?}", r.policy));
+            }
+        }
+        let produced: Vec<&str> = self
+            .principals
+            .iter()
+            .map(|p| p.principal.as_str())
+            .collect();
+        for (name, p) in &self.policies {
+            for principal in &p.allowed_principals {
+                if !produced.contains(&principal.as_str()) {
+                    problem(
+                        format!("policies.{name}"),
+                        format!("principal {principal:?} is produced by no principal rule"),
+                    );
+                }
+            }
+        }
+        for (i, rule) in self.principals.iter().enumerate() {
+            if let Some(j) = self.principals[..i]
+                .iter()
+                .position(|e| covers(&e.pattern, &rule.pattern))
+            {
+                problem(
+                    format!("principals[{i}]"),
+                    format!(
+                        "can never match: principals[{j}] ({}) matches first",
+                        self.principals[j].pattern
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// The store whose mount is `mount`.
+    pub fn store_for_mount(&self, mount: &str) -> Option<(&String, &StoreConfig)> {
+        self.stores
+            .iter()
+            .find(|(_, s)| s.mount.as_deref() == Some(mount))
+    }
+}
