@@ -145,16 +145,15 @@ impl SecretsConfig {
         for (name, store) in &self.stores {
             let at = format!("stores.{name}");
             match store.backend {
-                Backend::Openbao | Backend::Vault => {
+                Backend::Openbao | Backend::Vault
                     if store.address.is_none()
                         || store.mount.is_none()
-                        || store.token_file.is_none()
-                    {
-                        problem(
-                            at,
-                            "openbao/vault stores need address, mount and token_file".into(),
-                        );
-                    }
+                        || store.token_file.is_none() =>
+                {
+                    problem(
+                        at,
+                        "openbao/vault stores need address, mount and token_file".into(),
+                    );
                 }
                 Backend::File if store.dir.is_none() => problem(at, "file stores need dir".into()),
                 _ => {}
