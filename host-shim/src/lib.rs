@@ -9,6 +9,7 @@ pub mod identity_source;
 pub mod ipt;
 pub mod ledger;
 pub mod provision;
+pub mod secret_store;
 pub mod sensitive;
 pub mod serve;
 pub mod sidecar;

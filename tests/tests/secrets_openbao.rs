@@ -1,0 +1,174 @@
+//! Secret resolution against a real OpenBao: version pins, soft-deleted and
+//! destroyed versions, a missing field, and an unauthorized caller refused
+//! with zero requests to OpenBao (counted by a proxy in front of it: OpenBao
+//! 2.x only enables audit devices from its configuration file).
+
+use ephemera_tests::ephemera;
+use ephemera_tests::net::CountingProxy;
+use ephemera_tests::openbao::OpenBao;
+
+const CONFIG: &str = r#"
+stores:
+  red: { backend: openbao, address: "http://127.0.0.1:PORT", mount: secret, token_file: "TOKEN" }
+  files: { backend: file, dir: "DIR", mount: creds }
+refs:
+  db_latest: { store: red, path: app/db, field: password, policy: app }
+  db_v1: { uri: "openbao+kv2://secret/app/db#password?version=1", policy: app }
+  db_v2: { uri: "openbao+kv2://secret/app/db#password?version=2", policy: app }
+  db_v3: { uri: "openbao+kv2://secret/app/db#password?version=3", policy: app }
+  db_v9: { uri: "openbao+kv2://secret/app/db#password?version=9", policy: app }
+  db_nofield: { store: red, path: app/db, field: nope, policy: app }
+  cert: { store: files, path: tls/cert.pem, policy: app }
+  escape: { store: files, path: link/passwd, policy: app }
+policies:
+  app: { allowed_principals: [orders] }
+principals:
+  - { match: "spiffe://example.org/orders", principal: orders }
+  - { match: "spiffe://example.org/*", principal: everyone }
+"#;
+
+#[test]
+fn secrets_resolve_by_version_and_fail_with_distinct_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bao = OpenBao::start(dir.path());
+    for v in ["one-secret-value", "two-secret-value", "three-secret-value"] {
+        bao.root(
+            "POST",
+            "secret/data/app/db",
+            &format!(r#"{{"data":{{"password":"{v}","user":"app"}}}}"#),
+        )
+        .ok();
+    }
+    bao.root("POST", "secret/delete/app/db", r#"{"versions":[2]}"#)
+        .ok();
+    bao.root("PUT", "secret/destroy/app/db", r#"{"versions":[1]}"#)
+        .ok();
+    // The shim's read token: read on secret/data/app/* only.
+    bao.root(
+        "PUT",
+        "sys/policies/acl/secrets-reader",
+        &serde_json::json!({"policy": "path \"secret/data/app/*\" { capabilities = [\"read\"] }"})
+            .to_string(),
+    )
+    .ok();
+    let reader = bao
+        .root(
+            "POST",
+            "auth/token/create",
+            r#"{"policies":["secrets-reader"],"no_default_policy":true}"#,
+        )
+        .ok()
+        .json();
+    let token_file = dir.path().join("reader-token");
+    std::fs::write(
+        &token_file,
+        reader["auth"]["client_token"].as_str().unwrap(),
+    )
+    .unwrap();
+    let proxy = CountingProxy::start(bao.port);
+
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(files.join("tls")).unwrap();
+    std::fs::write(files.join("tls/cert.pem"), "CERT-secret-value\n").unwrap();
+    std::os::unix::fs::symlink("/etc", files.join("link")).unwrap();
+    let config = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &config,
+        CONFIG
+            .replace("PORT", &proxy.port.to_string())
+            .replace("TOKEN", &token_file.display().to_string())
+            .replace("DIR", &files.display().to_string()),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let get = |name: &str, caller: &str| {
+        ephemera(
+            &["secrets", "get", name, "--as", caller, "--config", &cfg],
+            &[],
+        )
+    };
+    let orders = "spiffe://example.org/orders";
+
+    assert_eq!(get("db_latest", orders).ok(), "three-secret-value");
+    assert_eq!(get("db_v3", orders).ok(), "three-secret-value");
+    assert_eq!(get("cert", orders).ok(), "CERT-secret-value");
+    let expect_err = |name: &str, needle: &str| {
+        let r = get(name, orders);
+        assert_eq!(r.code, 1, "{name}: {}", r.stdout);
+        assert!(r.stderr.contains(needle), "{name}: {}", r.stderr);
+        assert!(!r.stderr.contains("secret-value"), "values never in errors");
+    };
+    expect_err("db_v2", "secret version deleted");
+    expect_err("db_v1", "secret version destroyed");
+    expect_err("db_v9", "secret not found");
+    expect_err("db_nofield", "no field \"nope\"");
+    expect_err("escape", "secret not found");
+    expect_err("nope", "unknown secret");
+
+    // Denied before any backend I/O: OpenBao sees nothing.
+    let before = proxy.connections();
+    assert!(before > 0, "the proxy sees the authorized reads");
+    let r = get("db_latest", "spiffe://example.org/research");
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is not authorized"), "{}", r.stderr);
+    let r = get("db_latest", "spiffe://other.org/x");
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        proxy.connections(),
+        before,
+        "zero requests reached OpenBao for unauthorized callers"
+    );
+    get("db_latest", orders).ok();
+    assert!(
+        proxy.connections() > before,
+        "an authorized read does reach it"
+    );
+}
+
+#[test]
+fn check_validates_and_plans_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &config,
+        CONFIG
+            .replace("PORT", "1")
+            .replace("TOKEN", "/nonexistent")
+            .replace("DIR", "/nonexistent"),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let ok = ephemera(&["secrets", "check", "--config", &cfg], &[]);
+    assert!(ok.ok().starts_with("ok: 2 stores, 8 refs"), "{}", ok.stdout);
+    let plan = ephemera(
+        &[
+            "secrets",
+            "check",
+            "--config",
+            &cfg,
+            "--name",
+            "db_v3",
+            "--as",
+            "spiffe://example.org/orders",
+        ],
+        &[],
+    );
+    assert_eq!(
+        plan.ok(),
+        "db_v3: principal orders, store red, openbao+kv2://secret/app/db#password?version=3"
+    );
+
+    std::fs::write(
+        &config,
+        "refs:\n  a: { store: missing, path: x, policy: nope }\n",
+    )
+    .unwrap();
+    let bad = ephemera(&["secrets", "check", "--config", &cfg], &[]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("refs.a: unknown store \"missing\"")
+            && bad.stderr.contains("refs.a: unknown policy \"nope\""),
+        "{}",
+        bad.stderr
+    );
+}
