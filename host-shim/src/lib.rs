@@ -10,6 +10,7 @@ pub mod ipt;
 pub mod ledger;
 pub mod provision;
 pub mod secret_store;
+pub mod secrets_api;
 pub mod sensitive;
 pub mod serve;
 pub mod sidecar;

@@ -48,7 +48,7 @@ pub enum SecretsCommand {
 }
 
 /// Loads and validates a configuration; every problem on its own line.
-fn load(path: &std::path::Path) -> Result<SecretsConfig, Failure> {
+pub fn load(path: &std::path::Path) -> Result<SecretsConfig, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::config(format!("{}: {e}", path.display())))?;
     let config: SecretsConfig = serde_yaml_ng::from_str(&text)

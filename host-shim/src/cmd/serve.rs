@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// enables `POST /v1/transactions`.
     #[arg(long)]
     pub ipt_config: Option<std::path::PathBuf>,
+    /// Secrets configuration (stores, refs, policies, principals): enables
+    /// `POST /v1/secrets/resolve` for this workload's own identity.
+    #[arg(long)]
+    pub secrets_config: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -46,7 +50,15 @@ impl ServeArgs {
     /// The shim's routes: identity, plus transactions when configured (the
     /// reaper starts with them). Must run inside the runtime.
     pub fn router(&self, source: Arc<IdentitySource>) -> Result<axum::Router, Failure> {
-        let router = serve::router(source.clone());
+        let mut router = serve::router(source.clone());
+        if let Some(path) = &self.secrets_config {
+            let config = super::secrets::load(path)?;
+            let service = Arc::new(crate::secrets_api::SecretsService::new(
+                config,
+                source.clone(),
+            ));
+            router = router.merge(service.routes());
+        }
         let Some(path) = &self.ipt_config else {
             return Ok(router);
         };

@@ -122,6 +122,9 @@ pub struct RunArgs {
     /// brokers, policy).
     #[arg(long)]
     ipt_config: Option<PathBuf>,
+    /// Secrets configuration for egress injection.
+    #[arg(long)]
+    secrets_config: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -145,6 +148,7 @@ impl RunArgs {
                 listen: shim.clone(),
                 central_issuer: false,
                 ipt_config: self.ipt_config.clone(),
+                secrets_config: self.secrets_config.clone(),
             };
             let source = serve_args.source()?;
             if source.served().is_none() {

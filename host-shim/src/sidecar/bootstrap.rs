@@ -99,6 +99,26 @@ fn set_plugin(listener: &mut Value, plugin: &Value, wasm: &str) -> Result<(), Bo
     Ok(())
 }
 
+/// A routed outbound upstream: a SPIFFE destination or an egress host.
+struct Upstream<'a> {
+    host: &'a str,
+    address: &'a str,
+}
+
+fn upstreams(config: &SidecarConfig) -> impl Iterator<Item = Upstream<'_>> {
+    let out = &config.outbound;
+    out.destinations
+        .iter()
+        .map(|d| Upstream {
+            host: &d.host,
+            address: &d.address,
+        })
+        .chain(out.egress.iter().map(|e| Upstream {
+            host: &e.host,
+            address: &e.address,
+        }))
+}
+
 /// Renders the bootstrap as JSON (which Envoy reads as YAML).
 pub fn render(params: &Params) -> Result<Value, BootstrapError> {
     let mut b: Value =
@@ -115,11 +135,7 @@ pub fn render(params: &Params) -> Result<Value, BootstrapError> {
             let outbound = listener(&mut b, "outbound")?;
             outbound["address"] = socket_address(addr)?;
             set_plugin(outbound, &params.config.outbound_plugin(), &wasm)?;
-            let hosts: Vec<Value> = params
-                .config
-                .outbound
-                .destinations
-                .iter()
+            let hosts: Vec<Value> = upstreams(&params.config)
                 .enumerate()
                 .map(|(i, d)| {
                     json!({
@@ -147,7 +163,7 @@ pub fn render(params: &Params) -> Result<Value, BootstrapError> {
         cluster("ephemera_shim", shim_address),
     ];
     if params.outbound.is_some() {
-        for (i, d) in params.config.outbound.destinations.iter().enumerate() {
+        for (i, d) in upstreams(&params.config).enumerate() {
             clusters.push(cluster(&format!("dest_{i}"), socket_address(&d.address)?));
         }
     }

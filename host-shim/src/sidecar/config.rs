@@ -50,13 +50,31 @@ pub struct Destination {
     pub spiffe_id: SpiffeId,
 }
 
+/// An external host whose calls carry a secret (egress injection).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Egress {
+    /// The `:authority` host the app uses.
+    pub host: String,
+    /// Where it is reached, HOST:PORT.
+    pub address: String,
+    /// The secret's name (resolved by the shim for this workload).
+    pub secret: String,
+    /// How it is injected: `{as: bearer}`, `{as: header, header: x-api-key}`,
+    /// `{as: basic, username: svc}`.
+    pub inject: Value,
+}
+
 /// Outbound settings of the sidecar.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundSection {
     /// Destinations.
     #[serde(default)]
     pub destinations: Vec<Destination>,
+    /// External hosts with injected secrets.
+    #[serde(default)]
+    pub egress: Vec<Egress>,
     /// What happens to calls to other hosts.
     #[serde(default = "default_unmapped")]
     pub unmapped: Unmapped,
@@ -76,6 +94,7 @@ impl Default for OutboundSection {
     fn default() -> Self {
         Self {
             destinations: Vec::new(),
+            egress: Vec::new(),
             unmapped: Unmapped::Reject,
             ttl_secs: None,
             reuse_secs: None,
@@ -153,6 +172,13 @@ impl SidecarConfig {
         }
         if let Some(reuse) = out.reuse_secs {
             outbound["reuse_secs"] = json!(reuse);
+        }
+        if !out.egress.is_empty() {
+            outbound["secrets"] = out
+                .egress
+                .iter()
+                .map(|e| json!({"host": e.host, "secret": e.secret, "inject": e.inject}))
+                .collect();
         }
         self.with_crypto(json!({"direction": "outbound", "outbound": outbound}))
     }

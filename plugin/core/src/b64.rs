@@ -3,6 +3,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+/// Standard base64 with padding (HTTP Basic credentials).
+pub use base64::engine::general_purpose::STANDARD as STANDARD_PAD;
+
 /// Encodes bytes as unpadded base64url.
 pub fn encode(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)

@@ -12,6 +12,7 @@
     reason = "proxy_wasm::main! generates the undocumented _initialize export"
 )]
 
+mod egress;
 mod host;
 mod ipt;
 mod native_crypto;

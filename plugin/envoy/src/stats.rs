@@ -46,6 +46,9 @@ pub struct Stats {
     txn_failed: u32,
     txn_closed: u32,
     txn_unmappable: u32,
+    egress_injected: u32,
+    egress_denied: u32,
+    egress_failed: u32,
 }
 
 fn counter(name: &str) -> u32 {
@@ -99,6 +102,9 @@ impl Stats {
             txn_failed: counter(&n("transactions.failed")),
             txn_closed: counter(&n("transactions.closed")),
             txn_unmappable: counter(&n("transactions.unmappable")),
+            egress_injected: counter(&n("egress.injected")),
+            egress_denied: counter(&n("egress.denied")),
+            egress_failed: counter(&n("egress.failed")),
         }
     }
 
@@ -204,5 +210,20 @@ impl Stats {
     /// A request on a transaction route could not be mapped (400).
     pub fn transaction_unmappable(&self) {
         bump(self.txn_unmappable);
+    }
+
+    /// An egress secret was injected.
+    pub fn egress_injected(&self) {
+        bump(self.egress_injected);
+    }
+
+    /// The shim refused an egress secret (403).
+    pub fn egress_denied(&self) {
+        bump(self.egress_denied);
+    }
+
+    /// An egress secret was unavailable (503).
+    pub fn egress_failed(&self) {
+        bump(self.egress_failed);
     }
 }

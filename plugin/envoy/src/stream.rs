@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use ephemera_core::filter::egress;
 use ephemera_core::filter::inbound::bearer_token;
 use ephemera_core::filter::{
     InboundRequest, InboundVerdict, LocalReply, OutboundRequest, OutboundVerdict, Outcome,
@@ -76,6 +77,11 @@ pub fn handle(worker: &Worker, context_id: u32, resumed: bool) -> Action {
         }
         Policy::Outbound(policy) => {
             let authority = host::request_header_text(":authority");
+            if let Some((index, rule)) =
+                egress::rule_for(&worker.config.outbound.secrets, authority.as_deref())
+            {
+                return crate::egress::start(worker, context_id, index, rule);
+            }
             let cluster = if worker.config.outbound.clusters.is_empty() {
                 None
             } else {
@@ -217,7 +223,9 @@ impl Context for Stream {
         body_size: usize,
         _trailers: usize,
     ) {
-        crate::ipt::open_response(&self.worker, token, headers, body_size);
+        if !crate::egress::response(&self.worker, token, headers, body_size) {
+            crate::ipt::open_response(&self.worker, token, headers, body_size);
+        }
     }
 }
 

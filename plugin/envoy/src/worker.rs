@@ -50,6 +50,10 @@ pub struct State {
     pub open_txns: HashMap<u32, OpenTxn>,
     /// Transactions to close at the shim (sent by the root context).
     pub closes: Vec<(String, TransactionOutcome)>,
+    /// Egress secret lookups in flight: call token → (stream, rule index).
+    pub pending_secrets: HashMap<u32, (u32, usize)>,
+    /// Egress secrets a ref allows caching: rule index → (value, until ms).
+    pub secret_cache: HashMap<usize, (String, u64)>,
 }
 
 /// A transaction open waiting for the shim.
@@ -112,6 +116,8 @@ impl Worker {
                 pending_opens: HashMap::new(),
                 open_txns: HashMap::new(),
                 closes: Vec::new(),
+                pending_secrets: HashMap::new(),
+                secret_cache: HashMap::new(),
             }),
         })
     }
@@ -131,6 +137,7 @@ impl Worker {
             state.identity = Some(Rc::new(identity));
             state.cache.clear();
             state.minted.clear();
+            state.secret_cache.clear();
         }
         self.stats.identity_loaded(generation);
     }

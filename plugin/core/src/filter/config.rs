@@ -162,6 +162,8 @@ pub struct OutboundConfig {
     /// How long a minted token is reused for the same audience, seconds
     /// (0: mint per request). Must leave at least half the lifetime.
     pub reuse_secs: u64,
+    /// Egress hosts whose calls carry a secret resolved by the shim.
+    pub secrets: Vec<super::egress::EgressRule>,
 }
 
 impl Default for OutboundConfig {
@@ -172,6 +174,7 @@ impl Default for OutboundConfig {
             unmapped: Unmapped::Reject,
             ttl_secs: DEFAULT_TTL_SECS,
             reuse_secs: 30,
+            secrets: Vec::new(),
         }
     }
 }

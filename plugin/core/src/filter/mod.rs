@@ -4,6 +4,7 @@
 
 pub mod caller_pattern;
 pub mod config;
+pub mod egress;
 pub mod inbound;
 pub mod outbound;
 pub mod outcome;

@@ -1,0 +1,112 @@
+//! Egress secret injection: outbound calls to a named host carry a secret
+//! the app never holds, resolved by the shim for this workload's identity.
+
+use serde::Deserialize;
+
+use base64::Engine as _;
+
+use crate::b64::STANDARD_PAD;
+
+/// How the secret is put on the request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "as", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Inject {
+    /// `Authorization: Bearer <value>`.
+    Bearer,
+    /// `<header>: <value>`.
+    Header {
+        /// The header name (lower case).
+        header: String,
+    },
+    /// `Authorization: Basic base64(<username>:<value>)`.
+    Basic {
+        /// The user name.
+        username: String,
+    },
+}
+
+/// One egress rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRule {
+    /// The `:authority` host (port ignored, case-insensitive).
+    pub host: String,
+    /// The secret's name at the shim.
+    pub secret: String,
+    /// How to inject it.
+    pub inject: Inject,
+}
+
+impl EgressRule {
+    /// The header the secret goes in (any app-supplied value is replaced).
+    pub fn header(&self) -> &str {
+        match &self.inject {
+            Inject::Bearer | Inject::Basic { .. } => "authorization",
+            Inject::Header { header } => header,
+        }
+    }
+
+    /// The header value carrying `secret`.
+    pub fn value(&self, secret: &str) -> String {
+        match &self.inject {
+            Inject::Bearer => format!("Bearer {secret}"),
+            Inject::Header { .. } => secret.to_owned(),
+            Inject::Basic { username } => {
+                format!(
+                    "Basic {}",
+                    STANDARD_PAD.encode(format!("{username}:{secret}"))
+                )
+            }
+        }
+    }
+}
+
+/// The rule for a host, if any.
+pub fn rule_for<'r>(
+    rules: &'r [EgressRule],
+    authority: Option<&str>,
+) -> Option<(usize, &'r EgressRule)> {
+    let host = authority?;
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    rules
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.host.eq_ignore_ascii_case(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(inject: Inject) -> EgressRule {
+        EgressRule {
+            host: "api.example.com".into(),
+            secret: "k".into(),
+            inject,
+        }
+    }
+
+    #[test]
+    fn each_injection_form_builds_its_header() {
+        assert_eq!(rule(Inject::Bearer).value("s"), "Bearer s");
+        let h = rule(Inject::Header {
+            header: "x-api-key".into(),
+        });
+        assert_eq!((h.header(), h.value("s").as_str()), ("x-api-key", "s"));
+        let b = rule(Inject::Basic {
+            username: "svc".into(),
+        });
+        assert_eq!(b.value("pw"), "Basic c3ZjOnB3");
+    }
+
+    #[test]
+    fn hosts_match_without_port_and_case() {
+        let rules = vec![rule(Inject::Bearer)];
+        assert!(rule_for(&rules, Some("API.example.com:443")).is_some());
+        assert!(rule_for(&rules, Some("other.example.com")).is_none());
+        assert!(rule_for(&rules, None).is_none());
+    }
+}

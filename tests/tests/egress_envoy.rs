@@ -1,0 +1,84 @@
+//! Egress injection through real Envoy: the app calls an external API through
+//! its outbound listener carrying no secret; the API receives the secret the
+//! shim resolved for the workload's identity. A secret the workload may not
+//! use gives a local 403 and nothing leaves.
+
+use ephemera_tests::net::get;
+use ephemera_tests::workload::{EchoApp, Root, Sidecar};
+
+const SECRET: &str = "egress-secret-value-123";
+
+#[test]
+fn the_upstream_receives_the_secret_the_app_never_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(files.join("api")).unwrap();
+    std::fs::write(files.join("api/token"), format!("{SECRET}\n")).unwrap();
+    let secrets = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &secrets,
+        format!(
+            "stores:\n  files: {{ backend: file, dir: \"{}\", mount: creds }}\nrefs:\n  api_token: {{ store: files, path: api/token, policy: egress }}\n  billing_only: {{ store: files, path: api/token, policy: billing }}\npolicies:\n  egress: {{ allowed_principals: [orders] }}\n  billing: {{ allowed_principals: [billing] }}\nprincipals:\n  - {{ match: \"spiffe://example.org/orders\", principal: orders }}\n  - {{ match: \"spiffe://example.org/billing\", principal: billing }}\n",
+            files.display()
+        ),
+    )
+    .unwrap();
+    let api = EchoApp::start(dir.path(), "external-api", 200);
+    let app = EchoApp::start(dir.path(), "orders-app", 200);
+    let config = format!(
+        "outbound:\n  egress:\n    - {{ host: api.example.com, address: \"127.0.0.1:{0}\", secret: api_token, inject: {{ as: bearer }} }}\n    - {{ host: basic.example.com, address: \"127.0.0.1:{0}\", secret: api_token, inject: {{ as: basic, username: svc }} }}\n    - {{ host: forbidden.example.com, address: \"127.0.0.1:{0}\", secret: billing_only, inject: {{ as: header, header: x-api-key }} }}\n",
+        api.port
+    );
+    let secrets_arg = secrets.display().to_string();
+    let sidecar = Sidecar::start_with(
+        dir.path(),
+        &root,
+        "orders",
+        app.port,
+        Some(&config),
+        true,
+        &[
+            "--secrets-config",
+            &secrets_arg,
+            "--envoy-log-level",
+            "info",
+        ],
+    );
+    let out = sidecar.outbound.unwrap();
+
+    let seen = get(
+        out,
+        "/v1/quotes",
+        &[
+            ("host", "api.example.com"),
+            ("authorization", "Bearer app-supplied"),
+        ],
+    )
+    .json();
+    assert_eq!(seen["headers"]["authorization"], format!("Bearer {SECRET}"));
+    let seen = get(out, "/v1/quotes", &[("host", "basic.example.com")]).json();
+    let expected = format!("Basic {}", base64_of(&format!("svc:{SECRET}")));
+    assert_eq!(seen["headers"]["authorization"], expected);
+
+    let before = api.requests().len();
+    let r = get(out, "/v1/x", &[("host", "forbidden.example.com")]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("not authorized"));
+    assert_eq!(api.requests().len(), before, "nothing was sent upstream");
+
+    let s = sidecar.stats();
+    assert_eq!(s["ephemera.outbound.egress.injected"], 2);
+    assert_eq!(s["ephemera.outbound.egress.denied"], 1);
+    // The value never appears in logs or stats.
+    let logs = format!("{}{}", sidecar.proc.stdout(), sidecar.proc.stderr());
+    assert!(!logs.contains(SECRET), "secret in the sidecar's output");
+    let stats_text = ephemera_tests::net::get(sidecar.admin, "/stats", &[]).body;
+    assert!(!stats_text.contains(SECRET));
+    assert!(app.requests().is_empty());
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
