@@ -164,7 +164,7 @@ pub fn render(params: &Params) -> Result<Value, BootstrapError> {
     ];
     if params.outbound.is_some() {
         for (i, d) in upstreams(&params.config).enumerate() {
-            clusters.push(cluster(&format!("dest_{i}"), socket_address(&d.address)?));
+            clusters.push(cluster(&format!("dest_{i}"), socket_address(d.address)?));
         }
     }
     b["static_resources"]["clusters"] = Value::Array(clusters);
