@@ -25,6 +25,7 @@ policies:
 principals:
   - { match: "spiffe://example.org/orders", principal: orders }
   - { match: "spiffe://example.org/*", principal: everyone }
+audit: { ledger: "LEDGER", tenant: acme, salt_file: "SALT" }
 "#;
 
 #[test]
@@ -72,12 +73,17 @@ fn secrets_resolve_by_version_and_fail_with_distinct_errors() {
     std::fs::write(files.join("tls/cert.pem"), "CERT-secret-value\n").unwrap();
     std::os::unix::fs::symlink("/etc", files.join("link")).unwrap();
     let config = dir.path().join("secrets.yaml");
+    let audit_ledger = dir.path().join("secrets-audit.jsonl");
+    let salt = dir.path().join("tenant-salt");
+    std::fs::write(&salt, [42u8; 32]).unwrap();
     std::fs::write(
         &config,
         CONFIG
             .replace("PORT", &proxy.port.to_string())
             .replace("TOKEN", &token_file.display().to_string())
-            .replace("DIR", &files.display().to_string()),
+            .replace("DIR", &files.display().to_string())
+            .replace("LEDGER", &audit_ledger.display().to_string())
+            .replace("SALT", &salt.display().to_string()),
     )
     .unwrap();
     let cfg = config.display().to_string();
@@ -122,6 +128,41 @@ fn secrets_resolve_by_version_and_fail_with_distinct_errors() {
     assert!(
         proxy.connections() > before,
         "an authorized read does reach it"
+    );
+
+    // Every decision is in the audit ledger; the secret only as an HMAC.
+    let text = std::fs::read_to_string(&audit_ledger).unwrap();
+    let events: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| *e == "allow").count(),
+        4,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "deny").count(),
+        3,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "error").count(),
+        5,
+        "{events:?}"
+    );
+    assert!(text.contains("hmac-sha256:"));
+    for forbidden in ["secret-value", "openbao+kv2://", "app/db", "tls/cert.pem"] {
+        assert!(!text.contains(forbidden), "{forbidden} in the audit ledger");
+    }
+    assert_eq!(
+        ephemera(&["ledger", "verify", &audit_ledger.to_string_lossy()], &[]).code,
+        0
     );
 }
 

@@ -112,11 +112,13 @@ impl SecretsCommand {
                 config,
             } => {
                 let c = load(&config)?;
-                let plan = c.plan(&name, &caller).map_err(Failure::rejected)?;
                 let runtime = super::runtime()?;
-                let value = runtime
-                    .block_on(crate::secret_store::read(&plan.location))
-                    .map_err(Failure::rejected)?;
+                let (value, _) = runtime.block_on(async {
+                    let audit = crate::secrets_api::Audit::open(&c).map_err(Failure::config)?;
+                    crate::secrets_api::resolve_audited(&c, audit.as_ref(), &name, &caller)
+                        .await
+                        .map_err(Failure::rejected)
+                })?;
                 println!("{}", value.expose());
             }
         }

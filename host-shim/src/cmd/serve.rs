@@ -53,10 +53,9 @@ impl ServeArgs {
         let mut router = serve::router(source.clone());
         if let Some(path) = &self.secrets_config {
             let config = super::secrets::load(path)?;
-            let service = Arc::new(crate::secrets_api::SecretsService::new(
-                config,
-                source.clone(),
-            ));
+            let service = crate::secrets_api::SecretsService::new(config, source.clone())
+                .map_err(Failure::config)?;
+            let service = Arc::new(service);
             router = router.merge(service.routes());
         }
         let Some(path) = &self.ipt_config else {

@@ -25,6 +25,10 @@ pub enum Event {
     Deny,
     /// The transaction was never closed and its credential expired.
     Expire,
+    /// A secret was released to an authorized caller.
+    Allow,
+    /// A secret could not be read (store or lookup error).
+    Error,
 }
 
 /// The transaction's state after the event.
@@ -41,6 +45,8 @@ pub enum Status {
     Denied,
     /// Reaped after expiry.
     Expired,
+    /// Released.
+    Allowed,
 }
 
 impl Event {
@@ -52,6 +58,8 @@ impl Event {
             Self::Fail => Status::Failed,
             Self::Deny => Status::Denied,
             Self::Expire => Status::Expired,
+            Self::Allow => Status::Allowed,
+            Self::Error => Status::Failed,
         }
     }
 }

@@ -91,6 +91,18 @@ pub struct PrincipalRule {
     pub principal: String,
 }
 
+/// Where secret decisions are audited.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The ledger file (its own: not the IPT ledger).
+    pub ledger: String,
+    /// The tenant the decisions belong to.
+    pub tenant: String,
+    /// File holding the tenant's salt (at least 16 bytes) for HMAC references.
+    pub salt_file: String,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +119,9 @@ pub struct SecretsConfig {
     /// Principal rules, in order.
     #[serde(default)]
     pub principals: Vec<PrincipalRule>,
+    /// Audit of every decision (allow, deny, error).
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
 }
 
 /// One problem found in a configuration.
