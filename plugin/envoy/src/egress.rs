@@ -2,11 +2,8 @@
 //! secret resolved by the shim; the app's own value for that header is
 //! replaced, and nothing goes upstream without the secret.
 
-use std::time::Duration;
-
 use ephemera_core::filter::LocalReply;
 use ephemera_core::filter::egress::EgressRule;
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::Action;
 use serde::Deserialize;
 
@@ -43,19 +40,7 @@ pub fn start(worker: &Worker, context_id: u32, index: usize, rule: &EgressRule) 
     let Ok(body) = serde_json::to_vec(&serde_json::json!({ "name": rule.secret })) else {
         return reply_unavailable(worker);
     };
-    let headers = vec![
-        (":method", "POST"),
-        (":path", "/v1/secrets/resolve"),
-        (":authority", shim.authority.as_str()),
-        ("content-type", "application/json"),
-    ];
-    match hostcalls::dispatch_http_call(
-        &shim.cluster,
-        headers,
-        Some(&body),
-        vec![],
-        Duration::from_millis(shim.timeout_ms),
-    ) {
+    match host::post_to_shim(shim, "/v1/secrets/resolve", &body) {
         Ok(token) => {
             if let Ok(mut state) = worker.state.try_borrow_mut() {
                 state.pending_secrets.insert(token, (context_id, index));

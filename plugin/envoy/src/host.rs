@@ -108,3 +108,24 @@ pub fn set_effective_context(context_id: u32) -> bool {
 pub fn dispatch(cluster: &str, headers: Vec<(&str, &str)>, timeout: Duration) -> Option<u32> {
     hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).ok()
 }
+
+/// POSTs a JSON body to the shim; returns the call token.
+pub fn post_to_shim(
+    shim: &ephemera_core::filter::config::ShimConfig,
+    path: &str,
+    body: &[u8],
+) -> Result<u32, proxy_wasm::types::Status> {
+    let headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", shim.authority.as_str()),
+        ("content-type", "application/json"),
+    ];
+    hostcalls::dispatch_http_call(
+        &shim.cluster,
+        headers,
+        Some(body),
+        vec![],
+        Duration::from_millis(shim.timeout_ms),
+    )
+}

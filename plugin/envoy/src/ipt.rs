@@ -2,12 +2,9 @@
 //! before the request goes on, hand the credential to the app, and have the
 //! root context close it when the stream ends.
 
-use std::time::Duration;
-
 use ephemera_core::filter::transaction::new_transaction_id;
 use ephemera_core::filter::{LocalReply, TransactionPlan, TransactionRoutes};
 use ephemera_core::ipt::{CloseRequest, OpenResponse, TransactionOutcome};
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::Action;
 
 use crate::host;
@@ -25,19 +22,7 @@ pub fn open(worker: &Worker, context_id: u32, plan: TransactionPlan, token: Stri
         return reply_unavailable(worker);
     };
     let shim = &worker.config.shim;
-    let headers = vec![
-        (":method", "POST"),
-        (":path", "/v1/transactions"),
-        (":authority", shim.authority.as_str()),
-        ("content-type", "application/json"),
-    ];
-    let call = hostcalls::dispatch_http_call(
-        &shim.cluster,
-        headers,
-        Some(&body),
-        vec![],
-        Duration::from_millis(shim.timeout_ms),
-    );
+    let call = host::post_to_shim(shim, "/v1/transactions", &body);
     match call {
         Ok(token) => {
             if let Ok(mut state) = worker.state.try_borrow_mut() {
@@ -201,19 +186,7 @@ pub fn send_closes(worker: &Worker) {
         let Ok(body) = serde_json::to_vec(&CloseRequest { outcome }) else {
             continue;
         };
-        let headers = vec![
-            (":method", "POST"),
-            (":path", path.as_str()),
-            (":authority", shim.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        match hostcalls::dispatch_http_call(
-            &shim.cluster,
-            headers,
-            Some(&body),
-            vec![],
-            Duration::from_millis(shim.timeout_ms),
-        ) {
+        match host::post_to_shim(shim, &path, &body) {
             Ok(_) => worker.stats.transaction_closed(),
             // The shim's reaper revokes it when the credential expires.
             Err(status) => {
