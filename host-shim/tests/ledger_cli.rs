@@ -1,20 +1,10 @@
 //! `ephemera ledger verify` and `ephemera ledger tail` on a real ledger file.
 
-use std::process::Command;
+mod common;
+
+use common::ephemera;
 
 use ephemera_shim::ledger::{Event, FileLedger, TransactionEvent};
-
-fn ephemera(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ephemera"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn ledger_with(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

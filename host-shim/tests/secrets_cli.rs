@@ -1,18 +1,8 @@
 //! `ephemera secrets uri`: canonical forms and error codes on the command line.
 
-use std::process::Command;
+mod common;
 
-fn ephemera(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ephemera"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::ephemera;
 
 #[test]
 fn a_valid_uri_prints_its_canonical_form() {
