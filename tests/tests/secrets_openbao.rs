@@ -213,3 +213,34 @@ fn check_validates_and_plans_without_reading() {
         bad.stderr
     );
 }
+
+#[test]
+fn env_stores_read_prefixed_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &config,
+        "stores:\n  envs: { backend: env, prefix: APP_ }\nrefs:\n  api: { store: envs, path: API_KEY, policy: p }\n  gone: { store: envs, path: MISSING, policy: p }\npolicies:\n  p: { allowed_principals: [orders] }\nprincipals:\n  - { match: \"spiffe://example.org/orders\", principal: orders }\n",
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let env = [("APP_API_KEY", "env-secret-value")];
+    let get = |name: &str| {
+        ephemera(
+            &[
+                "secrets",
+                "get",
+                name,
+                "--as",
+                "spiffe://example.org/orders",
+                "--config",
+                &cfg,
+            ],
+            &env,
+        )
+    };
+    assert_eq!(get("api").ok(), "env-secret-value");
+    let r = get("gone");
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("secret not found"), "{}", r.stderr);
+}
