@@ -67,11 +67,7 @@ pub fn response(worker: &Worker, token: u32, headers: usize, body_size: usize) -
     let Some(rule) = worker.config.outbound.secrets.get(index) else {
         return true;
     };
-    let status = if headers == 0 {
-        None
-    } else {
-        host::call_response_header(":status")
-    };
+    let status = host::call_status(headers);
     let body = host::call_response_body(body_size);
     if !host::set_effective_context(context_id) {
         return true;

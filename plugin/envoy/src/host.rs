@@ -51,6 +51,17 @@ pub fn remove_response_header(name: &str) {
     let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, None);
 }
 
+/// The `:status` of the current HTTP call response; `None` when the call
+/// failed. A failed call has no response map: reading it is refused by the
+/// host (and the SDK panics on that status), so `headers == 0` is checked first.
+pub fn call_status(headers: usize) -> Option<String> {
+    if headers == 0 {
+        None
+    } else {
+        call_response_header(":status")
+    }
+}
+
 /// A header of the current HTTP call response.
 pub fn call_response_header(name: &str) -> Option<String> {
     match hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name) {

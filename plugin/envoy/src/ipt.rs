@@ -58,11 +58,7 @@ pub fn open_response(worker: &Worker, token: u32, headers: usize, body_size: usi
     let Policy::Inbound(policy) = &worker.policy else {
         return true;
     };
-    let status = if headers == 0 {
-        None
-    } else {
-        host::call_response_header(":status")
-    };
+    let status = host::call_status(headers);
     let body = host::call_response_body(body_size);
     if !host::set_effective_context(pending.context_id) {
         // The stream is gone: if the shim opened the transaction, close it.

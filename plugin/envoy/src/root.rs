@@ -225,9 +225,7 @@ impl Context for Root {
             if let Some(worker) = self.worker.clone()
                 && !crate::ipt::open_response(&worker, token, headers, body_size)
             {
-                let status = (headers > 0)
-                    .then(|| host::call_response_header(":status"))
-                    .flatten();
+                let status = host::call_status(headers);
                 if !matches!(status.as_deref(), Some("204" | "404")) {
                     log::warn!("ephemera ipt: the shim answered a close with {status:?}");
                 }
@@ -238,13 +236,7 @@ impl Context for Root {
         let Some(worker) = self.worker.clone() else {
             return;
         };
-        // A failed call has no response map: the host refuses to read it
-        // (and the SDK panics on that status).
-        let status = if headers == 0 {
-            None
-        } else {
-            host::call_response_header(":status")
-        };
+        let status = host::call_status(headers);
         match status.as_deref() {
             Some("200") => {
                 let body = host::call_response_body(body_size);
