@@ -31,24 +31,35 @@ pub struct OpenBao {
 impl OpenBao {
     /// Starts a dev server and configures role, shim policy and shim token.
     pub fn start(dir: &Path) -> Self {
-        let port = free_port();
-        let proc = Proc::spawn(
-            &format!("openbao-{port}"),
-            dir,
-            Command::new(repo_root().join(".venv/bin/bao")).args([
-                "server",
-                "-dev",
-                "-dev-root-token-id=root",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ]),
-        );
-        if wait_until(Duration::from_secs(40), || {
-            crate::net::get(port, "/v1/sys/health", &[]).status == 200
-        })
-        .is_none()
-        {
-            panic!("OpenBao did not start:\n{}", proc.stderr());
+        // A free port can be taken by someone else before the server binds
+        // it: try a few.
+        let mut last_log = String::new();
+        let mut started = None;
+        for _ in 0..3 {
+            let port = free_port();
+            let mut proc = Proc::spawn(
+                &format!("openbao-{port}"),
+                dir,
+                Command::new(repo_root().join(".venv/bin/bao")).args([
+                    "server",
+                    "-dev",
+                    "-dev-root-token-id=root",
+                    &format!("-dev-listen-address=127.0.0.1:{port}"),
+                ]),
+            );
+            let up = wait_until(Duration::from_secs(30), || {
+                crate::net::get(port, "/v1/sys/health", &[]).status == 200
+            });
+            if up.is_some() {
+                started = Some((port, proc));
+                break;
+            }
+            last_log = proc.stderr();
+            proc.signal_and_wait("KILL");
         }
+        let Some((port, proc)) = started else {
+            panic!("OpenBao did not start:\n{last_log}");
+        };
         let mut bao = Self {
             port,
             shim_token_file: dir.join("shim-token"),
