@@ -1,17 +1,27 @@
-//! `POST /v1/secrets/resolve {"name"}`: the filter's egress injection asks
-//! for a secret for this workload's own identity. Authorization is decided
+//! `POST /v1/secrets/resolve {"name"[, "purpose"]}`: the filter's egress
+//! injection asks for a secret for this workload's own identity; a caller
+//! presenting a JWT-SVID addressed to this workload asks for itself. Every
+//! read passes the gate (negative cache, `jti` anti-replay, policy, grant)
 //! before any backend is read; values are never logged.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use ephemera_core::RustCrypto;
 use ephemera_core::SpiffeId;
+use ephemera_core::filter::inbound::bearer_token;
 use ephemera_core::filter::transaction::new_transaction_id;
-use ephemera_core::secrets::{Plan, ResolveError, SecretsConfig};
+use ephemera_core::filter::workload_identity::WorkloadIdentity;
+use ephemera_core::grants::{EnforcementOptions, SenderBinding};
+use ephemera_core::secrets::{Gate, GateRequest, Plan, ResolveError, SecretsConfig};
+use ephemera_core::token::{TokenVerifier, VerifyOptions};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -45,34 +55,81 @@ impl Audit {
     }
 }
 
-/// Plans, reads and audits one resolution. The secret is identified in the
-/// ledger only by an HMAC (tenant salt) of its canonical URI.
+/// Plans, reads and audits one resolution (the operator's path: policy
+/// only, no grants, no cache).
 pub async fn resolve_audited(
     config: &SecretsConfig,
     audit: Option<&Audit>,
     name: &str,
     caller: &SpiffeId,
 ) -> Result<(Sensitive, Plan), ResolveError> {
-    let planned = config.plan(name, caller);
-    let result = match &planned {
-        Ok(plan) => crate::secret_store::read(&plan.location)
-            .await
-            .map(|v| (v, plan.clone())),
-        Err(e) => Err(e.clone()),
+    release(config, audit, None, config.plan(name, caller), name, caller).await
+}
+
+/// Resolved values kept for as long as their ref allows, by reference.
+#[derive(Default)]
+struct ValueCache(Mutex<HashMap<String, (Sensitive, Instant)>>);
+
+impl ValueCache {
+    fn get(&self, reference: &str) -> Option<Sensitive> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, until)| *until > Instant::now());
+        map.get(reference).map(|(v, _)| v.clone())
+    }
+
+    fn put(&self, reference: &str, value: &Sensitive, ttl_secs: u64) {
+        let until = Instant::now() + Duration::from_secs(ttl_secs);
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(reference.to_owned(), (value.clone(), until));
+    }
+}
+
+/// Reads what a decision allows (from `cache` when the ref permits it) and
+/// audits the outcome. The secret is identified in the ledger only by an
+/// HMAC (tenant salt) of its canonical URI.
+async fn release(
+    config: &SecretsConfig,
+    audit: Option<&Audit>,
+    cache: Option<&ValueCache>,
+    decision: Result<Plan, ResolveError>,
+    name: &str,
+    caller: &SpiffeId,
+) -> Result<(Sensitive, Plan), ResolveError> {
+    let result = match decision {
+        Ok(plan) => {
+            let ttl = plan.cache_ttl_secs.filter(|t| *t > 0);
+            match (cache, ttl) {
+                (Some(cache), Some(ttl)) => match cache.get(&plan.reference) {
+                    Some(value) => Ok((value, plan)),
+                    None => crate::secret_store::read(&plan.location).await.map(|v| {
+                        cache.put(&plan.reference, &v, ttl);
+                        (v, plan)
+                    }),
+                },
+                _ => crate::secret_store::read(&plan.location)
+                    .await
+                    .map(|v| (v, plan)),
+            }
+        }
+        Err(e) => Err(e),
     };
     if let Some(audit) = audit {
         let event = match &result {
             Ok(_) => Event::Allow,
-            Err(ResolveError::UnknownSecret(_) | ResolveError::NotAuthorized { .. }) => Event::Deny,
+            Err(
+                ResolveError::UnknownSecret(_)
+                | ResolveError::NotAuthorized { .. }
+                | ResolveError::Refused(_),
+            ) => Event::Deny,
             Err(_) => Event::Error,
         };
         let mut e = TransactionEvent::new(event, new_transaction_id().unwrap_or_default());
         e.caller = Some(caller.to_string());
         e.action = Some("read-secret".into());
         e.refs.insert("tenant".into(), audit.tenant.clone());
-        let reference = planned
-            .as_ref()
-            .map_or_else(|_| format!("name:{name}"), |p| p.reference.clone());
+        let reference = config
+            .reference(name)
+            .unwrap_or_else(|| format!("name:{name}"));
         e.refs.insert(
             "secret".into(),
             audit.salt.reference(&audit.tenant, &reference),
@@ -96,22 +153,38 @@ pub struct SecretsService {
     config: SecretsConfig,
     audit: Option<Audit>,
     identity: Arc<IdentitySource>,
+    gate: Mutex<Gate>,
+    cache: ValueCache,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResolveRequest {
     name: String,
+    /// Part of the grant key; the filter's egress injection uses the default.
+    #[serde(default = "egress")]
+    purpose: String,
+}
+
+fn egress() -> String {
+    "egress".into()
 }
 
 impl SecretsService {
     /// A service over a validated configuration.
     pub fn new(config: SecretsConfig, identity: Arc<IdentitySource>) -> Result<Self, String> {
         let audit = Audit::open(&config)?;
+        let tenant = config
+            .audit
+            .as_ref()
+            .map_or("default", |a| a.tenant.as_str());
+        let gate = Mutex::new(Gate::new(tenant, EnforcementOptions::default()));
         Ok(Self {
             config,
             audit,
             identity,
+            gate,
+            cache: ValueCache::default(),
         })
     }
 
@@ -126,24 +199,97 @@ impl SecretsService {
 fn status(e: &ResolveError) -> StatusCode {
     match e {
         ResolveError::UnknownSecret(_) => StatusCode::NOT_FOUND,
-        ResolveError::NotAuthorized { .. } => StatusCode::FORBIDDEN,
+        ResolveError::NotAuthorized { .. } | ResolveError::Refused(_) => StatusCode::FORBIDDEN,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
-async fn resolve(State(service): State<Arc<SecretsService>>, body: axum::body::Bytes) -> Response {
+/// The caller of a request: the bearer of a JWT-SVID addressed to this
+/// workload, or, without one, the workload itself.
+struct Presenter {
+    caller: SpiffeId,
+    jti: Option<String>,
+    sender: Option<SenderBinding>,
+}
+
+fn presenter(headers: &HeaderMap, identity: &WorkloadIdentity) -> Result<Presenter, String> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(Presenter {
+            caller: identity.id().clone(),
+            jti: None,
+            sender: None,
+        });
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(bearer_token)
+        .ok_or("authorization is not a bearer token")?;
+    let verifier = TokenVerifier::new(identity.id().clone(), VerifyOptions::default());
+    let verified = verifier
+        .verify(
+            token,
+            &identity.bundle,
+            crate::clock::unix_now(),
+            &RustCrypto,
+        )
+        .map_err(|e| e.to_string())?;
+    let sender = verified
+        .claims
+        .get("cnf")
+        .and_then(|c| c.get("jkt"))
+        .and_then(|j| j.as_str())
+        .map(|j| SenderBinding::JwkThumbprint(j.to_owned()));
+    Ok(Presenter {
+        caller: verified.caller,
+        jti: verified.jti,
+        sender,
+    })
+}
+
+async fn resolve(
+    State(service): State<Arc<SecretsService>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let Ok(request) = serde_json::from_slice::<ResolveRequest>(&body) else {
-        return (StatusCode::BAD_REQUEST, "expected {\"name\": …}\n").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected {\"name\": …[, \"purpose\": …]}\n",
+        )
+            .into_response();
     };
     let Some(served) = service.identity.served() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no identity loaded\n").into_response();
     };
-    let caller = served.identity.id().clone();
-    match resolve_audited(
+    let who = match presenter(&headers, &served.identity) {
+        Ok(who) => who,
+        Err(why) => {
+            return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": why}))).into_response();
+        }
+    };
+    let decision = service
+        .gate
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .decide(
+            &service.config,
+            &GateRequest {
+                name: &request.name,
+                caller: &who.caller,
+                purpose: &request.purpose,
+                jti: who.jti.as_deref(),
+                sender: who.sender.as_ref(),
+                now_ms: crate::clock::unix_now_ms(),
+            },
+        );
+    match release(
         &service.config,
         service.audit.as_ref(),
+        Some(&service.cache),
+        decision,
         &request.name,
-        &caller,
+        &who.caller,
     )
     .await
     {

@@ -92,8 +92,11 @@ impl SecretsCommand {
                 match (name, caller) {
                     (Some(name), Some(caller)) => {
                         let plan = c.plan(&name, &caller).map_err(Failure::rejected)?;
+                        let grant = plan.grant.map_or_else(String::new, |g| {
+                            format!(", grant {} s × {} use(s)", g.ttl_secs, g.max_uses)
+                        });
                         println!(
-                            "{name}: principal {}, store {}, {}",
+                            "{name}: principal {}, store {}, {}{grant}",
                             plan.principal, plan.store, plan.reference
                         );
                     }

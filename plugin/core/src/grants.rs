@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::secret_uri::SecretUri;
 use crate::spiffe_id::SpiffeId;
 
 /// What a grant is for.
@@ -16,8 +15,8 @@ pub struct GrantKey {
     pub subject: SpiffeId,
     /// The tenant.
     pub tenant: String,
-    /// The canonical secret URI.
-    pub uri: SecretUri,
+    /// The secret's canonical URI (`env:NAME` for environment stores).
+    pub secret: String,
     /// Why it is read (e.g. `egress:api.example.com`).
     pub purpose: String,
 }
@@ -143,18 +142,44 @@ impl Enforcement {
         Err(error)
     }
 
+    /// Remembers that a policy refused `key` (the negative cache).
+    pub fn refuse(&mut self, key: &GrantKey, now_ms: u64) {
+        let _ = self.deny(key, now_ms, GrantError::NoGrant);
+    }
+
+    /// Whether `key` was refused moments ago.
+    pub fn recently_denied(&self, key: &GrantKey, now_ms: u64) -> bool {
+        self.denied_until
+            .get(key)
+            .is_some_and(|until| *until > now_ms)
+    }
+
+    /// Whether `jti` was presented before within the replay window.
+    pub fn replayed(&mut self, jti: &str, now_ms: u64) -> bool {
+        self.seen_jtis.retain(|_, until| *until > now_ms);
+        self.seen_jtis.contains_key(jti)
+    }
+
+    /// Records that `jti` was presented.
+    pub fn remember_jti(&mut self, jti: &str, now_ms: u64) {
+        self.seen_jtis
+            .insert(jti.to_owned(), now_ms + self.options.replay_window_ms);
+    }
+
+    /// Whether a grant for `key` is in force.
+    pub fn has_grant(&self, key: &GrantKey, now_ms: u64) -> bool {
+        self.grants
+            .get(key)
+            .is_some_and(|g| g.expires_at_ms > now_ms)
+    }
+
     /// Spends one use of a grant, or says why not.
     pub fn authorize(&mut self, u: Use<'_>) -> Result<(), GrantError> {
-        self.seen_jtis.retain(|_, until| *until > u.now_ms);
-        if self
-            .denied_until
-            .get(u.key)
-            .is_some_and(|until| *until > u.now_ms)
-        {
+        if self.recently_denied(u.key, u.now_ms) {
             return Err(GrantError::NegativelyCached);
         }
         if let Some(jti) = u.jti
-            && self.seen_jtis.contains_key(jti)
+            && self.replayed(jti, u.now_ms)
         {
             return Err(GrantError::Replay);
         }
@@ -173,8 +198,7 @@ impl Enforcement {
         }
         grant.uses_left -= 1;
         if let Some(jti) = u.jti {
-            self.seen_jtis
-                .insert(jti.to_owned(), u.now_ms + self.options.replay_window_ms);
+            self.remember_jti(jti, u.now_ms);
         }
         Ok(())
     }
@@ -188,7 +212,7 @@ mod tests {
         GrantKey {
             subject: SpiffeId::parse("spiffe://e.org/orders").unwrap(),
             tenant: "acme".into(),
-            uri: SecretUri::parse("openbao+kv2://secret/app/db#password", None).unwrap(),
+            secret: "openbao+kv2://secret/app/db#password".into(),
             purpose: purpose.into(),
         }
     }

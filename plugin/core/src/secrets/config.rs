@@ -78,6 +78,27 @@ pub struct RefConfig {
 pub struct PolicyConfig {
     /// Principals admitted.
     pub allowed_principals: Vec<String>,
+    /// Reads go through a grant: a window of `ttl_secs` opened by the first
+    /// admitted read, with at most `max_uses` reads, bound to the first
+    /// sender that presented a `cnf` key. Without it, every admitted read
+    /// is released.
+    #[serde(default)]
+    pub grant: Option<GrantPolicy>,
+}
+
+/// The lifetime and use budget of a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantPolicy {
+    /// How long a grant lasts, seconds.
+    pub ttl_secs: u64,
+    /// Reads per grant (default 1).
+    #[serde(default = "one")]
+    pub max_uses: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// How a verified caller becomes a principal (first match wins).
@@ -205,6 +226,14 @@ impl SecretsConfig {
             .map(|p| p.principal.as_str())
             .collect();
         for (name, p) in &self.policies {
+            if let Some(g) = p.grant
+                && (g.ttl_secs == 0 || g.max_uses == 0)
+            {
+                problem(
+                    format!("policies.{name}.grant"),
+                    "ttl_secs and max_uses must be at least 1".into(),
+                );
+            }
             for principal in &p.allowed_principals {
                 if !produced.contains(&principal.as_str()) {
                     problem(

@@ -3,7 +3,9 @@
 //! decision taken before any backend is touched.
 
 pub mod config;
+pub mod gate;
 pub mod resolve;
 
-pub use config::{ConfigProblem, SecretsConfig};
+pub use config::{ConfigProblem, GrantPolicy, SecretsConfig};
+pub use gate::{Gate, GateRequest};
 pub use resolve::{Location, Plan, ResolveError};

@@ -1,7 +1,8 @@
 //! Resolution: name → ref → principal → policy (deny here, before any
 //! backend I/O) → store → location.
 
-use super::config::{Backend, SecretsConfig};
+use super::config::{Backend, GrantPolicy, RefConfig, SecretsConfig};
+use crate::grants::GrantError;
 use crate::secret_uri::SecretUri;
 use crate::spiffe_id::SpiffeId;
 
@@ -37,6 +38,9 @@ pub enum ResolveError {
     /// The secret has no such field.
     #[error("secret has no field {0:?}")]
     FieldMissing(String),
+    /// The enforcement point refused the read (grant, replay, binding).
+    #[error("refused: {0}")]
+    Refused(#[from] GrantError),
 }
 
 /// Where the value is read from.
@@ -86,6 +90,8 @@ pub struct Plan {
     pub reference: String,
     /// Cache lifetime the ref allows.
     pub cache_ttl_secs: Option<u64>,
+    /// The grant reads go through, if the policy asks for one.
+    pub grant: Option<GrantPolicy>,
 }
 
 impl SecretsConfig {
@@ -115,6 +121,31 @@ impl SecretsConfig {
         if !policy.allowed_principals.iter().any(|p| p == principal) {
             return Err(not_authorized());
         }
+        let (store, location, reference) = self.locate(name, r)?;
+        Ok(Plan {
+            name: name.to_owned(),
+            principal: principal.to_owned(),
+            store,
+            location,
+            reference,
+            cache_ttl_secs: r.cache_ttl_secs,
+            grant: policy.grant,
+        })
+    }
+
+    /// The audit reference (canonical URI where one exists) of a secret,
+    /// whoever asks; `None` for an unknown or misconfigured name. Pure.
+    pub fn reference(&self, name: &str) -> Option<String> {
+        let r = self.refs.get(name)?;
+        self.locate(name, r).ok().map(|(_, _, reference)| reference)
+    }
+
+    /// Store name, location and reference of a ref. Pure.
+    fn locate(
+        &self,
+        name: &str,
+        r: &RefConfig,
+    ) -> Result<(String, Location, String), ResolveError> {
         let misconfigured = |why: String| ResolveError::Misconfigured(name.to_owned(), why);
         let (store_name, store, path, field, version) = match (&r.store, &r.uri) {
             (Some(s), None) => {
@@ -189,14 +220,7 @@ impl SecretsConfig {
                 )
             }
         };
-        Ok(Plan {
-            name: name.to_owned(),
-            principal: principal.to_owned(),
-            store: store_name,
-            location,
-            reference,
-            cache_ttl_secs: r.cache_ttl_secs,
-        })
+        Ok((store_name, location, reference))
     }
 }
 
@@ -287,7 +311,7 @@ mod tests {
           "refs": {"a": {"store": "missing", "path": "x", "policy": "nope"},
                    "b": {"uri": "openbao+kv2://other/x", "policy": "p"},
                    "c": {"policy": "p"}},
-          "policies": {"p": {"allowed_principals": ["ghost"]}},
+          "policies": {"p": {"allowed_principals": ["ghost"], "grant": {"ttl_secs": 0}}},
           "principals": [{"match": "spiffe://e.org/team/*", "principal": "team"},
                          {"match": "spiffe://e.org/team/a", "principal": "a"}]
         }"#,
@@ -300,6 +324,7 @@ mod tests {
             "refs.a: unknown policy \"nope\"",
             "refs.b: no store has mount \"other\"",
             "refs.c: give either store + path, or uri",
+            "policies.p.grant: ttl_secs and max_uses must be at least 1",
             "policies.p: principal \"ghost\" is produced by no principal rule",
             "principals[1]: can never match: principals[0] (spiffe://e.org/team/*) matches first",
         ];

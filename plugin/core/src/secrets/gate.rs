@@ -1,0 +1,238 @@
+//! The gate every read passes: negative cache, `jti` anti-replay, policy,
+//! then the grant the policy asks for. Pure: the caller passes the time and
+//! holds the gate under one lock.
+
+use super::config::SecretsConfig;
+use super::resolve::{Plan, ResolveError};
+use crate::grants::{Enforcement, EnforcementOptions, GrantKey, SenderBinding, Use};
+use crate::spiffe_id::SpiffeId;
+
+/// One read, as the gate sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct GateRequest<'a> {
+    /// The secret's name.
+    pub name: &'a str,
+    /// The verified caller.
+    pub caller: &'a SpiffeId,
+    /// Why it is read (part of the grant key).
+    pub purpose: &'a str,
+    /// The presented token's `jti`, if a token was presented.
+    pub jti: Option<&'a str>,
+    /// The presenting sender, if it proved one.
+    pub sender: Option<&'a SenderBinding>,
+    /// Now, Unix milliseconds.
+    pub now_ms: u64,
+}
+
+/// The enforcement point of one tenant.
+#[derive(Debug)]
+pub struct Gate {
+    tenant: String,
+    enforcement: Enforcement,
+}
+
+impl Gate {
+    /// A gate for `tenant`.
+    pub fn new(tenant: &str, options: EnforcementOptions) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            enforcement: Enforcement::new(options),
+        }
+    }
+
+    /// Decides one read: a plan to read, or why not. A policy refusal is
+    /// remembered briefly; a read under a grant policy spends one use of
+    /// the caller's grant, opening one when none is in force.
+    pub fn decide(
+        &mut self,
+        config: &SecretsConfig,
+        r: &GateRequest<'_>,
+    ) -> Result<Plan, ResolveError> {
+        let key_for = |secret: String| GrantKey {
+            subject: r.caller.clone(),
+            tenant: self.tenant.clone(),
+            secret,
+            purpose: r.purpose.to_owned(),
+        };
+        // A refusal is a decision about the ref (its policy); a grant is
+        // about the secret itself, whichever ref names it.
+        let refusal = key_for(format!("ref:{}", r.name));
+        let key = key_for(
+            config
+                .reference(r.name)
+                .unwrap_or_else(|| format!("ref:{}", r.name)),
+        );
+        let e = &mut self.enforcement;
+        if e.recently_denied(&refusal, r.now_ms) {
+            return Err(crate::grants::GrantError::NegativelyCached.into());
+        }
+        if let Some(jti) = r.jti
+            && e.replayed(jti, r.now_ms)
+        {
+            return Err(crate::grants::GrantError::Replay.into());
+        }
+        let plan = match config.plan(r.name, r.caller) {
+            Err(denied @ ResolveError::NotAuthorized { .. }) => {
+                e.refuse(&refusal, r.now_ms);
+                return Err(denied);
+            }
+            other => other?,
+        };
+        match plan.grant {
+            Some(g) => {
+                if !e.has_grant(&key, r.now_ms) {
+                    e.grant(
+                        key.clone(),
+                        g.ttl_secs.saturating_mul(1000),
+                        g.max_uses,
+                        r.sender.cloned(),
+                        r.now_ms,
+                    );
+                }
+                e.authorize(Use {
+                    key: &key,
+                    jti: r.jti,
+                    sender: r.sender,
+                    now_ms: r.now_ms,
+                })?;
+            }
+            None => {
+                if let Some(jti) = r.jti {
+                    e.remember_jti(jti, r.now_ms);
+                }
+            }
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grants::GrantError;
+
+    const CONFIG: &str = r#"{
+      "stores": {"files": {"backend": "file", "dir": "/run/secrets", "mount": "creds"}},
+      "refs": {"once": {"store": "files", "path": "once", "policy": "granted"},
+               "twice": {"store": "files", "path": "twice", "policy": "twice"},
+               "open": {"store": "files", "path": "open", "policy": "plain"}},
+      "policies": {"granted": {"allowed_principals": ["app"], "grant": {"ttl_secs": 10}},
+                   "twice": {"allowed_principals": ["app"], "grant": {"ttl_secs": 10, "max_uses": 2}},
+                   "plain": {"allowed_principals": ["app"]}},
+      "principals": [{"match": "spiffe://e.org/app", "principal": "app"}]
+    }"#;
+
+    fn setup() -> (SecretsConfig, Gate, SpiffeId) {
+        let options = EnforcementOptions {
+            negative_ttl_ms: 1000,
+            negative_jitter_ms: 0,
+            replay_window_ms: 60_000,
+        };
+        (
+            serde_json::from_str(CONFIG).unwrap(),
+            Gate::new("acme", options),
+            SpiffeId::parse("spiffe://e.org/app").unwrap(),
+        )
+    }
+
+    fn read<'a>(
+        name: &'a str,
+        caller: &'a SpiffeId,
+        jti: Option<&'a str>,
+        now_ms: u64,
+    ) -> GateRequest<'a> {
+        GateRequest {
+            name,
+            caller,
+            purpose: "egress",
+            jti,
+            sender: None,
+            now_ms,
+        }
+    }
+
+    fn refused(r: Result<Plan, ResolveError>) -> GrantError {
+        match r {
+            Err(ResolveError::Refused(e)) => e,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_grant_policy_allows_max_uses_reads_per_window() {
+        let (c, mut g, app) = setup();
+        assert!(g.decide(&c, &read("twice", &app, None, 0)).is_ok());
+        assert!(g.decide(&c, &read("twice", &app, None, 1)).is_ok());
+        assert_eq!(
+            refused(g.decide(&c, &read("twice", &app, None, 2))),
+            GrantError::Exhausted
+        );
+        // The window closes with the grant's TTL; the next read opens another.
+        assert!(g.decide(&c, &read("twice", &app, None, 10_000)).is_ok());
+        // Grants are per secret: `once` has its own budget of one.
+        assert!(g.decide(&c, &read("once", &app, None, 10_000)).is_ok());
+        assert_eq!(
+            refused(g.decide(&c, &read("once", &app, None, 10_001))),
+            GrantError::Exhausted
+        );
+    }
+
+    #[test]
+    fn refs_without_a_grant_policy_are_read_every_time() {
+        let (c, mut g, app) = setup();
+        for t in 0..5 {
+            assert!(g.decide(&c, &read("open", &app, None, t)).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_policy_refusal_is_remembered_briefly_for_that_ref() {
+        let (c, mut g, _) = setup();
+        let other = SpiffeId::parse("spiffe://e.org/other").unwrap();
+        assert!(matches!(
+            g.decide(&c, &read("open", &other, None, 0)),
+            Err(ResolveError::NotAuthorized { .. })
+        ));
+        assert_eq!(
+            refused(g.decide(&c, &read("open", &other, None, 500))),
+            GrantError::NegativelyCached
+        );
+        assert!(
+            matches!(
+                g.decide(&c, &read("once", &other, None, 500)),
+                Err(ResolveError::NotAuthorized { .. })
+            ),
+            "another ref is decided by its own policy"
+        );
+        assert!(matches!(
+            g.decide(&c, &read("open", &other, None, 1500)),
+            Err(ResolveError::NotAuthorized { .. })
+        ));
+    }
+
+    #[test]
+    fn a_replayed_jti_is_refused_even_without_a_grant_policy() {
+        let (c, mut g, app) = setup();
+        assert!(g.decide(&c, &read("open", &app, Some("j1"), 0)).is_ok());
+        assert_eq!(
+            refused(g.decide(&c, &read("open", &app, Some("j1"), 1))),
+            GrantError::Replay
+        );
+        assert!(g.decide(&c, &read("open", &app, Some("j2"), 2)).is_ok());
+    }
+
+    #[test]
+    fn a_grant_opened_by_one_sender_refuses_another() {
+        let (c, mut g, app) = setup();
+        let a = SenderBinding::JwkThumbprint("a".into());
+        let b = SenderBinding::JwkThumbprint("b".into());
+        let mut first = read("twice", &app, None, 0);
+        first.sender = Some(&a);
+        assert!(g.decide(&c, &first).is_ok());
+        let mut drift = read("twice", &app, None, 1);
+        drift.sender = Some(&b);
+        assert_eq!(refused(g.decide(&c, &drift)), GrantError::BindingDrift);
+        first.now_ms = 2;
+        assert!(g.decide(&c, &first).is_ok(), "the bound sender still reads");
+    }
+}

@@ -1,0 +1,227 @@
+//! The secrets enforcement point in a real shim over HTTP: callers present
+//! JWT-SVIDs; grants open a window with a use budget, a replayed `jti` is
+//! refused, a grant bound to one sender refuses another (binding drift), a
+//! policy refusal is remembered briefly, and a ref's cache TTL keeps a value
+//! in the shim. Values appear in no log and in no ledger line.
+
+use std::time::Duration;
+
+use ephemera_tests::net::{free_port, send, wait_until};
+use ephemera_tests::spiffile_peer;
+use ephemera_tests::workload::{Root, serve};
+
+const ONCE: &str = "grant-once-secret-value";
+const PAIR: &str = "grant-pair-secret-value";
+const CACHED_V1: &str = "cached-secret-value-1";
+const CACHED_V2: &str = "cached-secret-value-2";
+
+struct Shim {
+    root: Root,
+    port: u16,
+    next_jti: std::cell::Cell<u32>,
+}
+
+impl Shim {
+    /// A JWT-SVID from `caller` to the shim's workload (`api`).
+    fn token(&self, caller: &str, jti: &str, jkt: Option<&str>) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut claims = serde_json::json!({
+            "sub": format!("spiffe://example.org/{caller}"),
+            "aud": "spiffe://example.org/api",
+            "iat": now,
+            "exp": now + 60,
+            "jti": jti,
+        });
+        if let Some(jkt) = jkt {
+            claims["cnf"] = serde_json::json!({ "jkt": jkt });
+        }
+        spiffile_peer(&[
+            "sign-claims",
+            &self.root.dir.to_string_lossy(),
+            caller,
+            &claims.to_string(),
+        ])
+        .ok()
+        .to_owned()
+    }
+
+    fn fresh_jti(&self) -> String {
+        let n = self.next_jti.get() + 1;
+        self.next_jti.set(n);
+        format!("jti-{n}")
+    }
+
+    /// Resolves `name` with `token` (none: as the workload itself).
+    fn resolve(&self, name: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        let r = send(
+            self.port,
+            "POST",
+            "/v1/secrets/resolve",
+            &headers,
+            &serde_json::json!({ "name": name }).to_string(),
+        );
+        let body = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+        (r.status, body)
+    }
+
+    fn as_orders(&self, name: &str, jkt: Option<&str>) -> (u16, serde_json::Value) {
+        let token = self.token("orders", &self.fresh_jti(), jkt);
+        self.resolve(name, Some(&token))
+    }
+}
+
+fn error_of(r: &(u16, serde_json::Value)) -> String {
+    r.1["error"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn grants_replay_binding_and_caching_are_enforced_by_the_shim() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["api", "orders", "research"]);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for (name, value) in [("once", ONCE), ("pair", PAIR), ("cached", CACHED_V1)] {
+        std::fs::write(files.join(name), value).unwrap();
+    }
+    let ledger = dir.path().join("secrets-audit.jsonl");
+    let salt = dir.path().join("salt");
+    std::fs::write(&salt, [7u8; 32]).unwrap();
+    let config = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+stores:
+  files: {{ backend: file, dir: "{}", mount: creds }}
+refs:
+  once: {{ store: files, path: once, policy: once }}
+  pair: {{ store: files, path: pair, policy: pair }}
+  cached: {{ store: files, path: cached, policy: plain, cache_ttl_secs: 2 }}
+policies:
+  once: {{ allowed_principals: [orders], grant: {{ ttl_secs: 2 }} }}
+  pair: {{ allowed_principals: [orders], grant: {{ ttl_secs: 60, max_uses: 2 }} }}
+  plain: {{ allowed_principals: [orders, api] }}
+principals:
+  - {{ match: "spiffe://example.org/orders", principal: orders }}
+  - {{ match: "spiffe://example.org/api", principal: api }}
+  - {{ match: "spiffe://example.org/research", principal: research }}
+audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
+"#,
+            files.display(),
+            ledger.display(),
+            salt.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = config.display().to_string();
+    let mut proc = serve(
+        dir.path(),
+        &root,
+        "api",
+        port,
+        "shim",
+        &["--secrets-config", &cfg],
+    );
+    let shim = Shim {
+        root,
+        port,
+        next_jti: Default::default(),
+    };
+
+    // Use budget: one read per grant window, then exhaustion.
+    let r = shim.as_orders("once", None);
+    assert_eq!((r.0, r.1["value"].as_str()), (200, Some(ONCE)));
+    let r = shim.as_orders("once", None);
+    assert_eq!(r.0, 403);
+    assert!(error_of(&r).contains("grant uses exhausted"), "{r:?}");
+    // TTL: once the window (and the brief denial memory) is over, a new
+    // grant opens.
+    let waited = wait_until(Duration::from_secs(10), || {
+        shim.as_orders("once", None).0 == 200
+    })
+    .expect("a new grant after the TTL");
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
+
+    // Anti-replay: a jti is good for one read, whatever the secret.
+    let token = shim.token("orders", "replayed-jti", None);
+    assert_eq!(shim.resolve("cached", Some(&token)).0, 200);
+    let r = shim.resolve("pair", Some(&token));
+    assert_eq!(r.0, 403);
+    assert!(error_of(&r).contains("token replayed"), "{r:?}");
+
+    // Sender binding: the grant is bound to the first sender's cnf key.
+    assert_eq!(shim.as_orders("pair", Some("thumb-a")).0, 200);
+    let r = shim.as_orders("pair", Some("thumb-b"));
+    assert_eq!(r.0, 403);
+    assert!(error_of(&r).contains("binding drift"), "{r:?}");
+    let r = shim.as_orders("pair", Some("thumb-a"));
+    assert_eq!((r.0, r.1["value"].as_str()), (200, Some(PAIR)));
+
+    // A policy refusal, then the negative cache.
+    let token = shim.token("research", "r-1", None);
+    let r = shim.resolve("pair", Some(&token));
+    assert_eq!(r.0, 403);
+    assert!(error_of(&r).contains("is not authorized"), "{r:?}");
+    let token = shim.token("research", "r-2", None);
+    let r = shim.resolve("pair", Some(&token));
+    assert!(error_of(&r).contains("recently denied"), "{r:?}");
+
+    // A token for another audience or a forged one is not a caller.
+    let other = shim
+        .root
+        .mint("orders", "spiffe://example.org/elsewhere", &[]);
+    assert_eq!(shim.resolve("cached", Some(&other)).0, 401);
+    assert_eq!(shim.resolve("cached", Some("not.a.token")).0, 401);
+
+    // The ref's cache TTL keeps the value in the shim: a changed file is
+    // seen only after it lapses.
+    let r = shim.resolve("cached", None);
+    assert_eq!(r.1["value"].as_str(), Some(CACHED_V1), "{r:?}");
+    std::fs::write(files.join("cached"), CACHED_V2).unwrap();
+    assert_eq!(
+        shim.resolve("cached", None).1["value"].as_str(),
+        Some(CACHED_V1),
+        "served from the shim's cache"
+    );
+    wait_until(Duration::from_secs(5), || {
+        shim.resolve("cached", None).1["value"].as_str() == Some(CACHED_V2)
+    })
+    .expect("re-read after the cache TTL");
+
+    // Every decision is audited; no value and no secret location in the
+    // ledger or the shim's output.
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refused = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "deny"
+                && e["error"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("refused:"))
+        })
+        .count();
+    assert!(
+        refused >= 4,
+        "grant refusals are audited as denials: {text}"
+    );
+    proc.signal_and_wait("TERM");
+    let output = format!("{}{}", proc.stdout(), proc.stderr());
+    for value in [ONCE, PAIR, CACHED_V1, CACHED_V2] {
+        assert!(!text.contains(value), "{value} in the ledger");
+        assert!(!output.contains(value), "{value} in the shim's output");
+    }
+    assert!(!text.contains("creds/"), "secret locations only as HMACs");
+}
