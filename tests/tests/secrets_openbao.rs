@@ -201,17 +201,18 @@ fn check_validates_and_plans_without_reading() {
 
     std::fs::write(
         &config,
-        "refs:\n  a: { store: missing, path: x, policy: nope }\n",
+        "# problems, each with its line\nrefs:\n  ok: { store: s, path: x, policy: p }\n  a: { store: missing, path: x, policy: nope }\nstores: { s: { backend: env } }\npolicies:\n  p: { allowed_principals: [x] }\nprincipals:\n  - { match: \"spiffe://e.org/*\", principal: x }\n  - { match: \"spiffe://e.org/a\", principal: y }\n",
     )
     .unwrap();
     let bad = ephemera(&["secrets", "check", "--config", &cfg], &[]);
     assert_eq!(bad.code, 2);
-    assert!(
-        bad.stderr.contains("refs.a: unknown store \"missing\"")
-            && bad.stderr.contains("refs.a: unknown policy \"nope\""),
-        "{}",
-        bad.stderr
-    );
+    for expected in [
+        ":4: refs.a: unknown store \"missing\"",
+        ":4: refs.a: unknown policy \"nope\"",
+        ":10: principals[1]: can never match",
+    ] {
+        assert!(bad.stderr.contains(expected), "{expected}: {}", bad.stderr);
+    }
 }
 
 #[test]

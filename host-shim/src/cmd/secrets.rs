@@ -59,13 +59,52 @@ pub fn load(path: &std::path::Path) -> Result<SecretsConfig, Failure> {
     } else {
         let lines: Vec<String> = problems
             .iter()
-            .map(|p| format!("{}: {p}", path.display()))
+            .map(|p| match line_of(&text, &p.at) {
+                Some(line) => format!("{}:{line}: {p}", path.display()),
+                None => format!("{}: {p}", path.display()),
+            })
             .collect();
         Err(Failure {
             message: lines.join("\n"),
             code: super::EXIT_CONFIG,
         })
     }
+}
+
+/// The 1-based line of a problem's place (`refs.db`, `principals[2]`) in
+/// block- or flow-style YAML, where it can be found.
+fn line_of(text: &str, at: &str) -> Option<usize> {
+    let (section, rest) = match at.split_once('.') {
+        Some((section, rest)) => (section, Some(rest)),
+        None => (at.split('[').next()?, None),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{section}:")))?;
+    let body = lines[start + 1..]
+        .iter()
+        .take_while(|l| l.is_empty() || l.starts_with([' ', '-', '#']))
+        .enumerate();
+    let found = match rest {
+        Some(rest) => {
+            let name = rest.split('.').next()?;
+            if lines[start].contains(&format!("{name}:")) {
+                return Some(start + 1);
+            }
+            let key = format!("{name}:");
+            body.filter(|(_, l)| l.trim_start().starts_with(&key))
+                .map(|(i, _)| i)
+                .next()
+        }
+        None => {
+            let index: usize = at.split_once('[')?.1.strip_suffix(']')?.parse().ok()?;
+            body.filter(|(_, l)| l.trim_start().starts_with("- "))
+                .map(|(i, _)| i)
+                .nth(index)
+        }
+    };
+    found.map(|i| start + 2 + i)
 }
 
 impl SecretsCommand {
