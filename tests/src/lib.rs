@@ -115,6 +115,7 @@ pub fn service_env(root: &Path, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+pub mod harness;
 pub mod net;
 pub mod openbao;
 pub mod procs;

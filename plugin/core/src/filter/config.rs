@@ -221,7 +221,11 @@ impl FilterConfig {
     /// Parses and validates the configuration.
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
         let mut config: Self =
-            serde_json::from_slice(bytes).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+                .map_err(|e| match e.path().to_string().as_str() {
+                    "." => ConfigError::Syntax(e.inner().to_string()),
+                    path => ConfigError::Syntax(format!("{path}: {}", e.inner())),
+                })?;
         config.validate()?;
         config.outbound.hosts = std::mem::take(&mut config.outbound.hosts)
             .into_iter()

@@ -1,0 +1,174 @@
+//! `ephemera-harness`: runs the ephemera filter without Envoy. `dry-run`
+//! shows what the filter would do with a plugin configuration and a
+//! request; `table` runs a scenario table.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ephemera_tests::harness::proxy_wasm::Plugin;
+use ephemera_tests::harness::scenario::{Run, Scenario, Step, parse_table, run_scenario};
+use ephemera_tests::harness::world::{ShimScript, plugin_path, require};
+
+#[derive(Parser)]
+#[command(
+    name = "ephemera-harness",
+    about = "Run the ephemera filter without Envoy"
+)]
+struct Cli {
+    /// The filter module (default: the release build, or $EPHEMERA_WASM).
+    #[arg(long, global = true)]
+    wasm: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print what the filter does with each request (status, headers the
+    /// app sees, calls to the shim, ledger events, the filter's log).
+    DryRun {
+        /// The plugin configuration (YAML or JSON), as given to Envoy.
+        #[arg(long)]
+        config: PathBuf,
+        /// A request `{headers, app_status}`, or a list of steps as in a
+        /// scenario table.
+        #[arg(long)]
+        request: PathBuf,
+        /// How the scripted shim answers (YAML or JSON; default: at once).
+        #[arg(long)]
+        shim: Option<PathBuf>,
+        /// The workload's service name.
+        #[arg(long, default_value = "api")]
+        workload: String,
+    },
+    /// Run a scenario table; exit 1 if any scenario fails.
+    Table {
+        /// The table (YAML or JSON).
+        file: PathBuf,
+    },
+}
+
+fn read_value(path: &PathBuf) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn steps_of(value: serde_json::Value) -> Result<Vec<Step>, String> {
+    let steps = if value.is_array() {
+        value
+    } else {
+        serde_json::json!([{ "request": value }])
+    };
+    serde_json::from_value(steps).map_err(|e| format!("request: {e}"))
+}
+
+fn dry_run(
+    plugin: &Plugin,
+    config: &PathBuf,
+    request: &PathBuf,
+    shim: Option<&PathBuf>,
+    workload: String,
+) -> Result<bool, String> {
+    let shim: ShimScript = match shim {
+        Some(path) => serde_json::from_value(read_value(path)?)
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+        None => ShimScript::default(),
+    };
+    let scenario = Scenario {
+        name: "dry run".into(),
+        config: read_value(config)?,
+        workload,
+        shim,
+        warmup_ms: 500,
+        configures: true,
+        steps: steps_of(read_value(request)?)?,
+    };
+    let mut run = Run::start(plugin, &scenario).map_err(|e| e.to_string())?;
+    if !run.configured {
+        println!("configuration: refused");
+        for line in run.logs() {
+            println!("  log: {}", line.trim_end());
+        }
+        return Ok(false);
+    }
+    let mut logs_seen = run.logs().len();
+    for step in &scenario.steps {
+        match step {
+            Step::Request {
+                headers,
+                app_status,
+                expect,
+            } => {
+                let verdict = run.request(headers, *app_status, &scenario.workload)?;
+                let shown = serde_yaml_ng::to_string(&verdict).map_err(|e| e.to_string())?;
+                println!("---\n{}", shown.trim_end());
+                let logs = run.logs();
+                for line in &logs[logs_seen..] {
+                    println!("# log: {}", line.trim_end());
+                }
+                logs_seen = logs.len();
+                if let Some(expect) = expect {
+                    let problems = run.check(&verdict, expect, &scenario.workload);
+                    for p in &problems {
+                        println!("# not as expected: {p}");
+                    }
+                    if !problems.is_empty() {
+                        return Ok(false);
+                    }
+                }
+            }
+            other => run.step(other)?,
+        }
+    }
+    Ok(true)
+}
+
+fn table(plugin: &Plugin, file: &PathBuf) -> Result<bool, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let scenarios = parse_table(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let started = std::time::Instant::now();
+    let mut failed = 0;
+    for s in &scenarios {
+        match run_scenario(plugin, s) {
+            Ok(()) => println!("ok    {}", s.name),
+            Err(problems) => {
+                failed += 1;
+                println!("FAIL  {}", s.name);
+                for p in problems {
+                    println!("        {p}");
+                }
+            }
+        }
+    }
+    println!(
+        "{} scenarios, {failed} failed, {:.2?}",
+        scenarios.len(),
+        started.elapsed()
+    );
+    Ok(failed == 0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli.wasm.unwrap_or_else(plugin_path);
+    let outcome = require(&path)
+        .and_then(|()| Plugin::load(&path).map_err(|e| format!("{}: {e:#}", path.display())))
+        .and_then(|plugin| match &cli.command {
+            Command::DryRun {
+                config,
+                request,
+                shim,
+                workload,
+            } => dry_run(&plugin, config, request, shim.as_ref(), workload.clone()),
+            Command::Table { file } => table(&plugin, file),
+        });
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("ephemera-harness: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The world around the filter under test: provisioned identities (the
+//! shim's own provisioning and identity code), a scripted shim that speaks
+//! the shim's HTTP API, and the ledger it keeps.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ephemera_core::filter::workload_identity::BundleFormatName;
+use ephemera_core::ipt::wire::{CloseRequest, OpenRequest, OpenResponse};
+use ephemera_core::token::{Minter, TokenVerifier, VerifyOptions};
+use ephemera_core::{PrivateKey, RustCrypto, SpiffeId};
+use ephemera_shim::identity_files::IdentityPaths;
+use ephemera_shim::identity_source::IdentitySource;
+use ephemera_shim::provision::Root;
+use serde::Deserialize;
+
+use super::abi::Headers;
+
+/// How one shim endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// At once, as the real shim would.
+    #[default]
+    Ok,
+    /// After this many milliseconds.
+    Late(u64),
+    /// At once, with this status.
+    Error(u16),
+    /// Never (the call times out).
+    Silent,
+}
+
+/// A scripted secret answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretAnswer {
+    /// Released with this value.
+    Value(String),
+    /// Refused: not authorized.
+    Deny,
+}
+
+/// How the scripted shim behaves.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShimScript {
+    /// `GET /v1/identity`.
+    pub identity: Mode,
+    /// `POST /v1/transactions` and closes.
+    pub transactions: Mode,
+    /// `POST /v1/secrets/resolve`.
+    pub secrets: Mode,
+    /// Secrets by name.
+    pub secret_values: BTreeMap<String, SecretAnswer>,
+}
+
+/// The trust domain of every harness world.
+pub const TRUST_DOMAIN: &str = "example.org";
+
+/// Identities, the scripted shim and its ledger.
+pub struct World {
+    _dir: tempfile::TempDir,
+    root: Root,
+    source: IdentitySource,
+    /// How the shim answers.
+    pub script: ShimScript,
+    /// Ledger events, in order (`open <scope>`, `close`, `fail`).
+    pub ledger: Vec<String>,
+    opened: u32,
+}
+
+/// An answer the shim gives: after `delay_ms`, or never.
+pub enum Answer {
+    /// `(delay_ms, status, headers, body)`.
+    After(u64, u16, Headers, Vec<u8>),
+    /// No answer.
+    Never,
+}
+
+impl World {
+    /// Provisions `workload` and `peers` in a fresh root.
+    pub fn new(workload: &str, peers: &[&str]) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let root = Root::new(dir.path());
+        root.init(TRUST_DOMAIN).map_err(|e| e.to_string())?;
+        for name in std::iter::once(&workload).chain(peers) {
+            root.add(name).map_err(|e| e.to_string())?;
+        }
+        let env = root.env(workload).map_err(|e| e.to_string())?;
+        let paths = IdentityPaths::from_lookup(|k| {
+            env.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, p)| p.clone())
+        })
+        .map_err(|e| e.to_string())?;
+        let source = IdentitySource::new(paths, BundleFormatName::Spiffile);
+        source.reload().map_err(|e| e.to_string())?;
+        Ok(Self {
+            _dir: dir,
+            root,
+            source,
+            script: ShimScript::default(),
+            ledger: Vec::new(),
+            opened: 0,
+        })
+    }
+
+    /// The SPIFFE ID of a service.
+    pub fn id(name: &str) -> SpiffeId {
+        SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/{name}")).unwrap_or_else(|_| {
+            SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/invalid")).expect("valid")
+        })
+    }
+
+    fn key_of(&self, name: &str) -> Result<PrivateKey, String> {
+        let pem = std::fs::read_to_string(self.root.service_dir(name).join("key.pem"))
+            .map_err(|e| format!("no key for {name}: {e}"))?;
+        PrivateKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())
+    }
+
+    /// A JWT-SVID as `caller` (signed with `signer`'s key, or a key no
+    /// bundle knows when `signer` is `None`) for `audience`.
+    pub fn token(
+        &self,
+        caller: &str,
+        signer: Option<&str>,
+        audience: &SpiffeId,
+        now: u64,
+        ttl: u64,
+    ) -> Result<String, String> {
+        let key = match signer {
+            Some(s) => self.key_of(s)?,
+            None => PrivateKey::generate().map_err(|e| e.to_string())?,
+        };
+        Minter::new(Self::id(caller), key)
+            .mint(audience, now, ttl, None, &RustCrypto)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Verifies a token the filter minted: its `sub` and `aud`.
+    pub fn verify_minted(
+        &self,
+        token: &str,
+        audience: &SpiffeId,
+        now: u64,
+    ) -> Result<SpiffeId, String> {
+        let served = self.source.served().ok_or("no identity")?;
+        TokenVerifier::new(audience.clone(), VerifyOptions::default())
+            .verify(token, &served.identity.bundle, now, &RustCrypto)
+            .map(|v| v.caller)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Rotates (`rotate`), removes (`remove`) or adds (`add`) a service's
+    /// key; the shim serves the new identity at once.
+    pub fn change(&mut self, op: &str, name: &str) -> Result<(), String> {
+        match op {
+            "rotate" => self.root.rotate(name, true).map(drop),
+            "remove" => self.root.remove(name).map(drop),
+            "add" => self.root.add(name).map(drop),
+            other => return Err(format!("unknown identity change {other:?}")),
+        }
+        .map_err(|e| e.to_string())?;
+        self.source.reload().map(drop).map_err(|e| e.to_string())
+    }
+
+    /// The shim's answer to a call from the filter.
+    pub fn answer(&mut self, headers: &Headers, body: &[u8], now_ms: u64) -> Answer {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let (method, path) = (header(":method"), header(":path"));
+        let mode = if path == "/v1/identity" {
+            self.script.identity
+        } else if path.starts_with("/v1/transactions") {
+            self.script.transactions
+        } else {
+            self.script.secrets
+        };
+        let delay = match mode {
+            Mode::Silent => return Answer::Never,
+            Mode::Error(status) => {
+                return Answer::After(0, status, Vec::new(), b"scripted failure\n".to_vec());
+            }
+            Mode::Late(ms) => ms,
+            Mode::Ok => 0,
+        };
+        let json = |status: u16, value: serde_json::Value| {
+            Answer::After(
+                delay,
+                status,
+                vec![("content-type".into(), b"application/json".to_vec())],
+                value.to_string().into_bytes(),
+            )
+        };
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/v1/identity") => {
+                let Some(served) = self.source.served() else {
+                    return Answer::After(delay, 503, Vec::new(), Vec::new());
+                };
+                if header("if-none-match") == format!("\"{}\"", served.version) {
+                    return Answer::After(delay, 304, Vec::new(), Vec::new());
+                }
+                Answer::After(delay, 200, Vec::new(), served.document.to_vec())
+            }
+            ("POST", "/v1/transactions") => {
+                let Ok(open) = serde_json::from_slice::<OpenRequest>(body) else {
+                    return json(400, serde_json::json!({"error": "malformed open"}));
+                };
+                self.opened += 1;
+                let n = self.opened;
+                let scope = format!("{}:{}", open.action, open.resource);
+                self.ledger.push(format!("open {scope}"));
+                let credential = [
+                    ("token", format!("tx-token-{n}")),
+                    ("access_key_id", format!("ASIA-{n}")),
+                    ("secret_access_key", format!("tx-secret-{n}")),
+                    ("session_token", format!("tx-session-{n}")),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                let response = OpenResponse {
+                    transaction_id: open.transaction_id,
+                    credential,
+                    expires_at: now_ms / 1000 + 60,
+                    scope,
+                    blast_radius: format!("{} on {}", open.action, open.resource),
+                };
+                json(200, serde_json::to_value(&response).unwrap_or_default())
+            }
+            ("POST", p) if p.starts_with("/v1/transactions/") && p.ends_with("/close") => {
+                match serde_json::from_slice::<CloseRequest>(body) {
+                    Ok(close) => {
+                        let kind = if close.outcome.is_failure() {
+                            "fail"
+                        } else {
+                            "close"
+                        };
+                        self.ledger.push(kind.to_owned());
+                        Answer::After(delay, 204, Vec::new(), Vec::new())
+                    }
+                    Err(_) => json(400, serde_json::json!({"error": "malformed close"})),
+                }
+            }
+            ("POST", "/v1/secrets/resolve") => {
+                let name = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v["name"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                match self.script.secret_values.get(&name) {
+                    Some(SecretAnswer::Value(v)) => {
+                        json(200, serde_json::json!({"value": v, "cache_ttl_secs": null}))
+                    }
+                    Some(SecretAnswer::Deny) => json(
+                        403,
+                        serde_json::json!({"error": format!("not authorized for secret {name:?}")}),
+                    ),
+                    None => json(
+                        404,
+                        serde_json::json!({"error": format!("unknown secret {name:?}")}),
+                    ),
+                }
+            }
+            _ => Answer::After(delay, 404, Vec::new(), Vec::new()),
+        }
+    }
+}
+
+/// Where a built plugin is: `$EPHEMERA_WASM`, else the release build.
+pub fn plugin_path() -> std::path::PathBuf {
+    std::env::var_os("EPHEMERA_WASM").map_or_else(
+        || {
+            crate::target_dir()
+                .join("wasm32-wasip1")
+                .join("release")
+                .join("ephemera_envoy.wasm")
+        },
+        std::path::PathBuf::from,
+    )
+}
+
+/// True when `path` exists; the message says how to build it otherwise.
+pub fn require(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is missing: cargo build --release -p ephemera-envoy --target wasm32-wasip1",
+            path.display()
+        ))
+    }
+}
