@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ephemera_tests::harness::proxy_wasm::Plugin;
-use ephemera_tests::harness::scenario::{Run, Scenario, Step, parse_table, run_scenario};
+use ephemera_tests::harness::scenario::{Build, Run, Scenario, Step, parse_table, run_scenario};
 use ephemera_tests::harness::world::{ShimScript, plugin_path, require};
 
 #[derive(Parser)]
@@ -84,8 +84,8 @@ fn dry_run(
         configures: true,
         steps: steps_of(read_value(request)?)?,
     };
-    let mut run = Run::start(plugin, &scenario).map_err(|e| e.to_string())?;
-    if !run.configured {
+    let mut run = Run::start(Build::ProxyWasm(plugin), &scenario).map_err(|e| e.to_string())?;
+    if !run.configured() {
         println!("configuration: refused");
         for line in run.logs() {
             println!("  log: {}", line.trim_end());
@@ -130,7 +130,7 @@ fn table(plugin: &Plugin, file: &PathBuf) -> Result<bool, String> {
     let started = std::time::Instant::now();
     let mut failed = 0;
     for s in &scenarios {
-        match run_scenario(plugin, s) {
+        match run_scenario(Build::ProxyWasm(plugin), s) {
             Ok(()) => println!("ok    {}", s.name),
             Err(problems) => {
                 failed += 1;

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::abi::Headers;
-use super::proxy_wasm::{Plugin, Vm, VmOptions};
-use super::world::{Answer, ShimScript, World};
+use super::world::{ShimScript, World};
 
 /// One scenario of the table.
 #[derive(Debug, Clone, Deserialize)]
@@ -110,126 +109,68 @@ pub struct Verdict {
     pub ledger: Vec<String>,
 }
 
-/// A call's answer, decided when the call was made: (token, due ms, answer).
-type Scheduled = (u32, u64, Option<(u16, Headers, Vec<u8>)>);
+/// Drives one build of the filter through a scenario.
+pub trait Driver {
+    /// Whether the plugin accepted its configuration.
+    fn configured(&self) -> bool;
+    /// The world around the filter.
+    fn world(&self) -> &World;
+    /// The world, mutable.
+    fn world_mut(&mut self) -> &mut World;
+    /// The host clock, Unix milliseconds.
+    fn now_ms(&self) -> u64;
+    /// Lets simulated time pass.
+    fn advance(&mut self, ms: u64) -> Result<(), String>;
+    /// Sends one request (headers expanded) and lets it finish.
+    fn request(&mut self, headers: Headers, app_status: u16) -> Result<Verdict, String>;
+    /// The filter's log lines so far.
+    fn logs(&self) -> Vec<String>;
+}
 
-/// Longest a paused request may wait, simulated ms.
-const PATIENCE_MS: u64 = 30_000;
+/// The builds a scenario runs against.
+#[derive(Clone, Copy)]
+pub enum Build<'a> {
+    /// `ephemera_envoy.wasm` on the proxy-wasm host.
+    ProxyWasm(&'a super::proxy_wasm::Plugin),
+    /// `ephemera_component.wasm` on the component host.
+    Component(&'a super::component::ComponentPlugin),
+}
 
 /// A scenario in progress.
 pub struct Run {
-    vm: Vm,
-    world: World,
-    scheduled: Vec<Scheduled>,
-    next_tick_ms: u64,
-    /// Whether the plugin accepted its configuration.
-    pub configured: bool,
-}
-
-fn call_line(headers: &Headers) -> String {
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    let path = get(":path");
-    // Transaction ids are random: show their place, not their value.
-    let path = match path.strip_prefix("/v1/transactions/") {
-        Some(rest) => match rest.split_once('/') {
-            Some((_, tail)) => format!("/v1/transactions/{{id}}/{tail}"),
-            None => path.clone(),
-        },
-        None => path,
-    };
-    format!("{} {}", get(":method"), path)
+    driver: Box<dyn Driver>,
 }
 
 impl Run {
-    /// Starts the plugin with the scenario's config and lets `warmup_ms` pass.
-    pub fn start(plugin: &Plugin, scenario: &Scenario) -> Result<Self, String> {
+    /// Starts `build` with the scenario's config and lets `warmup_ms` pass.
+    pub fn start(build: Build<'_>, scenario: &Scenario) -> Result<Self, String> {
         let mut peers = vec!["orders", "billing", "research"];
         peers.retain(|p| *p != scenario.workload);
         let mut world = World::new(&scenario.workload, &peers)?;
         world.script = scenario.shim.clone();
         let config = serde_json::to_vec(&scenario.config).map_err(|e| e.to_string())?;
-        let (vm, configured) =
-            Vm::start(plugin, &config, &VmOptions::default()).map_err(|e| format!("{e:#}"))?;
-        let next_tick_ms = vm.state().now_ms;
-        let mut run = Self {
-            vm,
-            world,
-            scheduled: Vec::new(),
-            next_tick_ms,
-            configured,
+        let mut driver: Box<dyn Driver> = match build {
+            Build::ProxyWasm(plugin) => Box::new(super::proxy_wasm_driver::ProxyWasmDriver::start(
+                plugin, &config, world,
+            )?),
+            Build::Component(plugin) => Box::new(super::component::ComponentDriver::start(
+                plugin, &config, world,
+            )?),
         };
-        if configured {
-            let until = run.vm.state().now_ms + scenario.warmup_ms;
-            run.pump(until, None)?;
+        if driver.configured() {
+            driver.advance(scenario.warmup_ms)?;
         }
-        Ok(run)
+        Ok(Self { driver })
+    }
+
+    /// Whether the plugin accepted its configuration.
+    pub fn configured(&self) -> bool {
+        self.driver.configured()
     }
 
     /// The host clock, Unix seconds.
     pub fn now(&self) -> u64 {
-        self.vm.state().now_ms / 1000
-    }
-
-    /// Runs simulated time up to `until_ms`, or until stream `stop` is
-    /// decided: ticks at the root's period, call answers when due.
-    fn pump(&mut self, until_ms: u64, stop: Option<u32>) -> Result<(), String> {
-        loop {
-            // Answer new calls (the shim decides at dispatch time).
-            let fresh: Vec<_> = self
-                .vm
-                .state()
-                .pending
-                .iter()
-                .filter(|c| !self.scheduled.iter().any(|(t, _, _)| *t == c.token))
-                .cloned()
-                .collect();
-            for call in fresh {
-                let deadline = call.at_ms + call.timeout_ms;
-                let (due, answer) = match self.world.answer(&call.headers, &call.body, call.at_ms) {
-                    Answer::After(delay, status, h, b) if call.at_ms + delay < deadline => {
-                        (call.at_ms + delay, Some((status, h, b)))
-                    }
-                    _ => (deadline, None),
-                };
-                self.scheduled.push((call.token, due, answer));
-            }
-            if let Some(id) = stop
-                && (self.vm.state().replies.contains_key(&id)
-                    || self.vm.state().resumed.contains(&id))
-            {
-                return Ok(());
-            }
-            let now = self.vm.state().now_ms;
-            if let Some(i) = self.scheduled.iter().position(|(_, due, _)| *due <= now) {
-                let (token, _, answer) = self.scheduled.remove(i);
-                self.vm
-                    .answer(token, answer)
-                    .map_err(|e| format!("{e:#}"))?;
-                continue;
-            }
-            let tick = self.vm.state().tick_ms;
-            if tick > 0 && self.next_tick_ms <= now {
-                self.vm.tick().map_err(|e| format!("{e:#}"))?;
-                self.next_tick_ms = now + tick;
-                continue;
-            }
-            let next_answer = self.scheduled.iter().map(|(_, due, _)| *due).min();
-            let next_tick_at = (tick > 0).then_some(self.next_tick_ms);
-            let next = [next_answer, next_tick_at].into_iter().flatten().min();
-            match next {
-                Some(t) if t <= until_ms => self.vm.state_mut().now_ms = t.max(now),
-                _ => {
-                    self.vm.state_mut().now_ms = until_ms.max(now);
-                    return Ok(());
-                }
-            }
-        }
+        self.driver.now_ms() / 1000
     }
 
     /// Expands `{token:CALLER}`, `{token:CALLER@AUDIENCE}`,
@@ -251,22 +192,19 @@ impl Run {
             None => (arg, World::id(workload)),
         };
         let now = self.now();
+        let world = self.driver.world();
         let token = match kind {
-            "token" => self
-                .world
-                .token(caller, Some(caller), &audience, now, 300)?,
-            "expired-token" => self
-                .world
-                .token(caller, Some(caller), &audience, now - 3600, 60)?,
+            "token" => world.token(caller, Some(caller), &audience, now, 300)?,
+            "expired-token" => world.token(caller, Some(caller), &audience, now - 3600, 60)?,
             "forged-token" => {
                 let other = if caller == "billing" {
                     "research"
                 } else {
                     "billing"
                 };
-                self.world.token(caller, Some(other), &audience, now, 300)?
+                world.token(caller, Some(other), &audience, now, 300)?
             }
-            "stranger-token" => self.world.token(caller, None, &audience, now, 300)?,
+            "stranger-token" => world.token(caller, None, &audience, now, 300)?,
             other => return Err(format!("unknown placeholder {other:?}")),
         };
         Ok(format!("{}{token}{}", &value[..start], &value[end + 1..]))
@@ -286,44 +224,7 @@ impl Run {
                 self.expand(v, workload)?.into_bytes(),
             ));
         }
-        let calls_before = self.vm.state().dispatched.len();
-        let ledger_before = self.world.ledger.len();
-        let (id, continued) = self.vm.request(sent).map_err(|e| format!("{e:#}"))?;
-        if !continued && !self.vm.state().replies.contains_key(&id) {
-            let until = self.vm.state().now_ms + PATIENCE_MS;
-            self.pump(until, Some(id))?;
-        }
-        let reply = self.vm.state().replies.get(&id).cloned();
-        let forwarded = reply.is_none() && (continued || self.vm.state().resumed.contains(&id));
-        let mut verdict = Verdict::default();
-        if let Some(reply) = &reply {
-            verdict.status = u16::try_from(reply.status).unwrap_or(0);
-            verdict.body = Some(reply.body.clone());
-            self.vm.end(id).map_err(|e| format!("{e:#}"))?;
-        } else if forwarded {
-            verdict.status = app_status;
-            verdict.app_headers = self
-                .vm
-                .request_headers(id)
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect();
-            self.vm
-                .respond_and_end(id, app_status)
-                .map_err(|e| format!("{e:#}"))?;
-        } else {
-            self.vm.end(id).map_err(|e| format!("{e:#}"))?;
-        }
-        // Closes go out on the next ticks.
-        let until = self.vm.state().now_ms + 1000;
-        self.pump(until, None)?;
-        verdict.calls = self.vm.state().dispatched[calls_before..]
-            .iter()
-            .map(|c| call_line(&c.headers))
-            .filter(|l| l != "GET /v1/identity")
-            .collect();
-        verdict.ledger = self.world.ledger[ledger_before..].to_vec();
-        Ok(verdict)
+        self.driver.request(sent, app_status)
     }
 
     /// Checks a verdict against an expectation; every mismatch is listed.
@@ -345,7 +246,8 @@ impl Run {
                     let audience = ephemera_core::SpiffeId::parse(&w["$svid ".len()..]);
                     match (audience, g.strip_prefix("Bearer ")) {
                         (Ok(aud), Some(token)) => self
-                            .world
+                            .driver
+                            .world()
                             .verify_minted(token, &aud, self.now())
                             .is_ok_and(|sub| sub == World::id(workload)),
                         _ => false,
@@ -390,17 +292,14 @@ impl Run {
     /// Applies a non-request step.
     pub fn step(&mut self, step: &Step) -> Result<(), String> {
         match step {
-            Step::AdvanceMs(ms) => {
-                let until = self.vm.state().now_ms + ms;
-                self.pump(until, None)
-            }
+            Step::AdvanceMs(ms) => self.driver.advance(*ms),
             Step::Shim(script) => {
-                self.world.script = script.clone();
+                self.driver.world_mut().script = script.clone();
                 Ok(())
             }
             Step::Identity(changes) => {
                 for (op, name) in changes {
-                    self.world.change(op, name)?;
+                    self.driver.world_mut().change(op, name)?;
                 }
                 Ok(())
             }
@@ -408,29 +307,20 @@ impl Run {
         }
     }
 
-    /// The VM's log lines.
+    /// The filter's log lines.
     pub fn logs(&self) -> Vec<String> {
-        self.vm
-            .state()
-            .logs
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect()
-    }
-
-    /// The VM's metrics.
-    pub fn metrics(&self) -> &BTreeMap<String, i64> {
-        &self.vm.state().metrics
+        self.driver.logs()
     }
 }
 
 /// Runs a whole scenario; `Err` lists every failed expectation.
-pub fn run_scenario(plugin: &Plugin, scenario: &Scenario) -> Result<(), Vec<String>> {
-    let mut run = Run::start(plugin, scenario).map_err(|e| vec![e])?;
-    if run.configured != scenario.configures {
+pub fn run_scenario(build: Build<'_>, scenario: &Scenario) -> Result<(), Vec<String>> {
+    let mut run = Run::start(build, scenario).map_err(|e| vec![e])?;
+    if run.configured() != scenario.configures {
         return Err(vec![format!(
             "configure returned {} (expected {})",
-            run.configured, scenario.configures
+            run.configured(),
+            scenario.configures
         )]);
     }
     let mut problems = Vec::new();
@@ -470,4 +360,24 @@ pub fn run_scenario(plugin: &Plugin, scenario: &Scenario) -> Result<(), Vec<Stri
 pub fn parse_table(text: &str) -> Result<Vec<Scenario>, String> {
     let value: serde_json::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// The verdicts of every request of a scenario, unchecked.
+pub fn verdicts(build: Build<'_>, scenario: &Scenario) -> Result<Vec<Verdict>, String> {
+    let mut run = Run::start(build, scenario)?;
+    let mut out = Vec::new();
+    if !run.configured() {
+        return Ok(out);
+    }
+    for step in &scenario.steps {
+        match step {
+            Step::Request {
+                headers,
+                app_status,
+                ..
+            } => out.push(run.request(headers, *app_status, &scenario.workload)?),
+            other => run.step(other)?,
+        }
+    }
+    Ok(out)
 }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
+use ephemera_core::filter::WorkloadIdentity;
 use ephemera_core::filter::workload_identity::BundleFormatName;
 use ephemera_core::ipt::wire::{CloseRequest, OpenRequest, OpenResponse};
 use ephemera_core::token::{Minter, TokenVerifier, VerifyOptions};
@@ -165,7 +167,69 @@ impl World {
         self.source.reload().map(drop).map_err(|e| e.to_string())
     }
 
-    /// The shim's answer to a call from the filter.
+    /// How the endpoint serving `path` answers.
+    pub fn mode_for(&self, path: &str) -> Mode {
+        if path == "/v1/identity" {
+            self.script.identity
+        } else if path.starts_with("/v1/transactions") {
+            self.script.transactions
+        } else {
+            self.script.secrets
+        }
+    }
+
+    /// The identity the shim serves now.
+    pub fn served_identity(&self) -> Option<Arc<WorkloadIdentity>> {
+        self.source.served().map(|s| s.identity)
+    }
+
+    /// The broker alone: a credential for one scope (no ledger record).
+    pub fn issue(&mut self, open: &OpenRequest, now_ms: u64) -> OpenResponse {
+        self.opened += 1;
+        let n = self.opened;
+        let credential = [
+            ("token", format!("tx-token-{n}")),
+            ("access_key_id", format!("ASIA-{n}")),
+            ("secret_access_key", format!("tx-secret-{n}")),
+            ("session_token", format!("tx-session-{n}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        OpenResponse {
+            transaction_id: open.transaction_id.clone(),
+            credential,
+            expires_at: now_ms / 1000 + 60,
+            scope: format!("{}:{}", open.action, open.resource),
+            blast_radius: format!("{} on {}", open.action, open.resource),
+        }
+    }
+
+    /// Appends a ledger line.
+    pub fn record(&mut self, line: impl Into<String>) {
+        self.ledger.push(line.into());
+    }
+
+    /// The answer for a secret: status and JSON body.
+    pub fn secret_answer(&self, name: &str) -> (u16, serde_json::Value) {
+        match self.script.secret_values.get(name) {
+            Some(SecretAnswer::Value(v)) => {
+                (200, serde_json::json!({"value": v, "cache_ttl_secs": null}))
+            }
+            Some(SecretAnswer::Deny) => (
+                403,
+                serde_json::json!({"error": format!("not authorized for secret {name:?}")}),
+            ),
+            None => (
+                404,
+                serde_json::json!({"error": format!("unknown secret {name:?}")}),
+            ),
+        }
+    }
+
+    /// The shim's answer to an HTTP call from the filter: the shim's
+    /// transaction service records `open` before answering and `close` or
+    /// `fail` on close, as the real one does.
     pub fn answer(&mut self, headers: &Headers, body: &[u8], now_ms: u64) -> Answer {
         let header = |name: &str| {
             headers
@@ -175,14 +239,7 @@ impl World {
                 .unwrap_or_default()
         };
         let (method, path) = (header(":method"), header(":path"));
-        let mode = if path == "/v1/identity" {
-            self.script.identity
-        } else if path.starts_with("/v1/transactions") {
-            self.script.transactions
-        } else {
-            self.script.secrets
-        };
-        let delay = match mode {
+        let delay = match self.mode_for(&path) {
             Mode::Silent => return Answer::Never,
             Mode::Error(status) => {
                 return Answer::After(0, status, Vec::new(), b"scripted failure\n".to_vec());
@@ -212,26 +269,8 @@ impl World {
                 let Ok(open) = serde_json::from_slice::<OpenRequest>(body) else {
                     return json(400, serde_json::json!({"error": "malformed open"}));
                 };
-                self.opened += 1;
-                let n = self.opened;
-                let scope = format!("{}:{}", open.action, open.resource);
-                self.ledger.push(format!("open {scope}"));
-                let credential = [
-                    ("token", format!("tx-token-{n}")),
-                    ("access_key_id", format!("ASIA-{n}")),
-                    ("secret_access_key", format!("tx-secret-{n}")),
-                    ("session_token", format!("tx-session-{n}")),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
-                let response = OpenResponse {
-                    transaction_id: open.transaction_id,
-                    credential,
-                    expires_at: now_ms / 1000 + 60,
-                    scope,
-                    blast_radius: format!("{} on {}", open.action, open.resource),
-                };
+                let response = self.issue(&open, now_ms);
+                self.record(format!("open {}", response.scope));
                 json(200, serde_json::to_value(&response).unwrap_or_default())
             }
             ("POST", p) if p.starts_with("/v1/transactions/") && p.ends_with("/close") => {
@@ -242,7 +281,7 @@ impl World {
                         } else {
                             "close"
                         };
-                        self.ledger.push(kind.to_owned());
+                        self.record(kind);
                         Answer::After(delay, 204, Vec::new(), Vec::new())
                     }
                     Err(_) => json(400, serde_json::json!({"error": "malformed close"})),
@@ -253,19 +292,8 @@ impl World {
                     .ok()
                     .and_then(|v| v["name"].as_str().map(str::to_owned))
                     .unwrap_or_default();
-                match self.script.secret_values.get(&name) {
-                    Some(SecretAnswer::Value(v)) => {
-                        json(200, serde_json::json!({"value": v, "cache_ttl_secs": null}))
-                    }
-                    Some(SecretAnswer::Deny) => json(
-                        403,
-                        serde_json::json!({"error": format!("not authorized for secret {name:?}")}),
-                    ),
-                    None => json(
-                        404,
-                        serde_json::json!({"error": format!("unknown secret {name:?}")}),
-                    ),
-                }
+                let (status, value) = self.secret_answer(&name);
+                json(status, value)
             }
             _ => Answer::After(delay, 404, Vec::new(), Vec::new()),
         }

@@ -27,6 +27,10 @@ pub enum Rejection {
     MalformedHeader,
     /// Verification failed.
     Verify(VerifyError),
+    /// The host's identity service refused the token; its reason.
+    Refused(String),
+    /// The host's identity service could not decide (503); its reason.
+    Undecided(String),
 }
 
 impl Rejection {
@@ -36,6 +40,8 @@ impl Rejection {
             Self::MissingToken => "missing_token",
             Self::MalformedHeader => "malformed",
             Self::Verify(e) => e.code(),
+            Self::Refused(_) => "refused",
+            Self::Undecided(_) => "undecided",
         }
     }
 }
@@ -116,7 +122,8 @@ impl Inbound {
         &self.config
     }
 
-    /// Decides a request.
+    /// Decides a request, verifying tokens against `identity` (through the
+    /// verified-token cache).
     pub fn decide(
         &self,
         request: &InboundRequest<'_>,
@@ -124,6 +131,37 @@ impl Inbound {
         cache: &mut TokenCache,
         now: u64,
         crypto: &dyn Es256,
+    ) -> InboundVerdict {
+        self.decide_with(
+            request,
+            identity.map(WorkloadIdentity::id),
+            |token, audience| {
+                if let Some(caller) = cache.get(token, now) {
+                    return Ok((caller, true));
+                }
+                let identity = identity.ok_or(Rejection::Undecided("no identity".into()))?;
+                let verifier = TokenVerifier::new(audience.clone(), self.options);
+                match verifier.verify(token, &identity.bundle, now, crypto) {
+                    Ok(verified) => {
+                        let lapses_at =
+                            verified.expires_at.saturating_add(self.options.leeway_secs);
+                        cache.insert(token, verified.caller.clone(), lapses_at);
+                        Ok((verified.caller, false))
+                    }
+                    Err(e) => Err(Rejection::Verify(e)),
+                }
+            },
+        )
+    }
+
+    /// Decides a request for `workload` (none: no identity yet), with
+    /// `verify(token, audience)` deciding tokens: the caller and whether a
+    /// cache answered, or why not.
+    pub fn decide_with(
+        &self,
+        request: &InboundRequest<'_>,
+        workload: Option<&SpiffeId>,
+        verify: impl FnOnce(&str, &SpiffeId) -> Result<(SpiffeId, bool), Rejection>,
     ) -> InboundVerdict {
         if !normal_path(request.path) {
             return InboundVerdict::BadPath;
@@ -136,7 +174,7 @@ impl Inbound {
         {
             return InboundVerdict::Unauthenticated;
         }
-        let Some(identity) = identity else {
+        let Some(workload) = workload else {
             return InboundVerdict::AwaitIdentity;
         };
         let token = match request.authorization {
@@ -147,21 +185,10 @@ impl Inbound {
                 None => return InboundVerdict::Rejected(Rejection::MalformedHeader),
             },
         };
-        let (caller, cached) = match cache.get(token, now) {
-            Some(caller) => (caller, true),
-            None => {
-                let audience = self.config.audience.as_ref().unwrap_or(identity.id());
-                let verifier = TokenVerifier::new(audience.clone(), self.options);
-                match verifier.verify(token, &identity.bundle, now, crypto) {
-                    Ok(verified) => {
-                        let lapses_at =
-                            verified.expires_at.saturating_add(self.options.leeway_secs);
-                        cache.insert(token, verified.caller.clone(), lapses_at);
-                        (verified.caller, false)
-                    }
-                    Err(e) => return InboundVerdict::Rejected(Rejection::Verify(e)),
-                }
-            }
+        let audience = self.config.audience.as_ref().unwrap_or(workload);
+        let (caller, cached) = match verify(token, audience) {
+            Ok(verified) => verified,
+            Err(rejection) => return InboundVerdict::Rejected(rejection),
         };
         if self.admits(&caller, request.path) {
             InboundVerdict::Allowed { caller, cached }
@@ -210,9 +237,9 @@ impl Inbound {
                 }
             }
             // A failing signature backend is no verdict on the token.
-            InboundVerdict::Rejected(Rejection::Verify(VerifyError::Crypto(_))) => {
-                Outcome::Reply(LocalReply::unavailable())
-            }
+            InboundVerdict::Rejected(
+                Rejection::Verify(VerifyError::Crypto(_)) | Rejection::Undecided(_),
+            ) => Outcome::Reply(LocalReply::unavailable()),
             InboundVerdict::Rejected(_) => Outcome::Reply(LocalReply::unauthorized()),
             InboundVerdict::BadPath => Outcome::Reply(LocalReply::bad_request()),
             InboundVerdict::Forbidden { .. } => Outcome::Reply(LocalReply::forbidden()),
