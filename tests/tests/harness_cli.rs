@@ -80,8 +80,10 @@ fn a_dry_run_shows_what_the_filter_does_with_each_request() {
 #[test]
 fn the_table_runs_from_the_command_line() {
     let table = repo_root().join("tests/scenarios/filter.yaml");
-    let out = harness(&["table", &table.to_string_lossy()]);
-    assert!(out.ok().contains(" scenarios, 0 failed"), "{}", out.stdout);
+    for host in ["proxy-wasm", "component"] {
+        let out = harness(&["--host", host, "table", &table.to_string_lossy()]);
+        assert!(out.ok().contains(" scenarios, 0 failed"), "{host}: {}", out.stdout);
+    }
 
     let out = harness(&["table", "/nonexistent.yaml"]);
     assert_eq!(out.code, 2);

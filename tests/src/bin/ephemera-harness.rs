@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ephemera_tests::harness::component::{ComponentPlugin, component_path};
 use ephemera_tests::harness::proxy_wasm::Plugin;
 use ephemera_tests::harness::scenario::{Build, Run, Scenario, Step, parse_table, run_scenario};
 use ephemera_tests::harness::world::{ShimScript, plugin_path, require};
@@ -16,11 +17,23 @@ use ephemera_tests::harness::world::{ShimScript, plugin_path, require};
     about = "Run the ephemera filter without Envoy"
 )]
 struct Cli {
-    /// The filter module (default: the release build, or $EPHEMERA_WASM).
+    /// Which build runs: the proxy-wasm module Envoy loads, or the component.
+    #[arg(long, global = true, value_enum, default_value = "proxy-wasm")]
+    host: HostKind,
+    /// The build to load (default: the release build, or $EPHEMERA_WASM /
+    /// $EPHEMERA_COMPONENT).
     #[arg(long, global = true)]
     wasm: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HostKind {
+    /// `ephemera_envoy.wasm` on the proxy-wasm host.
+    ProxyWasm,
+    /// `ephemera_component.wasm` on the component host.
+    Component,
 }
 
 #[derive(Subcommand)]
@@ -64,7 +77,7 @@ fn steps_of(value: serde_json::Value) -> Result<Vec<Step>, String> {
 }
 
 fn dry_run(
-    plugin: &Plugin,
+    build: Build<'_>,
     config: &PathBuf,
     request: &PathBuf,
     shim: Option<&PathBuf>,
@@ -84,7 +97,7 @@ fn dry_run(
         configures: true,
         steps: steps_of(read_value(request)?)?,
     };
-    let mut run = Run::start(Build::ProxyWasm(plugin), &scenario).map_err(|e| e.to_string())?;
+    let mut run = Run::start(build, &scenario).map_err(|e| e.to_string())?;
     if !run.configured() {
         println!("configuration: refused");
         for line in run.logs() {
@@ -97,10 +110,12 @@ fn dry_run(
         match step {
             Step::Request {
                 headers,
+                cluster,
                 app_status,
                 expect,
             } => {
-                let verdict = run.request(headers, *app_status, &scenario.workload)?;
+                let verdict =
+                    run.request(headers, cluster.as_deref(), *app_status, &scenario.workload)?;
                 let shown = serde_yaml_ng::to_string(&verdict).map_err(|e| e.to_string())?;
                 println!("---\n{}", shown.trim_end());
                 let logs = run.logs();
@@ -124,13 +139,13 @@ fn dry_run(
     Ok(true)
 }
 
-fn table(plugin: &Plugin, file: &PathBuf) -> Result<bool, String> {
+fn table(build: Build<'_>, file: &PathBuf) -> Result<bool, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let scenarios = parse_table(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     let started = std::time::Instant::now();
     let mut failed = 0;
     for s in &scenarios {
-        match run_scenario(Build::ProxyWasm(plugin), s) {
+        match run_scenario(build, s) {
             Ok(()) => println!("ok    {}", s.name),
             Err(problems) => {
                 failed += 1;
@@ -151,18 +166,24 @@ fn table(plugin: &Plugin, file: &PathBuf) -> Result<bool, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let path = cli.wasm.unwrap_or_else(plugin_path);
-    let outcome = require(&path)
-        .and_then(|()| Plugin::load(&path).map_err(|e| format!("{}: {e:#}", path.display())))
-        .and_then(|plugin| match &cli.command {
-            Command::DryRun {
-                config,
-                request,
-                shim,
-                workload,
-            } => dry_run(&plugin, config, request, shim.as_ref(), workload.clone()),
-            Command::Table { file } => table(&plugin, file),
-        });
+    let outcome = match cli.host {
+        HostKind::ProxyWasm => {
+            let path = cli.wasm.clone().unwrap_or_else(plugin_path);
+            require(&path)
+                .and_then(|()| {
+                    Plugin::load(&path).map_err(|e| format!("{}: {e:#}", path.display()))
+                })
+                .and_then(|p| run(&cli.command, Build::ProxyWasm(&p)))
+        }
+        HostKind::Component => {
+            let path = cli.wasm.clone().unwrap_or_else(component_path);
+            require(&path)
+                .and_then(|()| {
+                    ComponentPlugin::load(&path).map_err(|e| format!("{}: {e:#}", path.display()))
+                })
+                .and_then(|p| run(&cli.command, Build::Component(&p)))
+        }
+    };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -170,5 +191,17 @@ fn main() -> ExitCode {
             eprintln!("ephemera-harness: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn run(command: &Command, build: Build<'_>) -> Result<bool, String> {
+    match command {
+        Command::DryRun {
+            config,
+            request,
+            shim,
+            workload,
+        } => dry_run(build, config, request, shim.as_ref(), workload.clone()),
+        Command::Table { file } => table(build, file),
     }
 }

@@ -299,7 +299,12 @@ impl Driver for ComponentDriver {
         Ok(())
     }
 
-    fn request(&mut self, headers: Headers, app_status: u16) -> Result<Verdict, String> {
+    fn request(
+        &mut self,
+        headers: Headers,
+        cluster: Option<&str>,
+        app_status: u16,
+    ) -> Result<Verdict, String> {
         let stream = self.next_stream;
         self.next_stream += 1;
         let text: Vec<(String, String)> = headers
@@ -311,7 +316,7 @@ impl Driver for ComponentDriver {
             method: pseudo(":method").unwrap_or_default(),
             path: pseudo(":path").unwrap_or_default(),
             authority: pseudo(":authority"),
-            cluster: None,
+            cluster: cluster.map(str::to_owned),
             headers: text
                 .iter()
                 .filter(|(k, _)| !k.starts_with(':'))
@@ -343,6 +348,7 @@ impl Driver for ComponentDriver {
             WitVerdict::Reply(reply) => {
                 verdict.status = reply.status;
                 verdict.body = Some(reply.body);
+                verdict.reply_headers = reply.headers.into_iter().collect();
             }
         }
         hooks.call_on_end(&mut self.store, stream).map_err(fail)?;

@@ -279,6 +279,16 @@ impl Vm {
         Ok((id, action == 0))
     }
 
+    /// Sets (or, with `None`, removes) a property, path segments joined by `.`.
+    pub fn set_property(&mut self, path: &str, value: Option<&str>) {
+        let key = path.replace('.', "\0");
+        let properties = &mut self.store.data_mut().properties;
+        match value {
+            Some(v) => properties.insert(key, v.as_bytes().to_vec()),
+            None => properties.remove(&key),
+        };
+    }
+
     /// The request headers of stream `id` as the filter left them.
     pub fn request_headers(&self, id: u32) -> Headers {
         self.store
@@ -907,4 +917,36 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         Ok(0)
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module importing `env.proxy_mystery` and calling it from `_initialize`.
+    const CALLS_AN_UNKNOWN_IMPORT: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type 0: func() -> ()
+        0x02, 0x15, 0x01, 0x03, b'e', b'n', b'v', 0x0d, b'p', b'r', b'o', b'x', b'y', b'_', b'm',
+        b'y', b's', b't', b'e', b'r', b'y', 0x00, 0x00, // import env.proxy_mystery
+        0x03, 0x02, 0x01, 0x00, // function 1: type 0
+        0x07, 0x0f, 0x01, 0x0b, b'_', b'i', b'n', b'i', b't', b'i', b'a', b'l', b'i', b'z', b'e',
+        0x00, 0x01, // export _initialize = function 1
+        0x0a, 0x06, 0x01, 0x04, 0x00, 0x10, 0x00, 0x0b, // body: call 0
+    ];
+
+    #[test]
+    fn an_import_the_host_lacks_traps_with_its_name() {
+        let engine = Engine::default();
+        let module = Module::new(&engine, CALLS_AN_UNKNOWN_IMPORT).unwrap();
+        let plugin = Plugin { engine, module };
+        let error = Vm::start(&plugin, b"{}", &VmOptions::default())
+            .err()
+            .expect("the call traps");
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("env.proxy_mystery, which this host does not implement"),
+            "{text}"
+        );
+    }
 }

@@ -136,7 +136,13 @@ impl Driver for ProxyWasmDriver {
         self.pump(until, None)
     }
 
-    fn request(&mut self, headers: Headers, app_status: u16) -> Result<Verdict, String> {
+    fn request(
+        &mut self,
+        headers: Headers,
+        cluster: Option<&str>,
+        app_status: u16,
+    ) -> Result<Verdict, String> {
+        self.vm.set_property("xds.cluster_name", cluster);
         let calls_before = self.vm.state().dispatched.len();
         let ledger_before = self.world.ledger.len();
         let (id, continued) = self.vm.request(headers).map_err(|e| format!("{e:#}"))?;
@@ -150,6 +156,11 @@ impl Driver for ProxyWasmDriver {
         if let Some(reply) = &reply {
             verdict.status = u16::try_from(reply.status).unwrap_or(0);
             verdict.body = Some(reply.body.clone());
+            verdict.reply_headers = reply
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
             self.vm.end(id).map_err(|e| format!("{e:#}"))?;
         } else if forwarded {
             verdict.status = app_status;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::abi::Headers;
-use super::world::{ShimScript, World};
+use super::world::{ShimScript, Signer, World};
 
 /// One scenario of the table.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +55,9 @@ pub enum Step {
         /// The status the upstream app answers (default 200).
         #[serde(default = "ok_status")]
         app_status: u16,
+        /// The upstream cluster Envoy routed to (`xds.cluster_name`).
+        #[serde(default)]
+        cluster: Option<String>,
         /// The expected verdict (none: the verdict is only reported).
         #[serde(default)]
         expect: Option<Expectation>,
@@ -82,6 +85,9 @@ pub struct Expectation {
     /// (`Bearer ` prefixed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub app_headers: BTreeMap<String, Option<String>>,
+    /// Headers of the local reply (value, or `null` for absent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reply_headers: BTreeMap<String, Option<String>>,
     /// Text the local reply's body contains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,
@@ -103,6 +109,9 @@ pub struct Verdict {
     /// The local reply's body.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The local reply's headers.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reply_headers: BTreeMap<String, String>,
     /// Calls to the shim other than identity polls.
     pub calls: Vec<String>,
     /// Ledger events.
@@ -121,8 +130,14 @@ pub trait Driver {
     fn now_ms(&self) -> u64;
     /// Lets simulated time pass.
     fn advance(&mut self, ms: u64) -> Result<(), String>;
-    /// Sends one request (headers expanded) and lets it finish.
-    fn request(&mut self, headers: Headers, app_status: u16) -> Result<Verdict, String>;
+    /// Sends one request (headers expanded; routed to `cluster`) and lets
+    /// it finish.
+    fn request(
+        &mut self,
+        headers: Headers,
+        cluster: Option<&str>,
+        app_status: u16,
+    ) -> Result<Verdict, String>;
     /// The filter's log lines so far.
     fn logs(&self) -> Vec<String>;
 }
@@ -174,8 +189,9 @@ impl Run {
     }
 
     /// Expands `{token:CALLER}`, `{token:CALLER@AUDIENCE}`,
-    /// `{expired-token:CALLER}`, `{forged-token:CALLER}` (another
-    /// service's key) and `{stranger-token:CALLER}` (a key no bundle has).
+    /// `{expired-token:CALLER}`, `{retired-token:CALLER}` (the key before
+    /// its last rotation), `{forged-token:CALLER}` (another service's key)
+    /// and `{stranger-token:CALLER}` (a key no bundle has).
     fn expand(&self, value: &str, workload: &str) -> Result<String, String> {
         let Some(start) = value.find('{') else {
             return Ok(value.to_owned());
@@ -193,20 +209,22 @@ impl Run {
         };
         let now = self.now();
         let world = self.driver.world();
-        let token = match kind {
-            "token" => world.token(caller, Some(caller), &audience, now, 300)?,
-            "expired-token" => world.token(caller, Some(caller), &audience, now - 3600, 60)?,
+        let (signer, now, ttl) = match kind {
+            "token" => (Signer::Current(caller), now, 300),
+            "expired-token" => (Signer::Current(caller), now - 3600, 60),
+            "retired-token" => (Signer::Retired(caller), now, 300),
             "forged-token" => {
                 let other = if caller == "billing" {
                     "research"
                 } else {
                     "billing"
                 };
-                world.token(caller, Some(other), &audience, now, 300)?
+                (Signer::Current(other), now, 300)
             }
-            "stranger-token" => world.token(caller, None, &audience, now, 300)?,
+            "stranger-token" => (Signer::Stranger, now, 300),
             other => return Err(format!("unknown placeholder {other:?}")),
         };
+        let token = world.token(caller, signer, &audience, now, ttl)?;
         Ok(format!("{}{token}{}", &value[..start], &value[end + 1..]))
     }
 
@@ -214,6 +232,7 @@ impl Run {
     pub fn request(
         &mut self,
         headers: &BTreeMap<String, String>,
+        cluster: Option<&str>,
         app_status: u16,
         workload: &str,
     ) -> Result<Verdict, String> {
@@ -224,7 +243,7 @@ impl Run {
                 self.expand(v, workload)?.into_bytes(),
             ));
         }
-        self.driver.request(sent, app_status)
+        self.driver.request(sent, cluster, app_status)
     }
 
     /// Checks a verdict against an expectation; every mismatch is listed.
@@ -262,6 +281,12 @@ impl Run {
                     want.as_deref()
                         .map_or("absent".into(), |w| format!("{w:?}"))
                 ));
+            }
+        }
+        for (name, want) in &expect.reply_headers {
+            let got = verdict.reply_headers.get(&name.to_ascii_lowercase());
+            if got != want.as_ref() {
+                problems.push(format!("reply header {name}: {got:?} (expected {want:?})"));
             }
         }
         if let Some(needle) = &expect.body_contains
@@ -328,9 +353,10 @@ pub fn run_scenario(build: Build<'_>, scenario: &Scenario) -> Result<(), Vec<Str
         match step {
             Step::Request {
                 headers,
+                cluster,
                 app_status,
                 expect,
-            } => match run.request(headers, *app_status, &scenario.workload) {
+            } => match run.request(headers, cluster.as_deref(), *app_status, &scenario.workload) {
                 Ok(verdict) => {
                     if let Some(expect) = expect {
                         problems.extend(
@@ -373,9 +399,15 @@ pub fn verdicts(build: Build<'_>, scenario: &Scenario) -> Result<Vec<Verdict>, S
         match step {
             Step::Request {
                 headers,
+                cluster,
                 app_status,
                 ..
-            } => out.push(run.request(headers, *app_status, &scenario.workload)?),
+            } => out.push(run.request(
+                headers,
+                cluster.as_deref(),
+                *app_status,
+                &scenario.workload,
+            )?),
             other => run.step(other)?,
         }
     }

@@ -18,6 +18,17 @@ use serde::Deserialize;
 
 use super::abi::Headers;
 
+/// Which key signs a test token.
+#[derive(Debug, Clone, Copy)]
+pub enum Signer<'a> {
+    /// The service's current key.
+    Current(&'a str),
+    /// The key the service had before its last rotation.
+    Retired(&'a str),
+    /// A fresh key no bundle holds.
+    Stranger,
+}
+
 /// How one shim endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,6 +81,7 @@ pub struct World {
     /// Ledger events, in order (`open <scope>`, `close`, `fail`).
     pub ledger: Vec<String>,
     opened: u32,
+    retired: BTreeMap<String, PrivateKey>,
 }
 
 /// An answer the shim gives: after `delay_ms`, or never.
@@ -105,6 +117,7 @@ impl World {
             script: ShimScript::default(),
             ledger: Vec::new(),
             opened: 0,
+            retired: BTreeMap::new(),
         })
     }
 
@@ -121,20 +134,29 @@ impl World {
         PrivateKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())
     }
 
-    /// A JWT-SVID as `caller` (signed with `signer`'s key, or a key no
-    /// bundle knows when `signer` is `None`) for `audience`.
+    /// How a test token is signed.
+    pub fn signing_key(&self, signer: Signer<'_>) -> Result<PrivateKey, String> {
+        match signer {
+            Signer::Current(name) => self.key_of(name),
+            Signer::Retired(name) => self
+                .retired
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("{name} has no retired key (rotate it first)")),
+            Signer::Stranger => PrivateKey::generate().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A JWT-SVID as `caller`, signed as `signer` says, for `audience`.
     pub fn token(
         &self,
         caller: &str,
-        signer: Option<&str>,
+        signer: Signer<'_>,
         audience: &SpiffeId,
         now: u64,
         ttl: u64,
     ) -> Result<String, String> {
-        let key = match signer {
-            Some(s) => self.key_of(s)?,
-            None => PrivateKey::generate().map_err(|e| e.to_string())?,
-        };
+        let key = self.signing_key(signer)?;
         Minter::new(Self::id(caller), key)
             .mint(audience, now, ttl, None, &RustCrypto)
             .map_err(|e| e.to_string())
@@ -154,11 +176,18 @@ impl World {
             .map_err(|e| e.to_string())
     }
 
-    /// Rotates (`rotate`), removes (`remove`) or adds (`add`) a service's
-    /// key; the shim serves the new identity at once.
+    /// Rotates a service's key keeping the old one in the bundle
+    /// (`rotate`) or dropping it (`rotate-drop`), removes (`remove`) or adds
+    /// (`add`) a service; the shim serves the new identity at once. A
+    /// rotated or removed key stays available to sign test tokens.
     pub fn change(&mut self, op: &str, name: &str) -> Result<(), String> {
+        if op.starts_with("rotate") || op == "remove" {
+            let old = self.key_of(name)?;
+            self.retired.insert(name.to_owned(), old);
+        }
         match op {
-            "rotate" => self.root.rotate(name, true).map(drop),
+            "rotate" => self.root.rotate(name, false).map(drop),
+            "rotate-drop" => self.root.rotate(name, true).map(drop),
             "remove" => self.root.remove(name).map(drop),
             "add" => self.root.add(name).map(drop),
             other => return Err(format!("unknown identity change {other:?}")),
