@@ -82,7 +82,11 @@ fn the_table_runs_from_the_command_line() {
     let table = repo_root().join("tests/scenarios/filter.yaml");
     for host in ["proxy-wasm", "component"] {
         let out = harness(&["--host", host, "table", &table.to_string_lossy()]);
-        assert!(out.ok().contains(" scenarios, 0 failed"), "{host}: {}", out.stdout);
+        assert!(
+            out.ok().contains(" scenarios, 0 failed"),
+            "{host}: {}",
+            out.stdout
+        );
     }
 
     let out = harness(&["table", "/nonexistent.yaml"]);

@@ -107,33 +107,28 @@ fn dry_run(
     }
     let mut logs_seen = run.logs().len();
     for step in &scenario.steps {
-        match step {
-            Step::Request {
-                headers,
-                cluster,
-                app_status,
-                expect,
-            } => {
-                let verdict =
-                    run.request(headers, cluster.as_deref(), *app_status, &scenario.workload)?;
-                let shown = serde_yaml_ng::to_string(&verdict).map_err(|e| e.to_string())?;
-                println!("---\n{}", shown.trim_end());
-                let logs = run.logs();
-                for line in &logs[logs_seen..] {
-                    println!("# log: {}", line.trim_end());
-                }
-                logs_seen = logs.len();
-                if let Some(expect) = expect {
-                    let problems = run.check(&verdict, expect, &scenario.workload);
-                    for p in &problems {
-                        println!("# not as expected: {p}");
-                    }
-                    if !problems.is_empty() {
-                        return Ok(false);
-                    }
-                }
+        let Some(verdict) = run.play(step, &scenario.workload)? else {
+            continue;
+        };
+        let shown = serde_yaml_ng::to_string(&verdict).map_err(|e| e.to_string())?;
+        println!("---\n{}", shown.trim_end());
+        let logs = run.logs();
+        for line in &logs[logs_seen..] {
+            println!("# log: {}", line.trim_end());
+        }
+        logs_seen = logs.len();
+        if let Step::Request {
+            expect: Some(expect),
+            ..
+        } = step
+        {
+            let problems = run.check(&verdict, expect, &scenario.workload);
+            for p in &problems {
+                println!("# not as expected: {p}");
             }
-            other => run.step(other)?,
+            if !problems.is_empty() {
+                return Ok(false);
+            }
         }
     }
     Ok(true)

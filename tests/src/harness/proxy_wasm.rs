@@ -429,6 +429,22 @@ fn give(caller: &mut Cx<'_>, bytes: &[u8], ptr_out: i32, len_out: i32) -> wasmti
     write_u32(caller, len_out, len as u32)
 }
 
+/// Hands over `value`, or answers NotFound.
+fn give_found(
+    caller: &mut Cx<'_>,
+    value: Option<Vec<u8>>,
+    ptr_out: i32,
+    len_out: i32,
+) -> wasmtime::Result<i32> {
+    match value {
+        Some(v) => {
+            give(caller, &v, ptr_out, len_out)?;
+            Ok(OK)
+        }
+        None => Ok(NOT_FOUND),
+    }
+}
+
 fn headers_of(state: &HostState, map_type: i32) -> Option<&Headers> {
     match map_type {
         map::REQUEST_HEADERS => state.request_headers.get(&state.effective),
@@ -539,13 +555,7 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let key = text(&mut c, kp, kn)?.to_ascii_lowercase();
             let value = headers_of(c.data(), kind)
                 .and_then(|h| h.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()));
-            match value {
-                Some(v) => {
-                    give(&mut c, &v, ptr_out, len_out)?;
-                    Ok(OK)
-                }
-                None => Ok(NOT_FOUND),
-            }
+            give_found(&mut c, value, ptr_out, len_out)
         },
     )?;
     l.func_wrap(
@@ -593,13 +603,8 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: Cx<'_>, p: i32, n: i32, ptr_out: i32, len_out: i32| {
             let path = text(&mut c, p, n)?;
             let path = path.trim_end_matches('\0').to_owned();
-            match c.data().properties.get(&path).cloned() {
-                Some(v) => {
-                    give(&mut c, &v, ptr_out, len_out)?;
-                    Ok(OK)
-                }
-                None => Ok(NOT_FOUND),
-            }
+            let value = c.data().properties.get(&path).cloned();
+            give_found(&mut c, value, ptr_out, len_out)
         },
     )?;
     l.func_wrap(

@@ -315,7 +315,7 @@ impl Run {
     }
 
     /// Applies a non-request step.
-    pub fn step(&mut self, step: &Step) -> Result<(), String> {
+    fn step(&mut self, step: &Step) -> Result<(), String> {
         match step {
             Step::AdvanceMs(ms) => self.driver.advance(*ms),
             Step::Shim(script) => {
@@ -329,6 +329,21 @@ impl Run {
                 Ok(())
             }
             Step::Request { .. } => Err("requests go through Run::request".into()),
+        }
+    }
+
+    /// Plays one step: a request gives its verdict, any other step none.
+    pub fn play(&mut self, step: &Step, workload: &str) -> Result<Option<Verdict>, String> {
+        match step {
+            Step::Request {
+                headers,
+                cluster,
+                app_status,
+                ..
+            } => self
+                .request(headers, cluster.as_deref(), *app_status, workload)
+                .map(Some),
+            other => self.step(other).map(|()| None),
         }
     }
 
@@ -350,29 +365,19 @@ pub fn run_scenario(build: Build<'_>, scenario: &Scenario) -> Result<(), Vec<Str
     }
     let mut problems = Vec::new();
     for (i, step) in scenario.steps.iter().enumerate() {
-        match step {
-            Step::Request {
-                headers,
-                cluster,
-                app_status,
-                expect,
-            } => match run.request(headers, cluster.as_deref(), *app_status, &scenario.workload) {
-                Ok(verdict) => {
-                    if let Some(expect) = expect {
-                        problems.extend(
-                            run.check(&verdict, expect, &scenario.workload)
-                                .into_iter()
-                                .map(|p| format!("step {i}: {p}")),
-                        );
-                    }
-                }
-                Err(e) => problems.push(format!("step {i}: {e}")),
-            },
-            other => {
-                if let Err(e) = run.step(other) {
-                    problems.push(format!("step {i}: {e}"));
+        match run.play(step, &scenario.workload) {
+            Ok(Some(verdict)) => {
+                if let Step::Request {
+                    expect: Some(expect),
+                    ..
+                } = step
+                {
+                    let found = run.check(&verdict, expect, &scenario.workload);
+                    problems.extend(found.into_iter().map(|p| format!("step {i}: {p}")));
                 }
             }
+            Ok(None) => {}
+            Err(e) => problems.push(format!("step {i}: {e}")),
         }
     }
     if problems.is_empty() {
@@ -396,19 +401,8 @@ pub fn verdicts(build: Build<'_>, scenario: &Scenario) -> Result<Vec<Verdict>, S
         return Ok(out);
     }
     for step in &scenario.steps {
-        match step {
-            Step::Request {
-                headers,
-                cluster,
-                app_status,
-                ..
-            } => out.push(run.request(
-                headers,
-                cluster.as_deref(),
-                *app_status,
-                &scenario.workload,
-            )?),
-            other => run.step(other)?,
+        if let Some(verdict) = run.play(step, &scenario.workload)? {
+            out.push(verdict);
         }
     }
     Ok(out)
