@@ -93,3 +93,87 @@ fn the_table_runs_from_the_command_line() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("/nonexistent.yaml"), "{}", out.stderr);
 }
+
+#[test]
+fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
+    use ephemera_tests::net::free_port;
+    use ephemera_tests::workload::{Root, serve};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["api", "orders"]);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(files.join("api")).unwrap();
+    std::fs::write(files.join("api/token"), "live-secret-value").unwrap();
+    let secrets = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &secrets,
+        format!(
+            "stores: {{ files: {{ backend: file, dir: \"{}\", mount: creds }} }}\nrefs: {{ api_token: {{ store: files, path: api/token, policy: own }} }}\npolicies: {{ own: {{ allowed_principals: [api] }} }}\nprincipals: [{{ match: \"spiffe://example.org/api\", principal: api }}]\n",
+            files.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = secrets.to_string_lossy().into_owned();
+    let mut shim = serve(
+        dir.path(),
+        &root,
+        "api",
+        port,
+        "shim",
+        &["--secrets-config", &cfg],
+    );
+
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let root_dir = root.dir.to_string_lossy().into_owned();
+    let port_arg = port.to_string();
+    let dry = |config: &str, request: &str| {
+        harness(&[
+            "dry-run",
+            "--config",
+            config,
+            "--request",
+            request,
+            "--root",
+            &root_dir,
+            "--shim-port",
+            &port_arg,
+        ])
+    };
+    let inbound = write("inbound.yaml", "direction: inbound\n");
+    let call = write(
+        "call.yaml",
+        "headers: { \":method\": GET, \":path\": /x, authorization: \"Bearer {token:orders}\" }\n",
+    );
+    let out = dry(&inbound, &call);
+    assert!(out.ok().starts_with("---\nstatus: 200"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("x-ephemera-caller: spiffe://example.org/orders")
+    );
+
+    let outbound = write(
+        "outbound.yaml",
+        "direction: outbound\noutbound:\n  secrets:\n    - { host: api.example.com, secret: api_token, inject: { as: bearer } }\n",
+    );
+    let egress = write(
+        "egress.yaml",
+        "headers: { \":method\": GET, \":path\": /q, \":authority\": api.example.com }\n",
+    );
+    let out = dry(&outbound, &egress);
+    assert!(
+        out.ok().contains("authorization: Bearer live-secret-value")
+            && out.stdout.contains("POST /v1/secrets/resolve"),
+        "the real shim resolved the secret: {}",
+        out.stdout
+    );
+
+    // With the shim gone, nothing passes.
+    shim.signal_and_wait("TERM");
+    let out = dry(&inbound, &call);
+    assert!(out.stdout.starts_with("---\nstatus: 503"), "{}", out.stdout);
+}

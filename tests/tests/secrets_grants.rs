@@ -56,6 +56,16 @@ impl Shim {
 
     /// Resolves `name` with `token` (none: as the workload itself).
     fn resolve(&self, name: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        self.resolve_for(name, token, "egress")
+    }
+
+    /// As [`Shim::resolve`], stating a purpose.
+    fn resolve_for(
+        &self,
+        name: &str,
+        token: Option<&str>,
+        purpose: &str,
+    ) -> (u16, serde_json::Value) {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("content-type", "application/json")];
         if let Some(a) = &auth {
@@ -66,7 +76,7 @@ impl Shim {
             "POST",
             "/v1/secrets/resolve",
             &headers,
-            &serde_json::json!({ "name": name }).to_string(),
+            &serde_json::json!({ "name": name, "purpose": purpose }).to_string(),
         );
         let body = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
         (r.status, body)
@@ -157,6 +167,15 @@ audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
     let r = shim.resolve("pair", Some(&token));
     assert_eq!(r.0, 403);
     assert!(error_of(&r).contains("token replayed"), "{r:?}");
+
+    // A purpose the policy does not name gets no grant (and no new budget).
+    let token = shim.token("orders", &shim.fresh_jti(), None);
+    let r = shim.resolve_for("pair", Some(&token), "backup");
+    assert_eq!(r.0, 403);
+    assert!(
+        error_of(&r).contains("purpose \"backup\" is not granted"),
+        "{r:?}"
+    );
 
     // Sender binding: the grant is bound to the first sender's cnf key.
     assert_eq!(shim.as_orders("pair", Some("thumb-a")).0, 200);

@@ -131,8 +131,13 @@ impl SecretsCommand {
                 match (name, caller) {
                     (Some(name), Some(caller)) => {
                         let plan = c.plan(&name, &caller).map_err(Failure::rejected)?;
-                        let grant = plan.grant.map_or_else(String::new, |g| {
-                            format!(", grant {} s × {} use(s)", g.ttl_secs, g.max_uses)
+                        let grant = plan.grant.as_ref().map_or_else(String::new, |g| {
+                            format!(
+                                ", grant {} s × {} use(s) for {}",
+                                g.ttl_secs,
+                                g.max_uses,
+                                g.purposes.join("|")
+                            )
                         });
                         println!(
                             "{name}: principal {}, store {}, {}{grant}",

@@ -1,7 +1,10 @@
 //! ephemera's filter as a WASI component (`ephemera:filter/filter`): the
 //! core's decisions behind the world's hooks, with the host's identity,
 //! broker, ledger and secrets services in place of the shim's HTTP API.
-//! Nothing here decides; it translates types and keeps per-stream state.
+//! The decisions are the core's; this crate translates types, keeps
+//! per-stream state, and sequences a transaction as the shim does behind
+//! its API: issue, record `open` (or revoke and refuse), and at the end
+//! revoke and record `close` or `fail`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

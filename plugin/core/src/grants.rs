@@ -48,6 +48,9 @@ pub enum GrantError {
     /// The token's `jti` was seen before within the replay window.
     #[error("token replayed (jti seen before)")]
     Replay,
+    /// The policy does not grant reads for this purpose.
+    #[error("purpose {0:?} is not granted by the policy")]
+    Purpose(String),
     /// The grant is bound to another sender.
     #[error("binding drift: the grant is bound to another sender")]
     BindingDrift,

@@ -54,6 +54,14 @@ enum Command {
         /// The workload's service name.
         #[arg(long, default_value = "api")]
         workload: String,
+        /// A provisioning root to mint test tokens from and serve identity
+        /// of (default: a fresh one with api, orders, billing, research).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Send the filter's calls to a real shim on 127.0.0.1:PORT instead
+        /// of the scripted one (proxy-wasm host).
+        #[arg(long)]
+        shim_port: Option<u16>,
     },
     /// Run a scenario table; exit 1 if any scenario fails.
     Table {
@@ -76,22 +84,36 @@ fn steps_of(value: serde_json::Value) -> Result<Vec<Step>, String> {
     serde_json::from_value(steps).map_err(|e| format!("request: {e}"))
 }
 
-fn dry_run(
-    build: Build<'_>,
-    config: &PathBuf,
-    request: &PathBuf,
-    shim: Option<&PathBuf>,
+/// What a dry run is given.
+struct DryRun<'a> {
+    config: &'a PathBuf,
+    request: &'a PathBuf,
+    shim: Option<&'a PathBuf>,
     workload: String,
-) -> Result<bool, String> {
-    let shim: ShimScript = match shim {
+    root: Option<PathBuf>,
+    shim_port: Option<u16>,
+}
+
+fn dry_run(build: Build<'_>, d: DryRun<'_>) -> Result<bool, String> {
+    let DryRun {
+        config,
+        request,
+        shim,
+        workload,
+        root,
+        shim_port,
+    } = d;
+    let mut shim: ShimScript = match shim {
         Some(path) => serde_json::from_value(read_value(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?,
         None => ShimScript::default(),
     };
+    shim.live = shim_port.or(shim.live);
     let scenario = Scenario {
         name: "dry run".into(),
         config: read_value(config)?,
         workload,
+        root,
         shim,
         warmup_ms: 500,
         configures: true,
@@ -196,7 +218,19 @@ fn run(command: &Command, build: Build<'_>) -> Result<bool, String> {
             request,
             shim,
             workload,
-        } => dry_run(build, config, request, shim.as_ref(), workload.clone()),
+            root,
+            shim_port,
+        } => dry_run(
+            build,
+            DryRun {
+                config,
+                request,
+                shim: shim.as_ref(),
+                workload: workload.clone(),
+                root: root.clone(),
+                shim_port: *shim_port,
+            },
+        ),
         Command::Table { file } => table(build, file),
     }
 }

@@ -239,6 +239,9 @@ pub struct ComponentDriver {
 impl ComponentDriver {
     /// Instantiates `plugin` and configures it with `config`.
     pub fn start(plugin: &ComponentPlugin, config: &[u8], world: World) -> Result<Self, String> {
+        if world.script.live.is_some() {
+            return Err("a live shim answers the proxy-wasm host only".into());
+        }
         let text = String::from_utf8_lossy(config).into_owned();
         let timeout_ms = serde_json::from_str::<serde_json::Value>(&text)
             .ok()

@@ -20,6 +20,10 @@ pub struct Scenario {
     /// The workload's service name (default `api`).
     #[serde(default = "api")]
     pub workload: String,
+    /// An existing provisioning root to use (default: a fresh one with
+    /// `api`, `orders`, `billing` and `research`).
+    #[serde(default)]
+    pub root: Option<std::path::PathBuf>,
     /// How the shim behaves.
     #[serde(default)]
     pub shim: ShimScript,
@@ -159,9 +163,14 @@ pub struct Run {
 impl Run {
     /// Starts `build` with the scenario's config and lets `warmup_ms` pass.
     pub fn start(build: Build<'_>, scenario: &Scenario) -> Result<Self, String> {
-        let mut peers = vec!["orders", "billing", "research"];
-        peers.retain(|p| *p != scenario.workload);
-        let mut world = World::new(&scenario.workload, &peers)?;
+        let mut world = match &scenario.root {
+            Some(root) => World::existing(root, &scenario.workload)?,
+            None => {
+                let mut peers = vec!["orders", "billing", "research"];
+                peers.retain(|p| *p != scenario.workload);
+                World::new(&scenario.workload, &peers)?
+            }
+        };
         world.script = scenario.shim.clone();
         let config = serde_json::to_vec(&scenario.config).map_err(|e| e.to_string())?;
         let mut driver: Box<dyn Driver> = match build {
@@ -205,7 +214,7 @@ impl Run {
                 c,
                 ephemera_core::SpiffeId::parse(a).map_err(|e| e.to_string())?,
             ),
-            None => (arg, World::id(workload)),
+            None => (arg, self.driver.world().id(workload)?),
         };
         let now = self.now();
         let world = self.driver.world();
@@ -268,7 +277,7 @@ impl Run {
                             .driver
                             .world()
                             .verify_minted(token, &aud, self.now())
-                            .is_ok_and(|sub| sub == World::id(workload)),
+                            .is_ok_and(|sub| Ok(sub) == self.driver.world().id(workload)),
                         _ => false,
                     }
                 }

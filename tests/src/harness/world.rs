@@ -66,6 +66,9 @@ pub struct ShimScript {
     pub secrets: Mode,
     /// Secrets by name.
     pub secret_values: BTreeMap<String, SecretAnswer>,
+    /// A real shim on `127.0.0.1:PORT` answers instead (proxy-wasm host
+    /// only; its ledger is its own).
+    pub live: Option<u16>,
 }
 
 /// The trust domain of every harness world.
@@ -73,7 +76,7 @@ pub const TRUST_DOMAIN: &str = "example.org";
 
 /// Identities, the scripted shim and its ledger.
 pub struct World {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     root: Root,
     source: IdentitySource,
     /// How the shim answers.
@@ -101,6 +104,15 @@ impl World {
         for name in std::iter::once(&workload).chain(peers) {
             root.add(name).map_err(|e| e.to_string())?;
         }
+        Self::over(Some(dir), root, workload)
+    }
+
+    /// Uses an existing provisioning root (`ephemera identity init`) as it is.
+    pub fn existing(root: &Path, workload: &str) -> Result<Self, String> {
+        Self::over(None, Root::new(root), workload)
+    }
+
+    fn over(dir: Option<tempfile::TempDir>, root: Root, workload: &str) -> Result<Self, String> {
         let env = root.env(workload).map_err(|e| e.to_string())?;
         let paths = IdentityPaths::from_lookup(|k| {
             env.iter()
@@ -121,11 +133,13 @@ impl World {
         })
     }
 
-    /// The SPIFFE ID of a service.
-    pub fn id(name: &str) -> SpiffeId {
-        SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/{name}")).unwrap_or_else(|_| {
-            SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/invalid")).expect("valid")
-        })
+    /// The SPIFFE ID of a service in this world's trust domain.
+    pub fn id(&self, name: &str) -> Result<SpiffeId, String> {
+        let domain = self.source.served().map_or_else(
+            || TRUST_DOMAIN.to_owned(),
+            |s| s.identity.id().trust_domain().to_owned(),
+        );
+        SpiffeId::parse(&format!("spiffe://{domain}/{name}")).map_err(|e| format!("{name}: {e}"))
     }
 
     fn key_of(&self, name: &str) -> Result<PrivateKey, String> {
@@ -157,7 +171,7 @@ impl World {
         ttl: u64,
     ) -> Result<String, String> {
         let key = self.signing_key(signer)?;
-        Minter::new(Self::id(caller), key)
+        Minter::new(self.id(caller)?, key)
             .mint(audience, now, ttl, None, &RustCrypto)
             .map_err(|e| e.to_string())
     }
@@ -268,6 +282,9 @@ impl World {
                 .unwrap_or_default()
         };
         let (method, path) = (header(":method"), header(":path"));
+        if let Some(port) = self.script.live {
+            return forward(port, headers, body);
+        }
         let delay = match self.mode_for(&path) {
             Mode::Silent => return Answer::Never,
             Mode::Error(status) => {
@@ -327,6 +344,34 @@ impl World {
             _ => Answer::After(delay, 404, Vec::new(), Vec::new()),
         }
     }
+}
+
+/// A call sent on to a real shim; a failed exchange is no answer.
+fn forward(port: u16, headers: &Headers, body: &[u8]) -> Answer {
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| text(v));
+    let sent: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with(':'))
+        .map(|(k, v)| (k.clone(), text(v)))
+        .collect();
+    let sent: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = crate::net::send(
+        port,
+        &get(":method").unwrap_or_default(),
+        &get(":path").unwrap_or_default(),
+        &sent,
+        &text(body),
+    );
+    if r.status == 0 {
+        return Answer::Never;
+    }
+    let headers = r
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    Answer::After(0, r.status, headers, r.body.into_bytes())
 }
 
 /// Where a built plugin is: `$EPHEMERA_WASM`, else the release build.

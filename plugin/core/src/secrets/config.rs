@@ -86,8 +86,8 @@ pub struct PolicyConfig {
     pub grant: Option<GrantPolicy>,
 }
 
-/// The lifetime and use budget of a grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The lifetime, use budget and purposes of a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantPolicy {
     /// How long a grant lasts, seconds.
@@ -95,10 +95,18 @@ pub struct GrantPolicy {
     /// Reads per grant (default 1).
     #[serde(default = "one")]
     pub max_uses: u32,
+    /// The purposes a read may state (default: `egress`). Each purpose has
+    /// its own grant, so a caller cannot mint budgets by naming new ones.
+    #[serde(default = "egress_only")]
+    pub purposes: Vec<String>,
 }
 
 fn one() -> u32 {
     1
+}
+
+fn egress_only() -> Vec<String> {
+    vec!["egress".into()]
 }
 
 /// How a verified caller becomes a principal (first match wins).
@@ -226,12 +234,12 @@ impl SecretsConfig {
             .map(|p| p.principal.as_str())
             .collect();
         for (name, p) in &self.policies {
-            if let Some(g) = p.grant
-                && (g.ttl_secs == 0 || g.max_uses == 0)
+            if let Some(g) = &p.grant
+                && (g.ttl_secs == 0 || g.max_uses == 0 || g.purposes.is_empty())
             {
                 problem(
                     format!("policies.{name}.grant"),
-                    "ttl_secs and max_uses must be at least 1".into(),
+                    "ttl_secs and max_uses must be at least 1, with at least one purpose".into(),
                 );
             }
             for principal in &p.allowed_principals {

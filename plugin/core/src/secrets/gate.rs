@@ -78,7 +78,10 @@ impl Gate {
             }
             other => other?,
         };
-        match plan.grant {
+        match &plan.grant {
+            Some(g) if !g.purposes.iter().any(|p| p == r.purpose) => {
+                return Err(crate::grants::GrantError::Purpose(r.purpose.to_owned()).into());
+            }
             Some(g) => {
                 if !e.has_grant(&key, r.now_ms) {
                     e.grant(
@@ -174,6 +177,23 @@ mod tests {
         assert_eq!(
             refused(g.decide(&c, &read("once", &app, None, 10_001))),
             GrantError::Exhausted
+        );
+    }
+
+    #[test]
+    fn a_purpose_the_policy_does_not_name_gets_no_grant() {
+        let (c, mut g, app) = setup();
+        let mut other = read("once", &app, None, 0);
+        other.purpose = "backup";
+        assert_eq!(
+            refused(g.decide(&c, &other)),
+            GrantError::Purpose("backup".into())
+        );
+        assert!(g.decide(&c, &read("once", &app, None, 1)).is_ok());
+        assert_eq!(
+            refused(g.decide(&c, &other)),
+            GrantError::Purpose("backup".into()),
+            "naming a new purpose buys no new budget"
         );
     }
 

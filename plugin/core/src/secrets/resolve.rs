@@ -129,7 +129,7 @@ impl SecretsConfig {
             location,
             reference,
             cache_ttl_secs: r.cache_ttl_secs,
-            grant: policy.grant,
+            grant: policy.grant.clone(),
         })
     }
 
@@ -324,7 +324,7 @@ mod tests {
             "refs.a: unknown policy \"nope\"",
             "refs.b: no store has mount \"other\"",
             "refs.c: give either store + path, or uri",
-            "policies.p.grant: ttl_secs and max_uses must be at least 1",
+            "policies.p.grant: ttl_secs and max_uses must be at least 1, with at least one purpose",
             "policies.p: principal \"ghost\" is produced by no principal rule",
             "principals[1]: can never match: principals[0] (spiffe://e.org/team/*) matches first",
         ];
