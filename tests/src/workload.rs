@@ -264,6 +264,25 @@ pub fn serve(
     serve_env(dir, root, service, port, name, extra, &[])
 }
 
+/// As [`serve`], for `service` with the secrets configuration at `config`.
+pub fn serve_secrets(
+    dir: &std::path::Path,
+    root: &Root,
+    service: &str,
+    port: u16,
+    config: &std::path::Path,
+) -> Proc {
+    let config = config.display().to_string();
+    serve(
+        dir,
+        root,
+        service,
+        port,
+        "shim",
+        &["--secrets-config", &config],
+    )
+}
+
 /// As [`serve`], with extra environment variables (e.g. AWS credentials).
 pub fn serve_env(
     dir: &std::path::Path,

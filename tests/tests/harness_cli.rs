@@ -97,7 +97,7 @@ fn the_table_runs_from_the_command_line() {
 #[test]
 fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
     use ephemera_tests::net::free_port;
-    use ephemera_tests::workload::{Root, serve};
+    use ephemera_tests::workload::{Root, serve_secrets};
 
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["api", "orders"]);
@@ -114,15 +114,7 @@ fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
     )
     .unwrap();
     let port = free_port();
-    let cfg = secrets.to_string_lossy().into_owned();
-    let mut shim = serve(
-        dir.path(),
-        &root,
-        "api",
-        port,
-        "shim",
-        &["--secrets-config", &cfg],
-    );
+    let mut shim = serve_secrets(dir.path(), &root, "api", port, &secrets);
 
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);

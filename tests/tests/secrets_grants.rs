@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ephemera_tests::net::{free_port, send, wait_until};
 use ephemera_tests::spiffile_peer;
-use ephemera_tests::workload::{Root, serve};
+use ephemera_tests::workload::{Root, serve_secrets};
 
 const ONCE: &str = "grant-once-secret-value";
 const PAIR: &str = "grant-pair-secret-value";
@@ -132,15 +132,7 @@ audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
     )
     .unwrap();
     let port = free_port();
-    let cfg = config.display().to_string();
-    let mut proc = serve(
-        dir.path(),
-        &root,
-        "api",
-        port,
-        "shim",
-        &["--secrets-config", &cfg],
-    );
+    let mut proc = serve_secrets(dir.path(), &root, "api", port, &config);
     let shim = Shim {
         root,
         port,

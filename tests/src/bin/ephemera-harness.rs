@@ -40,29 +40,7 @@ enum HostKind {
 enum Command {
     /// Print what the filter does with each request (status, headers the
     /// app sees, calls to the shim, ledger events, the filter's log).
-    DryRun {
-        /// The plugin configuration (YAML or JSON), as given to Envoy.
-        #[arg(long)]
-        config: PathBuf,
-        /// A request `{headers, app_status}`, or a list of steps as in a
-        /// scenario table.
-        #[arg(long)]
-        request: PathBuf,
-        /// How the scripted shim answers (YAML or JSON; default: at once).
-        #[arg(long)]
-        shim: Option<PathBuf>,
-        /// The workload's service name.
-        #[arg(long, default_value = "api")]
-        workload: String,
-        /// A provisioning root to mint test tokens from and serve identity
-        /// of (default: a fresh one with api, orders, billing, research).
-        #[arg(long)]
-        root: Option<PathBuf>,
-        /// Send the filter's calls to a real shim on 127.0.0.1:PORT instead
-        /// of the scripted one (proxy-wasm host).
-        #[arg(long)]
-        shim_port: Option<u16>,
-    },
+    DryRun(DryRun),
     /// Run a scenario table; exit 1 if any scenario fails.
     Table {
         /// The table (YAML or JSON).
@@ -85,39 +63,47 @@ fn steps_of(value: serde_json::Value) -> Result<Vec<Step>, String> {
 }
 
 /// What a dry run is given.
-struct DryRun<'a> {
-    config: &'a PathBuf,
-    request: &'a PathBuf,
-    shim: Option<&'a PathBuf>,
+#[derive(clap::Args)]
+struct DryRun {
+    /// The plugin configuration (YAML or JSON), as given to Envoy.
+    #[arg(long)]
+    config: PathBuf,
+    /// A request `{headers, app_status}`, or a list of steps as in a
+    /// scenario table.
+    #[arg(long)]
+    request: PathBuf,
+    /// How the scripted shim answers (YAML or JSON; default: at once).
+    #[arg(long)]
+    shim: Option<PathBuf>,
+    /// The workload's service name.
+    #[arg(long, default_value = "api")]
     workload: String,
+    /// A provisioning root to mint test tokens from and serve identity
+    /// of (default: a fresh one with api, orders, billing, research).
+    #[arg(long)]
     root: Option<PathBuf>,
+    /// Send the filter's calls to a real shim on 127.0.0.1:PORT instead
+    /// of the scripted one (proxy-wasm host).
+    #[arg(long)]
     shim_port: Option<u16>,
 }
 
-fn dry_run(build: Build<'_>, d: DryRun<'_>) -> Result<bool, String> {
-    let DryRun {
-        config,
-        request,
-        shim,
-        workload,
-        root,
-        shim_port,
-    } = d;
-    let mut shim: ShimScript = match shim {
+fn dry_run(build: Build<'_>, d: &DryRun) -> Result<bool, String> {
+    let mut shim: ShimScript = match &d.shim {
         Some(path) => serde_json::from_value(read_value(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?,
         None => ShimScript::default(),
     };
-    shim.live = shim_port.or(shim.live);
+    shim.live = d.shim_port.or(shim.live);
     let scenario = Scenario {
         name: "dry run".into(),
-        config: read_value(config)?,
-        workload,
-        root,
+        config: read_value(&d.config)?,
+        workload: d.workload.clone(),
+        root: d.root.clone(),
         shim,
         warmup_ms: 500,
         configures: true,
-        steps: steps_of(read_value(request)?)?,
+        steps: steps_of(read_value(&d.request)?)?,
     };
     let mut run = Run::start(build, &scenario).map_err(|e| e.to_string())?;
     if !run.configured() {
@@ -181,25 +167,24 @@ fn table(build: Build<'_>, file: &PathBuf) -> Result<bool, String> {
     Ok(failed == 0)
 }
 
+/// Compiles the build at `given`, else at the default path.
+fn load<T>(
+    given: Option<&PathBuf>,
+    default: fn() -> PathBuf,
+    compile: fn(&std::path::Path) -> wasmtime::Result<T>,
+) -> Result<T, String> {
+    let path = given.cloned().unwrap_or_else(default);
+    require(&path)?;
+    compile(&path).map_err(|e| format!("{}: {e:#}", path.display()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.host {
-        HostKind::ProxyWasm => {
-            let path = cli.wasm.clone().unwrap_or_else(plugin_path);
-            require(&path)
-                .and_then(|()| {
-                    Plugin::load(&path).map_err(|e| format!("{}: {e:#}", path.display()))
-                })
-                .and_then(|p| run(&cli.command, Build::ProxyWasm(&p)))
-        }
-        HostKind::Component => {
-            let path = cli.wasm.clone().unwrap_or_else(component_path);
-            require(&path)
-                .and_then(|()| {
-                    ComponentPlugin::load(&path).map_err(|e| format!("{}: {e:#}", path.display()))
-                })
-                .and_then(|p| run(&cli.command, Build::Component(&p)))
-        }
+        HostKind::ProxyWasm => load(cli.wasm.as_ref(), plugin_path, Plugin::load)
+            .and_then(|p| run(&cli.command, Build::ProxyWasm(&p))),
+        HostKind::Component => load(cli.wasm.as_ref(), component_path, ComponentPlugin::load)
+            .and_then(|p| run(&cli.command, Build::Component(&p))),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -213,24 +198,7 @@ fn main() -> ExitCode {
 
 fn run(command: &Command, build: Build<'_>) -> Result<bool, String> {
     match command {
-        Command::DryRun {
-            config,
-            request,
-            shim,
-            workload,
-            root,
-            shim_port,
-        } => dry_run(
-            build,
-            DryRun {
-                config,
-                request,
-                shim: shim.as_ref(),
-                workload: workload.clone(),
-                root: root.clone(),
-                shim_port: *shim_port,
-            },
-        ),
+        Command::DryRun(d) => dry_run(build, d),
         Command::Table { file } => table(build, file),
     }
 }
