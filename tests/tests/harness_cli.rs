@@ -89,6 +89,18 @@ fn the_table_runs_from_the_command_line() {
         );
     }
 
+    // Workers: the proxy-wasm build on two; the component has one instance.
+    let file = table.to_string_lossy();
+    let out = harness(&["--workers", "2", "table", &file]);
+    assert!(out.ok().contains(" scenarios, 0 failed"), "{}", out.stdout);
+    let out = harness(&["--host", "component", "--workers", "2", "table", &file]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("the component host runs one instance"),
+        "{}",
+        out.stderr
+    );
+
     let out = harness(&["table", "/nonexistent.yaml"]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("/nonexistent.yaml"), "{}", out.stderr);

@@ -1,26 +1,32 @@
 //! The scenario table (`tests/scenarios/filter.yaml`) against both builds:
 //! the release `ephemera_envoy.wasm` on the proxy-wasm host and
 //! `ephemera_component.wasm` on the component host. Both must meet every
-//! expectation and agree with each other; a filter that lets a forged
-//! caller header through is caught.
+//! expectation and agree with each other, also when the proxy-wasm build
+//! runs on two workers that share one identity fetch; a filter that lets a
+//! forged caller header through is caught.
 
 use std::sync::OnceLock;
 
 use ephemera_tests::harness::component::{ComponentPlugin, component_path};
 use ephemera_tests::harness::proxy_wasm::Plugin;
+use ephemera_tests::harness::proxy_wasm_driver::ProxyWasmDriver;
 use ephemera_tests::harness::scenario::{
-    Build, Scenario, Verdict, parse_table, run_scenario, verdicts,
+    Build, Driver, Scenario, Verdict, parse_table, run_scenario, verdicts,
 };
-use ephemera_tests::harness::world::{plugin_path, require};
+use ephemera_tests::harness::world::{Signer, World, plugin_path, require};
 use ephemera_tests::repo_root;
 
-fn proxy_wasm() -> Build<'static> {
+fn plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
-    Build::ProxyWasm(PLUGIN.get_or_init(|| {
+    PLUGIN.get_or_init(|| {
         let path = plugin_path();
         require(&path).unwrap();
         Plugin::load(&path).unwrap()
-    }))
+    })
+}
+
+fn proxy_wasm() -> Build<'static> {
+    Build::ProxyWasm(plugin())
 }
 
 fn component() -> Build<'static> {
@@ -88,12 +94,13 @@ fn comparable(v: &Verdict) -> (u16, Vec<String>, Vec<(String, String)>) {
     (v.status, v.ledger.clone(), headers)
 }
 
-#[test]
-fn both_builds_reach_the_same_verdicts() {
+/// Where the proxy-wasm build on `workers` workers and the component differ.
+fn disagreements(workers: usize) -> Vec<String> {
     let mut disagreements = Vec::new();
-    for s in table() {
-        let a = verdicts(proxy_wasm(), &s).unwrap();
+    for mut s in table() {
         let b = verdicts(component(), &s).unwrap();
+        s.workers = workers;
+        let a = verdicts(proxy_wasm(), &s).unwrap();
         assert_eq!(a.len(), b.len(), "{}", s.name);
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             if comparable(x) != comparable(y) {
@@ -104,7 +111,75 @@ fn both_builds_reach_the_same_verdicts() {
             }
         }
     }
-    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    disagreements
+}
+
+#[test]
+fn both_builds_reach_the_same_verdicts() {
+    let found = disagreements(1);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn two_workers_meet_the_table_and_agree_with_one_instance() {
+    let mut scenarios = table();
+    scenarios.iter_mut().for_each(|s| s.workers = 2);
+    let failed = timed("proxy-wasm host, 2 workers", proxy_wasm(), &scenarios);
+    assert!(failed.is_empty(), "{failed:#?}");
+    let found = disagreements(2);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// Identity fetches per worker over `ms` of simulated time.
+fn identity_fetches(workers: usize, ms: u64) -> (ProxyWasmDriver, Vec<usize>) {
+    let world = World::new("api", &["orders"]).unwrap();
+    let mut driver =
+        ProxyWasmDriver::start(plugin(), br#"{"direction":"inbound"}"#, world, workers).unwrap();
+    assert!(driver.configured());
+    driver.advance(ms).unwrap();
+    let fetches = driver
+        .calls_by_worker()
+        .iter()
+        .map(|calls| calls.iter().filter(|c| *c == "GET /v1/identity").count())
+        .collect();
+    (driver, fetches)
+}
+
+#[test]
+fn workers_share_one_identity_fetch_through_the_lease_and_all_serve() {
+    let (_, alone) = identity_fetches(1, 10_000);
+    let (mut driver, fetches) = identity_fetches(4, 10_000);
+    assert!(alone[0] >= 10, "one worker polls every 200 ms: {alone:?}");
+    assert_eq!(
+        fetches.iter().sum::<usize>(),
+        alone[0],
+        "four workers fetch no more than one: {fetches:?}"
+    );
+    assert_eq!(
+        fetches.iter().filter(|n| **n > 0).count(),
+        1,
+        "one worker holds the lease: {fetches:?}"
+    );
+    // Requests go to the workers in turn: each serves with the identity
+    // the lease holder fetched.
+    let now = driver.now_ms() / 1000;
+    let audience = driver.world().id("api").unwrap();
+    let token = driver
+        .world()
+        .token("orders", Signer::Current("orders"), &audience, now, 60)
+        .unwrap();
+    for _ in 0..4 {
+        let headers = vec![
+            (":method".to_owned(), b"GET".to_vec()),
+            (":path".to_owned(), b"/x".to_vec()),
+            (
+                "authorization".to_owned(),
+                format!("Bearer {token}").into_bytes(),
+            ),
+        ];
+        let verdict = driver.request(headers, None, 200).unwrap();
+        assert_eq!(verdict.status, 200, "{verdict:?}");
+    }
 }
 
 #[test]

@@ -24,6 +24,10 @@ struct Cli {
     /// $EPHEMERA_COMPONENT).
     #[arg(long, global = true)]
     wasm: Option<PathBuf>,
+    /// Worker VMs of the proxy-wasm build, sharing data as Envoy's workers
+    /// do; requests go to them in turn (default: 1, or each scenario's own).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,7 +92,7 @@ struct DryRun {
     shim_port: Option<u16>,
 }
 
-fn dry_run(build: Build<'_>, d: &DryRun) -> Result<bool, String> {
+fn dry_run(build: Build<'_>, d: &DryRun, workers: Option<usize>) -> Result<bool, String> {
     let mut shim: ShimScript = match &d.shim {
         Some(path) => serde_json::from_value(read_value(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?,
@@ -101,6 +105,7 @@ fn dry_run(build: Build<'_>, d: &DryRun) -> Result<bool, String> {
         workload: d.workload.clone(),
         root: d.root.clone(),
         shim,
+        workers: workers.unwrap_or(1),
         warmup_ms: 500,
         configures: true,
         steps: steps_of(read_value(&d.request)?)?,
@@ -142,9 +147,12 @@ fn dry_run(build: Build<'_>, d: &DryRun) -> Result<bool, String> {
     Ok(true)
 }
 
-fn table(build: Build<'_>, file: &PathBuf) -> Result<bool, String> {
+fn table(build: Build<'_>, file: &PathBuf, workers: Option<usize>) -> Result<bool, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let scenarios = parse_table(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut scenarios = parse_table(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    if let Some(n) = workers {
+        scenarios.iter_mut().for_each(|s| s.workers = n);
+    }
     let started = std::time::Instant::now();
     let mut failed = 0;
     for s in &scenarios {
@@ -182,9 +190,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.host {
         HostKind::ProxyWasm => load(cli.wasm.as_ref(), plugin_path, Plugin::load)
-            .and_then(|p| run(&cli.command, Build::ProxyWasm(&p))),
+            .and_then(|p| run(&cli, Build::ProxyWasm(&p))),
+        HostKind::Component if cli.workers.is_some_and(|n| n != 1) => Err(
+            "--workers applies to the proxy-wasm host; the component host runs one instance".into(),
+        ),
         HostKind::Component => load(cli.wasm.as_ref(), component_path, ComponentPlugin::load)
-            .and_then(|p| run(&cli.command, Build::Component(&p))),
+            .and_then(|p| run(&cli, Build::Component(&p))),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -196,9 +207,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: &Command, build: Build<'_>) -> Result<bool, String> {
-    match command {
-        Command::DryRun(d) => dry_run(build, d),
-        Command::Table { file } => table(build, file),
+fn run(cli: &Cli, build: Build<'_>) -> Result<bool, String> {
+    match &cli.command {
+        Command::DryRun(d) => dry_run(build, d, cli.workers),
+        Command::Table { file } => table(build, file, cli.workers),
     }
 }

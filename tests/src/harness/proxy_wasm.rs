@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use wasmtime::{Caller, Engine, Extern, Instance, Linker, Module, Store, TypedFunc};
 
@@ -65,6 +66,29 @@ pub struct LocalReply {
     pub headers: Headers,
 }
 
+/// What every worker VM of one plugin shares, as in Envoy: shared data
+/// with CAS versions, and shared queues with their pending notifications.
+#[derive(Debug, Default)]
+pub struct SharedHost {
+    data: HashMap<String, (Vec<u8>, u32)>,
+    queues: Vec<SharedQueue>,
+    /// Notifications not yet delivered: (worker, context, queue id).
+    ready: Vec<(usize, u32, u32)>,
+}
+
+/// A shared queue: its name, the worker and root context that registered
+/// it (and are told of new items), and its items.
+#[derive(Debug)]
+struct SharedQueue {
+    name: String,
+    worker: usize,
+    context: u32,
+    items: VecDeque<Vec<u8>>,
+}
+
+/// A handle on the state worker VMs share.
+pub type Shared = Arc<Mutex<SharedHost>>;
+
 /// Everything the host keeps for one VM.
 pub struct HostState {
     /// Host clock, Unix milliseconds (moves only when told to).
@@ -81,9 +105,8 @@ pub struct HostState {
     pub replies: HashMap<u32, LocalReply>,
     /// Streams the filter resumed.
     pub resumed: HashSet<u32>,
-    shared: HashMap<String, (Vec<u8>, u32)>,
-    queues: Vec<(String, u32, VecDeque<Vec<u8>>)>,
-    ready_queues: Vec<(u32, u32)>,
+    worker: usize,
+    shared: Shared,
     /// The tick period the root asked for, ms (0: none).
     pub tick_ms: u64,
     next_token: u32,
@@ -108,6 +131,10 @@ impl HostState {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+
+    fn shared(&self) -> MutexGuard<'_, SharedHost> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Options of a VM.
@@ -121,6 +148,10 @@ pub struct VmOptions {
     pub clusters: Vec<String>,
     /// Properties by path (segments joined with `.`).
     pub properties: BTreeMap<String, String>,
+    /// Which worker this VM is (Envoy runs one VM per worker thread).
+    pub worker: usize,
+    /// The state this VM shares with the plugin's other workers.
+    pub shared: Shared,
 }
 
 impl Default for VmOptions {
@@ -130,6 +161,8 @@ impl Default for VmOptions {
             seed: 7,
             clusters: vec!["ephemera_shim".into()],
             properties: BTreeMap::new(),
+            worker: 0,
+            shared: Shared::default(),
         }
     }
 }
@@ -161,9 +194,8 @@ impl Vm {
             response_headers: HashMap::new(),
             replies: HashMap::new(),
             resumed: HashSet::new(),
-            shared: HashMap::new(),
-            queues: Vec::new(),
-            ready_queues: Vec::new(),
+            worker: options.worker,
+            shared: Arc::clone(&options.shared),
             tick_ms: 0,
             next_token: 1,
             pending: Vec::new(),
@@ -240,13 +272,23 @@ impl Vm {
         out
     }
 
-    fn deliver_queue_notifications(&mut self) -> wasmtime::Result<()> {
-        while let Some((context, queue)) = self.store.data_mut().ready_queues.pop() {
+    /// Tells this VM's root contexts of items queued for them (by any
+    /// worker), as Envoy posts `on_queue_ready` to the registering worker.
+    pub fn deliver_queue_notifications(&mut self) -> wasmtime::Result<()> {
+        loop {
+            let worker = self.store.data().worker;
+            let next = {
+                let mut shared = self.store.data().shared();
+                let mine = shared.ready.iter().position(|(w, _, _)| *w == worker);
+                mine.map(|i| shared.ready.remove(i))
+            };
+            let Some((_, context, queue)) = next else {
+                return Ok(());
+            };
             self.store.data_mut().effective = context;
             self.func::<(i32, i32), ()>("proxy_on_queue_ready")?
                 .call(&mut self.store, (context as i32, queue as i32))?;
         }
-        Ok(())
     }
 
     /// The host state (clock, logs, calls, replies, metrics).
@@ -622,7 +664,8 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_shared_data",
         |mut c: Cx<'_>, kp: i32, kn: i32, ptr_out: i32, len_out: i32, cas_out: i32| {
             let key = text(&mut c, kp, kn)?;
-            match c.data().shared.get(&key).cloned() {
+            let found = c.data().shared().data.get(&key).cloned();
+            match found {
                 Some((value, cas)) => {
                     give(&mut c, &value, ptr_out, len_out)?;
                     write_u32(&mut c, cas_out, cas)?;
@@ -638,12 +681,14 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: Cx<'_>, kp: i32, kn: i32, vp: i32, vn: i32, cas: i32| {
             let key = text(&mut c, kp, kn)?;
             let value = read(&mut c, vp, vn)?;
-            let shared = &mut c.data_mut().shared;
-            let current = shared.get(&key).map_or(0, |(_, cas)| *cas);
+            let mut shared = c.data().shared();
+            let current = shared.data.get(&key).map_or(0, |(_, cas)| *cas);
             if cas != 0 && cas as u32 != current {
                 return Ok(Status::CasMismatch as i32);
             }
-            shared.insert(key, (value, current.wrapping_add(1).max(1)));
+            shared
+                .data
+                .insert(key, (value, current.wrapping_add(1).max(1)));
             Ok(OK)
         },
     )?;
@@ -652,13 +697,24 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_register_shared_queue",
         |mut c: Cx<'_>, p: i32, n: i32, id_out: i32| {
             let name = text(&mut c, p, n)?;
-            let owner = c.data().effective;
-            let queues = &mut c.data_mut().queues;
-            let id = match queues.iter().position(|(q, _, _)| *q == name) {
-                Some(i) => i,
-                None => {
-                    queues.push((name, owner, VecDeque::new()));
-                    queues.len() - 1
+            let (worker, context) = (c.data().worker, c.data().effective);
+            let id = {
+                let queues = &mut c.data().shared().queues;
+                match queues.iter().position(|q| q.name == name) {
+                    // Registering again moves the notifications here.
+                    Some(i) => {
+                        (queues[i].worker, queues[i].context) = (worker, context);
+                        i
+                    }
+                    None => {
+                        queues.push(SharedQueue {
+                            name,
+                            worker,
+                            context,
+                            items: VecDeque::new(),
+                        });
+                        queues.len() - 1
+                    }
                 }
             };
             write_u32(&mut c, id_out, id as u32 + 1)?;
@@ -670,7 +726,8 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_resolve_shared_queue",
         |mut c: Cx<'_>, _vp: i32, _vn: i32, p: i32, n: i32, id_out: i32| {
             let name = text(&mut c, p, n)?;
-            match c.data().queues.iter().position(|(q, _, _)| *q == name) {
+            let found = c.data().shared().queues.iter().position(|q| q.name == name);
+            match found {
                 Some(i) => {
                     write_u32(&mut c, id_out, i as u32 + 1)?;
                     Ok(OK)
@@ -684,13 +741,13 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_enqueue_shared_queue",
         |mut c: Cx<'_>, id: i32, p: i32, n: i32| {
             let value = read(&mut c, p, n)?;
-            let state = c.data_mut();
-            let Some((_, owner, q)) = state.queues.get_mut((id as usize).wrapping_sub(1)) else {
+            let mut shared = c.data().shared();
+            let Some(q) = shared.queues.get_mut((id as usize).wrapping_sub(1)) else {
                 return Ok(NOT_FOUND);
             };
-            q.push_back(value);
-            let owner = *owner;
-            state.ready_queues.push((owner, id as u32));
+            q.items.push_back(value);
+            let (worker, context) = (q.worker, q.context);
+            shared.ready.push((worker, context, id as u32));
             Ok(OK)
         },
     )?;
@@ -698,8 +755,13 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env,
         "proxy_dequeue_shared_queue",
         |mut c: Cx<'_>, id: i32, ptr_out: i32, len_out: i32| {
-            let item = match c.data_mut().queues.get_mut((id as usize).wrapping_sub(1)) {
-                Some((_, _, q)) => q.pop_front(),
+            let item = match c
+                .data()
+                .shared()
+                .queues
+                .get_mut((id as usize).wrapping_sub(1))
+            {
+                Some(q) => q.items.pop_front(),
                 None => return Ok(NOT_FOUND),
             };
             match item {

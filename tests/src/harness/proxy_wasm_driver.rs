@@ -1,25 +1,41 @@
-//! Scenarios on the proxy-wasm host: the shim's answers are delivered as
-//! Envoy delivers them (after their delay, or as a failure at the call's
-//! timeout), and ticks run at the period the root asked for.
+//! Scenarios on the proxy-wasm host: one VM per worker, sharing data and
+//! queues as Envoy's workers do; requests go to the workers in turn; the
+//! shim's answers are delivered as Envoy delivers them (after their delay,
+//! or as a failure at the call's timeout), and each root ticks at the
+//! period it asked for.
 
 use super::abi::Headers;
-use super::proxy_wasm::{Plugin, Vm, VmOptions};
+use super::proxy_wasm::{Plugin, Shared, Vm, VmOptions};
 use super::scenario::{Driver, Verdict};
 use super::world::{Answer, World};
 
-/// A call's answer, decided when the call was made: (token, due ms, answer).
-type Scheduled = (u32, u64, Option<(u16, Headers, Vec<u8>)>);
+/// A call's answer, decided when the call was made.
+struct Scheduled {
+    worker: usize,
+    token: u32,
+    due_ms: u64,
+    answer: Option<(u16, Headers, Vec<u8>)>,
+}
 
 /// Longest a paused request may wait, simulated ms.
 const PATIENCE_MS: u64 = 30_000;
 
-/// The release filter in a proxy-wasm VM, with its world.
-pub struct ProxyWasmDriver {
+/// One worker: its VM, when it ticks next, and how many of its log lines
+/// were collected.
+struct Worker {
     vm: Vm,
+    next_tick_ms: u64,
+    logs_seen: usize,
+}
+
+/// The release filter in one VM per worker, with its world.
+pub struct ProxyWasmDriver {
+    workers: Vec<Worker>,
     world: World,
     scheduled: Vec<Scheduled>,
-    next_tick_ms: u64,
+    turn: usize,
     configured: bool,
+    logs: Vec<String>,
 }
 
 /// A call in the shim's vocabulary: `METHOD path`, ids as `{id}`.
@@ -44,69 +60,156 @@ pub fn call_line(headers: &Headers) -> String {
 }
 
 impl ProxyWasmDriver {
-    /// Starts a VM of `plugin` configured with `config`.
-    pub fn start(plugin: &Plugin, config: &[u8], world: World) -> Result<Self, String> {
-        let (vm, configured) =
-            Vm::start(plugin, config, &VmOptions::default()).map_err(|e| format!("{e:#}"))?;
-        let next_tick_ms = vm.state().now_ms;
-        Ok(Self {
-            vm,
+    /// Starts `workers` VMs of `plugin` (at least one), each configured with
+    /// `config`, sharing data and queues.
+    pub fn start(
+        plugin: &Plugin,
+        config: &[u8],
+        world: World,
+        workers: usize,
+    ) -> Result<Self, String> {
+        let shared = Shared::default();
+        let base = VmOptions::default();
+        let mut configured = true;
+        let mut started = Vec::new();
+        for worker in 0..workers.max(1) {
+            let options = VmOptions {
+                worker,
+                // Workers draw different randomness, as real ones do.
+                seed: base.seed + worker as u64,
+                shared: shared.clone(),
+                ..base.clone()
+            };
+            let (vm, ok) = Vm::start(plugin, config, &options).map_err(|e| format!("{e:#}"))?;
+            configured &= ok;
+            started.push(Worker {
+                next_tick_ms: vm.state().now_ms,
+                vm,
+                logs_seen: 0,
+            });
+        }
+        let mut driver = Self {
+            workers: started,
             world,
             scheduled: Vec::new(),
-            next_tick_ms,
+            turn: 0,
             configured,
-        })
+            logs: Vec::new(),
+        };
+        driver.collect_logs();
+        Ok(driver)
     }
 
-    /// Runs simulated time up to `until_ms`, or until stream `stop` is
-    /// decided: ticks at the root's period, call answers when due.
-    fn pump(&mut self, until_ms: u64, stop: Option<u32>) -> Result<(), String> {
+    /// The shim calls each worker made, in the shim's vocabulary.
+    pub fn calls_by_worker(&self) -> Vec<Vec<String>> {
+        self.workers
+            .iter()
+            .map(|w| {
+                w.vm.state()
+                    .dispatched
+                    .iter()
+                    .map(|c| call_line(&c.headers))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn now(&self) -> u64 {
+        self.workers[0].vm.state().now_ms
+    }
+
+    fn set_now(&mut self, ms: u64) {
+        for w in &mut self.workers {
+            w.vm.state_mut().now_ms = ms;
+        }
+    }
+
+    /// Moves new log lines of every worker to the driver's log, marked
+    /// with their worker when there are several.
+    fn collect_logs(&mut self) {
+        let several = self.workers.len() > 1;
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            let lines = &w.vm.state().logs[w.logs_seen..];
+            self.logs.extend(lines.iter().map(|(_, l)| {
+                if several {
+                    format!("[worker {i}] {l}")
+                } else {
+                    l.clone()
+                }
+            }));
+            w.logs_seen += lines.len();
+        }
+    }
+
+    /// Runs simulated time up to `until_ms`, or until stream `stop` of
+    /// worker `stop.0` is decided: ticks at each root's period, call
+    /// answers when due, queue notifications to the worker that waits.
+    fn pump(&mut self, until_ms: u64, stop: Option<(usize, u32)>) -> Result<(), String> {
         loop {
+            for w in &mut self.workers {
+                w.vm.deliver_queue_notifications()
+                    .map_err(|e| format!("{e:#}"))?;
+            }
             // The shim decides each new call's answer when it arrives.
-            let fresh: Vec<_> = self
-                .vm
-                .state()
-                .pending
-                .iter()
-                .filter(|c| !self.scheduled.iter().any(|(t, _, _)| *t == c.token))
-                .cloned()
-                .collect();
-            for call in fresh {
-                let deadline = call.at_ms + call.timeout_ms;
-                let (due, answer) = match self.world.answer(&call.headers, &call.body, call.at_ms) {
-                    Answer::After(delay, status, h, b) if call.at_ms + delay < deadline => {
-                        (call.at_ms + delay, Some((status, h, b)))
+            for (worker, w) in self.workers.iter().enumerate() {
+                for call in &w.vm.state().pending {
+                    if self
+                        .scheduled
+                        .iter()
+                        .any(|s| s.worker == worker && s.token == call.token)
+                    {
+                        continue;
                     }
-                    _ => (deadline, None),
-                };
-                self.scheduled.push((call.token, due, answer));
+                    let deadline = call.at_ms + call.timeout_ms;
+                    let (due_ms, answer) =
+                        match self.world.answer(&call.headers, &call.body, call.at_ms) {
+                            Answer::After(delay, status, h, b) if call.at_ms + delay < deadline => {
+                                (call.at_ms + delay, Some((status, h, b)))
+                            }
+                            _ => (deadline, None),
+                        };
+                    self.scheduled.push(Scheduled {
+                        worker,
+                        token: call.token,
+                        due_ms,
+                        answer,
+                    });
+                }
             }
-            if let Some(id) = stop
-                && (self.vm.state().replies.contains_key(&id)
-                    || self.vm.state().resumed.contains(&id))
-            {
-                return Ok(());
+            if let Some((worker, id)) = stop {
+                let state = self.workers[worker].vm.state();
+                if state.replies.contains_key(&id) || state.resumed.contains(&id) {
+                    return Ok(());
+                }
             }
-            let now = self.vm.state().now_ms;
-            if let Some(i) = self.scheduled.iter().position(|(_, due, _)| *due <= now) {
-                let (token, _, answer) = self.scheduled.remove(i);
-                self.vm
-                    .answer(token, answer)
+            let now = self.now();
+            if let Some(i) = self.scheduled.iter().position(|s| s.due_ms <= now) {
+                let s = self.scheduled.remove(i);
+                self.workers[s.worker]
+                    .vm
+                    .answer(s.token, s.answer)
                     .map_err(|e| format!("{e:#}"))?;
                 continue;
             }
-            let tick = self.vm.state().tick_ms;
-            if tick > 0 && self.next_tick_ms <= now {
-                self.vm.tick().map_err(|e| format!("{e:#}"))?;
-                self.next_tick_ms = now + tick;
+            if let Some(w) = self.workers.iter_mut().find(|w| {
+                let tick = w.vm.state().tick_ms;
+                tick > 0 && w.next_tick_ms <= now
+            }) {
+                w.vm.tick().map_err(|e| format!("{e:#}"))?;
+                w.next_tick_ms = now + w.vm.state().tick_ms;
                 continue;
             }
-            let next_answer = self.scheduled.iter().map(|(_, due, _)| *due).min();
-            let next_tick_at = (tick > 0).then_some(self.next_tick_ms);
-            match [next_answer, next_tick_at].into_iter().flatten().min() {
-                Some(t) if t <= until_ms => self.vm.state_mut().now_ms = t.max(now),
+            let next_answer = self.scheduled.iter().map(|s| s.due_ms).min();
+            let next_tick = self
+                .workers
+                .iter()
+                .filter(|w| w.vm.state().tick_ms > 0)
+                .map(|w| w.next_tick_ms)
+                .min();
+            match [next_answer, next_tick].into_iter().flatten().min() {
+                Some(t) if t <= until_ms => self.set_now(t.max(now)),
                 _ => {
-                    self.vm.state_mut().now_ms = until_ms.max(now);
+                    self.set_now(until_ms.max(now));
                     return Ok(());
                 }
             }
@@ -128,12 +231,14 @@ impl Driver for ProxyWasmDriver {
     }
 
     fn now_ms(&self) -> u64 {
-        self.vm.state().now_ms
+        self.now()
     }
 
     fn advance(&mut self, ms: u64) -> Result<(), String> {
-        let until = self.vm.state().now_ms + ms;
-        self.pump(until, None)
+        let until = self.now() + ms;
+        let out = self.pump(until, None);
+        self.collect_logs();
+        out
     }
 
     fn request(
@@ -142,16 +247,24 @@ impl Driver for ProxyWasmDriver {
         cluster: Option<&str>,
         app_status: u16,
     ) -> Result<Verdict, String> {
-        self.vm.set_property("xds.cluster_name", cluster);
-        let calls_before = self.vm.state().dispatched.len();
+        let worker = self.turn % self.workers.len();
+        self.turn += 1;
+        let calls_before: Vec<usize> = self
+            .workers
+            .iter()
+            .map(|w| w.vm.state().dispatched.len())
+            .collect();
         let ledger_before = self.world.ledger.len();
-        let (id, continued) = self.vm.request(headers).map_err(|e| format!("{e:#}"))?;
-        if !continued && !self.vm.state().replies.contains_key(&id) {
-            let until = self.vm.state().now_ms + PATIENCE_MS;
-            self.pump(until, Some(id))?;
+        let vm = &mut self.workers[worker].vm;
+        vm.set_property("xds.cluster_name", cluster);
+        let (id, continued) = vm.request(headers).map_err(|e| format!("{e:#}"))?;
+        if !continued && !vm.state().replies.contains_key(&id) {
+            let until = self.now() + PATIENCE_MS;
+            self.pump(until, Some((worker, id)))?;
         }
-        let reply = self.vm.state().replies.get(&id).cloned();
-        let forwarded = reply.is_none() && (continued || self.vm.state().resumed.contains(&id));
+        let vm = &mut self.workers[worker].vm;
+        let reply = vm.state().replies.get(&id).cloned();
+        let forwarded = reply.is_none() && (continued || vm.state().resumed.contains(&id));
         let mut verdict = Verdict::default();
         if let Some(reply) = &reply {
             verdict.status = u16::try_from(reply.status).unwrap_or(0);
@@ -161,25 +274,30 @@ impl Driver for ProxyWasmDriver {
                 .iter()
                 .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
                 .collect();
-            self.vm.end(id).map_err(|e| format!("{e:#}"))?;
+            vm.end(id).map_err(|e| format!("{e:#}"))?;
         } else if forwarded {
             verdict.status = app_status;
-            verdict.app_headers = self
-                .vm
+            verdict.app_headers = vm
                 .request_headers(id)
                 .into_iter()
                 .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
                 .collect();
-            self.vm
-                .respond_and_end(id, app_status)
+            vm.respond_and_end(id, app_status)
                 .map_err(|e| format!("{e:#}"))?;
         } else {
-            self.vm.end(id).map_err(|e| format!("{e:#}"))?;
+            vm.end(id).map_err(|e| format!("{e:#}"))?;
         }
         // Closes go out on the next ticks.
         self.advance(1000)?;
-        verdict.calls = self.vm.state().dispatched[calls_before..]
+        let mut calls: Vec<_> = self
+            .workers
             .iter()
+            .zip(calls_before)
+            .flat_map(|(w, before)| &w.vm.state().dispatched[before..])
+            .collect();
+        calls.sort_by_key(|c| c.at_ms);
+        verdict.calls = calls
+            .into_iter()
             .map(|c| call_line(&c.headers))
             .filter(|l| l != "GET /v1/identity")
             .collect();
@@ -188,11 +306,6 @@ impl Driver for ProxyWasmDriver {
     }
 
     fn logs(&self) -> Vec<String> {
-        self.vm
-            .state()
-            .logs
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect()
+        self.logs.clone()
     }
 }

@@ -27,6 +27,10 @@ pub struct Scenario {
     /// How the shim behaves.
     #[serde(default)]
     pub shim: ShimScript,
+    /// Worker VMs of the proxy-wasm build (Envoy's `--concurrency`); the
+    /// requests go to them in turn. The component host runs one instance.
+    #[serde(default = "one")]
+    pub workers: usize,
     /// Simulated time before the first step, ms (the identity loads).
     #[serde(default = "warmup")]
     pub warmup_ms: u64,
@@ -40,6 +44,9 @@ pub struct Scenario {
 
 fn api() -> String {
     "api".into()
+}
+fn one() -> usize {
+    1
 }
 fn warmup() -> u64 {
     500
@@ -175,8 +182,14 @@ impl Run {
         let config = serde_json::to_vec(&scenario.config).map_err(|e| e.to_string())?;
         let mut driver: Box<dyn Driver> = match build {
             Build::ProxyWasm(plugin) => Box::new(super::proxy_wasm_driver::ProxyWasmDriver::start(
-                plugin, &config, world,
+                plugin,
+                &config,
+                world,
+                scenario.workers,
             )?),
+            Build::Component(_) if scenario.workers != 1 => {
+                return Err("the component host runs one instance (workers: 1)".into());
+            }
             Build::Component(plugin) => Box::new(super::component::ComponentDriver::start(
                 plugin, &config, world,
             )?),
