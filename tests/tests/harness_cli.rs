@@ -170,9 +170,15 @@ fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
     );
     let out = dry(&outbound, &egress);
     assert!(
-        out.ok().contains("authorization: Bearer live-secret-value")
+        out.ok()
+            .contains("authorization: Bearer <secret api_token>")
             && out.stdout.contains("POST /v1/secrets/resolve"),
         "the real shim resolved the secret: {}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("live-secret-value"),
+        "a dry run never prints a secret: {}",
         out.stdout
     );
 
@@ -180,4 +186,58 @@ fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
     shim.signal_and_wait("TERM");
     let out = dry(&inbound, &call);
     assert!(out.stdout.starts_with("---\nstatus: 503"), "{}", out.stdout);
+}
+
+#[test]
+fn a_dry_run_prints_secrets_and_credentials_only_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let shim = write(
+        "shim.yaml",
+        "secret_values: { api_token: { value: s3cr3t-egress-value } }\n",
+    );
+    let egress = write(
+        "egress.yaml",
+        "direction: outbound\noutbound:\n  secrets:\n    - { host: a.example.com, secret: api_token, inject: { as: bearer } }\n    - { host: b.example.com, secret: api_token, inject: { as: basic, username: svc } }\n",
+    );
+    let requests = write(
+        "requests.yaml",
+        "- request: { headers: { \":method\": GET, \":path\": /q, \":authority\": a.example.com } }\n- request: { headers: { \":method\": GET, \":path\": /q, \":authority\": b.example.com } }\n",
+    );
+    let out = harness(&[
+        "dry-run",
+        "--config",
+        &egress,
+        "--request",
+        &requests,
+        "--shim",
+        &shim,
+    ]);
+    let text = out.ok();
+    assert!(
+        text.contains("authorization: Bearer <secret api_token>")
+            && text.contains("authorization: Basic base64(svc:<secret api_token>)"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cr3t-egress-value"), "{text}");
+
+    let ipt = write(
+        "ipt.yaml",
+        "direction: inbound\ninbound:\n  transactions:\n    - { path: \"/objects/{key*}\", resource: \"arn:aws:s3:::b/{key}\", broker: s3, credential_headers: { secret_access_key: x-aws-secret-access-key } }\n",
+    );
+    let call = write(
+        "call.yaml",
+        "headers: { \":method\": GET, \":path\": /objects/42, authorization: \"Bearer {token:orders}\" }\n",
+    );
+    let out = harness(&["dry-run", "--config", &ipt, "--request", &call]);
+    let text = out.ok();
+    assert!(
+        text.contains("x-aws-secret-access-key: <credential secret_access_key>"),
+        "{text}"
+    );
+    assert!(!text.contains("tx-secret-"), "{text}");
 }

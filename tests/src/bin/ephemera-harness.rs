@@ -114,7 +114,7 @@ fn dry_run(build: Build<'_>, d: &DryRun, workers: Option<usize>) -> Result<bool,
     if !run.configured() {
         println!("configuration: refused");
         for line in run.logs() {
-            println!("  log: {}", line.trim_end());
+            println!("  log: {}", run.redact(line.trim_end()));
         }
         return Ok(false);
     }
@@ -123,11 +123,12 @@ fn dry_run(build: Build<'_>, d: &DryRun, workers: Option<usize>) -> Result<bool,
         let Some(verdict) = run.play(step, &scenario.workload)? else {
             continue;
         };
-        let shown = serde_yaml_ng::to_string(&verdict).map_err(|e| e.to_string())?;
+        let shown =
+            serde_yaml_ng::to_string(&run.redacted(verdict.clone())).map_err(|e| e.to_string())?;
         println!("---\n{}", shown.trim_end());
         let logs = run.logs();
         for line in &logs[logs_seen..] {
-            println!("# log: {}", line.trim_end());
+            println!("# log: {}", run.redact(line.trim_end()));
         }
         logs_seen = logs.len();
         if let Step::Request {

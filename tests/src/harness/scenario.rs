@@ -369,6 +369,27 @@ impl Run {
         }
     }
 
+    /// `text` with every secret value and credential the shim handed out
+    /// replaced by its label (see [`World::redact`]).
+    pub fn redact(&self, text: &str) -> String {
+        self.driver.world().redact(text)
+    }
+
+    /// `verdict` with its text redacted as [`Run::redact`] does.
+    pub fn redacted(&self, verdict: Verdict) -> Verdict {
+        let map = |m: BTreeMap<String, String>| {
+            m.into_iter().map(|(k, v)| (k, self.redact(&v))).collect()
+        };
+        Verdict {
+            status: verdict.status,
+            app_headers: map(verdict.app_headers),
+            body: verdict.body.map(|b| self.redact(&b)),
+            reply_headers: map(verdict.reply_headers),
+            calls: verdict.calls,
+            ledger: verdict.ledger.iter().map(|l| self.redact(l)).collect(),
+        }
+    }
+
     /// The filter's log lines.
     pub fn logs(&self) -> Vec<String> {
         self.driver.logs()

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use ephemera_core::filter::WorkloadIdentity;
 use ephemera_core::filter::workload_identity::BundleFormatName;
 use ephemera_core::ipt::wire::{CloseRequest, OpenRequest, OpenResponse};
@@ -85,6 +86,8 @@ pub struct World {
     pub ledger: Vec<String>,
     opened: u32,
     retired: BTreeMap<String, PrivateKey>,
+    /// Secret values and credentials the shim handed out, with their labels.
+    revealed: Vec<(String, String)>,
 }
 
 /// An answer the shim gives: after `delay_ms`, or never.
@@ -130,6 +133,7 @@ impl World {
             ledger: Vec::new(),
             opened: 0,
             retired: BTreeMap::new(),
+            revealed: Vec::new(),
         })
     }
 
@@ -239,6 +243,7 @@ impl World {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        self.reveal_credential(&credential);
         OpenResponse {
             transaction_id: open.transaction_id.clone(),
             credential,
@@ -253,10 +258,44 @@ impl World {
         self.ledger.push(line.into());
     }
 
+    fn reveal_credential(&mut self, credential: &BTreeMap<String, String>) {
+        for (field, value) in credential {
+            self.revealed
+                .push((value.clone(), format!("credential {field}")));
+        }
+    }
+
+    /// `text` with every secret value and credential the shim handed out
+    /// replaced by its label (`<secret NAME>`, `<credential FIELD>`); a
+    /// basic-auth header is decoded first, so its secret is caught too.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        let mut revealed: Vec<_> = self
+            .revealed
+            .iter()
+            .filter(|(v, _)| !v.is_empty())
+            .collect();
+        revealed.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        for (value, label) in revealed {
+            out = out.replace(value.as_str(), &format!("<{label}>"));
+        }
+        if let Some(encoded) = out.strip_prefix("Basic ")
+            && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded)
+        {
+            let decoded = String::from_utf8_lossy(&decoded);
+            let inner = self.redact(&decoded);
+            if inner != decoded {
+                return format!("Basic base64({inner})");
+            }
+        }
+        out
+    }
+
     /// The answer for a secret: status and JSON body.
-    pub fn secret_answer(&self, name: &str) -> (u16, serde_json::Value) {
+    pub fn secret_answer(&mut self, name: &str) -> (u16, serde_json::Value) {
         match self.script.secret_values.get(name) {
             Some(SecretAnswer::Value(v)) => {
+                self.revealed.push((v.clone(), format!("secret {name}")));
                 (200, serde_json::json!({"value": v, "cache_ttl_secs": null}))
             }
             Some(SecretAnswer::Deny) => (
@@ -283,7 +322,11 @@ impl World {
         };
         let (method, path) = (header(":method"), header(":path"));
         if let Some(port) = self.script.live {
-            return forward(port, headers, body);
+            let answer = forward(port, headers, body);
+            if let Answer::After(_, 200, _, reply) = &answer {
+                self.reveal_live(&path, body, reply);
+            }
+            return answer;
         }
         let delay = match self.mode_for(&path) {
             Mode::Silent => return Answer::Never,
@@ -334,16 +377,44 @@ impl World {
                 }
             }
             ("POST", "/v1/secrets/resolve") => {
-                let name = serde_json::from_slice::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|v| v["name"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let (status, value) = self.secret_answer(&name);
+                let (status, value) = self.secret_answer(&requested_name(body));
                 json(status, value)
             }
             _ => Answer::After(delay, 404, Vec::new(), Vec::new()),
         }
     }
+}
+
+impl World {
+    /// Notes what a real shim handed out: a secret's value, or a
+    /// transaction's credential.
+    fn reveal_live(&mut self, path: &str, request: &[u8], reply: &[u8]) {
+        match path {
+            "/v1/secrets/resolve" => {
+                let name = requested_name(request);
+                if let Some(value) = serde_json::from_slice::<serde_json::Value>(reply)
+                    .ok()
+                    .and_then(|v| v["value"].as_str().map(str::to_owned))
+                {
+                    self.revealed.push((value, format!("secret {name}")));
+                }
+            }
+            "/v1/transactions" => {
+                if let Ok(open) = serde_json::from_slice::<OpenResponse>(reply) {
+                    self.reveal_credential(&open.credential);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The secret a resolve call names (empty when it names none).
+fn requested_name(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// A call sent on to a real shim; a failed exchange is no answer.
