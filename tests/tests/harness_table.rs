@@ -2,16 +2,18 @@
 //! the release `ephemera_envoy.wasm` on the proxy-wasm host and
 //! `ephemera_component.wasm` on the component host. Both must meet every
 //! expectation and agree with each other, also when the proxy-wasm build
-//! runs on two workers that share one identity fetch; a filter that lets a
-//! forged caller header through is caught.
+//! runs on two workers that share one identity fetch, and whether the host
+//! offers Envoy's crypto foreign functions, lacks them, or offers a broken
+//! one; a filter that lets a forged caller header through is caught.
 
 use std::sync::OnceLock;
 
 use ephemera_tests::harness::component::{ComponentPlugin, component_path};
+use ephemera_tests::harness::foreign::HostCrypto;
 use ephemera_tests::harness::proxy_wasm::Plugin;
 use ephemera_tests::harness::proxy_wasm_driver::ProxyWasmDriver;
 use ephemera_tests::harness::scenario::{
-    Build, Driver, Scenario, Verdict, parse_table, run_scenario, verdicts,
+    Build, Driver, Run, Scenario, Verdict, parse_table, run_scenario, verdicts,
 };
 use ephemera_tests::harness::world::{Signer, World, plugin_path, require};
 use ephemera_tests::repo_root;
@@ -133,8 +135,14 @@ fn two_workers_meet_the_table_and_agree_with_one_instance() {
 /// Identity fetches per worker over `ms` of simulated time.
 fn identity_fetches(workers: usize, ms: u64) -> (ProxyWasmDriver, Vec<usize>) {
     let world = World::new("api", &["orders"]).unwrap();
-    let mut driver =
-        ProxyWasmDriver::start(plugin(), br#"{"direction":"inbound"}"#, world, workers).unwrap();
+    let mut driver = ProxyWasmDriver::start(
+        plugin(),
+        br#"{"direction":"inbound"}"#,
+        world,
+        workers,
+        HostCrypto::Absent,
+    )
+    .unwrap();
     assert!(driver.configured());
     driver.advance(ms).unwrap();
     let fetches = driver
@@ -213,5 +221,27 @@ fn a_filter_that_forwards_a_forged_caller_header_is_caught_by_the_table() {
                 .any(|p| p.contains("app header x-ephemera-caller")),
             "{problems:#?}"
         );
+    }
+}
+
+#[test]
+fn the_table_holds_with_native_crypto_and_a_host_that_verifies_anything_is_refused() {
+    for (crypto, log) in [
+        (HostCrypto::Native, "(crypto: envoy native)"),
+        (
+            HostCrypto::AcceptsAll,
+            "native crypto unavailable (verify_signature accepted a signature over another message); using pure Rust",
+        ),
+    ] {
+        let mut scenarios = table();
+        scenarios.iter_mut().for_each(|s| s.host_crypto = crypto);
+        let run = Run::start(proxy_wasm(), &scenarios[0]).unwrap();
+        assert!(
+            run.logs().iter().any(|l| l.contains(log)),
+            "{crypto:?}: {:#?}",
+            run.logs()
+        );
+        let failed = failures(proxy_wasm(), &scenarios);
+        assert!(failed.is_empty(), "{crypto:?}: {failed:#?}");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod abi;
 pub mod component;
+pub mod foreign;
 pub mod proxy_wasm;
 pub mod proxy_wasm_driver;
 pub mod scenario;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use wasmtime::{Caller, Engine, Extern, Instance, Linker, Module, Store, TypedFunc};
 
 use super::abi::{Headers, Status, buffer, decode_map, encode_map, map};
+use super::foreign::HostCrypto;
 
 /// A compiled plugin, shared by every VM started from it.
 #[derive(Clone)]
@@ -107,6 +108,7 @@ pub struct HostState {
     pub resumed: HashSet<u32>,
     worker: usize,
     shared: Shared,
+    crypto: HostCrypto,
     /// The tick period the root asked for, ms (0: none).
     pub tick_ms: u64,
     next_token: u32,
@@ -152,6 +154,8 @@ pub struct VmOptions {
     pub worker: usize,
     /// The state this VM shares with the plugin's other workers.
     pub shared: Shared,
+    /// The crypto foreign functions the host offers.
+    pub crypto: HostCrypto,
 }
 
 impl Default for VmOptions {
@@ -163,6 +167,7 @@ impl Default for VmOptions {
             properties: BTreeMap::new(),
             worker: 0,
             shared: Shared::default(),
+            crypto: HostCrypto::Absent,
         }
     }
 }
@@ -196,6 +201,7 @@ impl Vm {
             resumed: HashSet::new(),
             worker: options.worker,
             shared: Arc::clone(&options.shared),
+            crypto: options.crypto,
             tick_ms: 0,
             next_token: 1,
             pending: Vec::new(),
@@ -861,7 +867,12 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         env,
         "proxy_call_foreign_function",
-        |_: Cx<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| Ok(NOT_FOUND),
+        |mut c: Cx<'_>, np: i32, nn: i32, ap: i32, an: i32, ptr_out: i32, len_out: i32| {
+            let name = text(&mut c, np, nn)?;
+            let args = read(&mut c, ap, an)?;
+            let reply = c.data().crypto.call(&name, &args);
+            give_found(&mut c, reply, ptr_out, len_out)
+        },
     )?;
     l.func_wrap(
         env,

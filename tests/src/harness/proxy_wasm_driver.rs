@@ -5,6 +5,7 @@
 //! period it asked for.
 
 use super::abi::Headers;
+use super::foreign::HostCrypto;
 use super::proxy_wasm::{Plugin, Shared, Vm, VmOptions};
 use super::scenario::{Driver, Verdict};
 use super::world::{Answer, World};
@@ -61,12 +62,13 @@ pub fn call_line(headers: &Headers) -> String {
 
 impl ProxyWasmDriver {
     /// Starts `workers` VMs of `plugin` (at least one), each configured with
-    /// `config`, sharing data and queues.
+    /// `config`, sharing data and queues, on a host offering `crypto`.
     pub fn start(
         plugin: &Plugin,
         config: &[u8],
         world: World,
         workers: usize,
+        crypto: HostCrypto,
     ) -> Result<Self, String> {
         let shared = Shared::default();
         let base = VmOptions::default();
@@ -78,6 +80,7 @@ impl ProxyWasmDriver {
                 // Workers draw different randomness, as real ones do.
                 seed: base.seed + worker as u64,
                 shared: shared.clone(),
+                crypto,
                 ..base.clone()
             };
             let (vm, ok) = Vm::start(plugin, config, &options).map_err(|e| format!("{e:#}"))?;

@@ -31,6 +31,10 @@ pub struct Scenario {
     /// requests go to them in turn. The component host runs one instance.
     #[serde(default = "one")]
     pub workers: usize,
+    /// The crypto foreign functions the proxy-wasm host offers (default
+    /// none); the component host offers none.
+    #[serde(default)]
+    pub host_crypto: super::foreign::HostCrypto,
     /// Simulated time before the first step, ms (the identity loads).
     #[serde(default = "warmup")]
     pub warmup_ms: u64,
@@ -186,9 +190,13 @@ impl Run {
                 &config,
                 world,
                 scenario.workers,
+                scenario.host_crypto,
             )?),
             Build::Component(_) if scenario.workers != 1 => {
                 return Err("the component host runs one instance (workers: 1)".into());
+            }
+            Build::Component(_) if scenario.host_crypto != super::foreign::HostCrypto::Absent => {
+                return Err("the component host offers no foreign functions".into());
             }
             Build::Component(plugin) => Box::new(super::component::ComponentDriver::start(
                 plugin, &config, world,
