@@ -1,7 +1,8 @@
 //! `POST /v1/secrets/resolve {"name"[, "purpose"]}`: the filter's egress
 //! injection asks for a secret for this workload's own identity; a caller
-//! presenting a JWT-SVID addressed to this workload asks for itself. Every
-//! read passes the gate (negative cache, `jti` anti-replay, policy, grant)
+//! presenting a JWT-SVID for the workload's secrets audience (with a `jti`,
+//! living no longer than the replay window) asks for itself. Every read
+//! passes the gate (negative cache, `jti` anti-replay, policy, grant)
 //! before any backend is read; values are never logged.
 
 use std::collections::HashMap;
@@ -20,7 +21,9 @@ use ephemera_core::filter::inbound::bearer_token;
 use ephemera_core::filter::transaction::new_transaction_id;
 use ephemera_core::filter::workload_identity::WorkloadIdentity;
 use ephemera_core::grants::{EnforcementOptions, SenderBinding};
-use ephemera_core::secrets::{Gate, GateRequest, Plan, ResolveError, SecretsConfig};
+use ephemera_core::secrets::{
+    Gate, GateRequest, Plan, ResolveError, SecretsConfig, secrets_audience,
+};
 use ephemera_core::token::{TokenVerifier, VerifyOptions};
 use serde::Deserialize;
 use serde_json::json;
@@ -135,7 +138,7 @@ async fn release(
             audit.salt.reference(&audit.tenant, &reference),
         );
         if let Err(err) = &result {
-            e.error = Some(err.to_string());
+            e.error = Some(err.audit_reason());
         }
         if let Err(err) = audit.ledger.append(e).await {
             // An unaudited release is no release.
@@ -154,6 +157,7 @@ pub struct SecretsService {
     audit: Option<Audit>,
     identity: Arc<IdentitySource>,
     gate: Mutex<Gate>,
+    options: EnforcementOptions,
     cache: ValueCache,
 }
 
@@ -178,12 +182,14 @@ impl SecretsService {
             .audit
             .as_ref()
             .map_or("default", |a| a.tenant.as_str());
-        let gate = Mutex::new(Gate::new(tenant, EnforcementOptions::default()));
+        let options = EnforcementOptions::default();
+        let gate = Mutex::new(Gate::new(tenant, options));
         Ok(Self {
             config,
             audit,
             identity,
             gate,
+            options,
             cache: ValueCache::default(),
         })
     }
@@ -204,15 +210,19 @@ fn status(e: &ResolveError) -> StatusCode {
     }
 }
 
-/// The caller of a request: the bearer of a JWT-SVID addressed to this
-/// workload, or, without one, the workload itself.
+/// The caller of a request: the bearer of a JWT-SVID for this workload's
+/// secrets audience, or, without one, the workload itself.
 struct Presenter {
     caller: SpiffeId,
     jti: Option<String>,
     sender: Option<SenderBinding>,
 }
 
-fn presenter(headers: &HeaderMap, identity: &WorkloadIdentity) -> Result<Presenter, String> {
+fn presenter(
+    headers: &HeaderMap,
+    identity: &WorkloadIdentity,
+    replay_window_ms: u64,
+) -> Result<Presenter, String> {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Ok(Presenter {
             caller: identity.id().clone(),
@@ -225,15 +235,22 @@ fn presenter(headers: &HeaderMap, identity: &WorkloadIdentity) -> Result<Present
         .ok()
         .and_then(bearer_token)
         .ok_or("authorization is not a bearer token")?;
-    let verifier = TokenVerifier::new(identity.id().clone(), VerifyOptions::default());
+    let audience = secrets_audience(identity.id()).map_err(|e| e.to_string())?;
+    let verifier = TokenVerifier::new(audience, VerifyOptions::default());
+    let now = crate::clock::unix_now();
     let verified = verifier
-        .verify(
-            token,
-            &identity.bundle,
-            crate::clock::unix_now(),
-            &RustCrypto,
-        )
+        .verify(token, &identity.bundle, now, &RustCrypto)
         .map_err(|e| e.to_string())?;
+    if verified.jti.is_none() {
+        return Err("a JWT-SVID asking for secrets needs a jti".into());
+    }
+    // Its jti is remembered for the replay window: it must not outlive it.
+    if verified.expires_at.saturating_sub(now) > replay_window_ms / 1000 {
+        return Err(format!(
+            "a JWT-SVID asking for secrets may live at most {} s",
+            replay_window_ms / 1000
+        ));
+    }
     let sender = verified
         .claims
         .get("cnf")
@@ -262,27 +279,23 @@ async fn resolve(
     let Some(served) = service.identity.served() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no identity loaded\n").into_response();
     };
-    let who = match presenter(&headers, &served.identity) {
+    let who = match presenter(&headers, &served.identity, service.options.replay_window_ms) {
         Ok(who) => who,
         Err(why) => {
             return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": why}))).into_response();
         }
     };
-    let decision = service
-        .gate
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .decide(
-            &service.config,
-            &GateRequest {
-                name: &request.name,
-                caller: &who.caller,
-                purpose: &request.purpose,
-                jti: who.jti.as_deref(),
-                sender: who.sender.as_ref(),
-                now_ms: crate::clock::unix_now_ms(),
-            },
-        );
+    let read = GateRequest {
+        name: &request.name,
+        caller: &who.caller,
+        purpose: &request.purpose,
+        jti: who.jti.as_deref(),
+        sender: who.sender.as_ref(),
+        now_ms: crate::clock::unix_now_ms(),
+    };
+    let gate = || service.gate.lock().unwrap_or_else(|p| p.into_inner());
+    let decision = gate().decide(&service.config, &read);
+    let admitted = decision.is_ok();
     match release(
         &service.config,
         service.audit.as_ref(),
@@ -298,6 +311,10 @@ async fn resolve(
                 .into_response()
         }
         Err(e) => {
+            if admitted && matches!(e, ResolveError::StoreUnavailable(_)) {
+                // Nothing was read: the use and the jti are not spent.
+                gate().refund(&service.config, &read);
+            }
             tracing::info!("secret {:?} not released: {e}", request.name);
             (status(&e), axum::Json(json!({"error": e.to_string()}))).into_response()
         }

@@ -22,22 +22,18 @@ struct Shim {
 }
 
 impl Shim {
-    /// A JWT-SVID from `caller` to the shim's workload (`api`).
+    /// A JWT-SVID from `caller` for the secrets audience of the shim's
+    /// workload (`api`), living 60 s.
     fn token(&self, caller: &str, jti: &str, jkt: Option<&str>) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let mut claims = serde_json::json!({
-            "sub": format!("spiffe://example.org/{caller}"),
-            "aud": "spiffe://example.org/api",
-            "iat": now,
-            "exp": now + 60,
-            "jti": jti,
-        });
+        let mut claims = standard_claims(caller, jti);
         if let Some(jkt) = jkt {
             claims["cnf"] = serde_json::json!({ "jkt": jkt });
         }
+        self.signed(caller, &claims)
+    }
+
+    /// `claims`, signed with `caller`'s key.
+    fn signed(&self, caller: &str, claims: &serde_json::Value) -> String {
         spiffile_peer(&[
             "sign-claims",
             &self.root.dir.to_string_lossy(),
@@ -88,6 +84,21 @@ impl Shim {
     }
 }
 
+/// The claims of a secrets request from `caller`, living 60 s.
+fn standard_claims(caller: &str, jti: &str) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    serde_json::json!({
+        "sub": format!("spiffe://example.org/{caller}"),
+        "aud": "spiffe://example.org/api/ephemera-secrets",
+        "iat": now,
+        "exp": now + 60,
+        "jti": jti,
+    })
+}
+
 fn error_of(r: &(u16, serde_json::Value)) -> String {
     r.1["error"].as_str().unwrap_or_default().to_owned()
 }
@@ -111,7 +122,9 @@ fn grants_replay_binding_and_caching_are_enforced_by_the_shim() {
             r#"
 stores:
   files: {{ backend: file, dir: "{}", mount: creds }}
+  later: {{ backend: file, dir: "{}", mount: later }}
 refs:
+  late: {{ store: later, path: late, policy: once }}
   once: {{ store: files, path: once, policy: once }}
   pair: {{ store: files, path: pair, policy: pair }}
   cached: {{ store: files, path: cached, policy: plain, cache_ttl_secs: 2 }}
@@ -126,6 +139,7 @@ principals:
 audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
 "#,
             files.display(),
+            files.join("later").display(),
             ledger.display(),
             salt.display()
         ),
@@ -186,12 +200,37 @@ audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
     let r = shim.resolve("pair", Some(&token));
     assert!(error_of(&r).contains("recently denied"), "{r:?}");
 
-    // A token for another audience or a forged one is not a caller.
-    let other = shim
-        .root
-        .mint("orders", "spiffe://example.org/elsewhere", &[]);
-    assert_eq!(shim.resolve("cached", Some(&other)).0, 401);
+    // A token for another audience or a forged one is not a caller; nor
+    // is a token other services send the workload (its audience is the
+    // workload itself), so the workload cannot read as their sender.
+    for audience in ["spiffe://example.org/elsewhere", "spiffe://example.org/api"] {
+        let other = shim.root.mint("orders", audience, &["--jti"]);
+        let r = shim.resolve("cached", Some(&other));
+        assert_eq!(r.0, 401, "{audience}: {r:?}");
+    }
     assert_eq!(shim.resolve("cached", Some("not.a.token")).0, 401);
+    // Anti-replay needs a jti, kept for as long as the token lives.
+    let mut claims = standard_claims("orders", "unused");
+    claims.as_object_mut().unwrap().remove("jti");
+    let r = shim.resolve("cached", Some(&shim.signed("orders", &claims)));
+    assert_eq!(r.0, 401);
+    assert!(error_of(&r).contains("needs a jti"), "{r:?}");
+    let mut claims = standard_claims("orders", "long-lived");
+    claims["exp"] = (claims["iat"].as_u64().unwrap() + 3600).into();
+    let r = shim.resolve("cached", Some(&shim.signed("orders", &claims)));
+    assert_eq!(r.0, 401);
+    assert!(error_of(&r).contains("may live at most 300 s"), "{r:?}");
+
+    // A store that cannot be reached costs neither the use nor the jti.
+    let token = shim.token("orders", "late-jti", None);
+    let r = shim.resolve("late", Some(&token));
+    assert_eq!(r.0, 503, "{r:?}");
+    std::fs::create_dir_all(files.join("later")).unwrap();
+    std::fs::write(files.join("later/late"), ONCE).unwrap();
+    let r = shim.resolve("late", Some(&token));
+    assert_eq!((r.0, r.1["value"].as_str()), (200, Some(ONCE)), "{r:?}");
+    let r = shim.as_orders("late", None);
+    assert!(error_of(&r).contains("grant uses exhausted"), "{r:?}");
 
     // The ref's cache TTL keeps the value in the shim: a changed file is
     // seen only after it lapses.
@@ -235,4 +274,9 @@ audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
         assert!(!output.contains(value), "{value} in the shim's output");
     }
     assert!(!text.contains("creds/"), "secret locations only as HMACs");
+    assert!(
+        events.iter().any(|e| e["error"] == "store unavailable")
+            && !text.contains(&*files.to_string_lossy()),
+        "a store failure is audited by its kind, without the store's paths: {text}"
+    );
 }

@@ -116,7 +116,8 @@ impl Enforcement {
     }
 
     /// Grants `max_uses` uses (at least 1) until `now_ms + ttl_ms`,
-    /// optionally bound to a sender. Clears a remembered denial of the key.
+    /// optionally bound to a sender. Clears a remembered denial of the key
+    /// and forgets grants whose time is over.
     pub fn grant(
         &mut self,
         key: GrantKey,
@@ -125,6 +126,7 @@ impl Enforcement {
         binding: Option<SenderBinding>,
         now_ms: u64,
     ) {
+        self.grants.retain(|_, g| g.expires_at_ms > now_ms);
         self.denied_until.remove(&key);
         self.grants.insert(
             key,
@@ -140,6 +142,7 @@ impl Enforcement {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         let jitter = h.finish() % (self.options.negative_jitter_ms + 1);
+        self.denied_until.retain(|_, until| *until > now_ms);
         self.denied_until
             .insert(key.clone(), now_ms + self.options.negative_ttl_ms + jitter);
         Err(error)
@@ -174,6 +177,19 @@ impl Enforcement {
         self.grants
             .get(key)
             .is_some_and(|g| g.expires_at_ms > now_ms)
+    }
+
+    /// Gives back the use `u` spent (and forgets its `jti`) when nothing
+    /// was read with it, e.g. the store was unreachable.
+    pub fn refund(&mut self, u: Use<'_>) {
+        if let Some(grant) = self.grants.get_mut(u.key)
+            && grant.expires_at_ms > u.now_ms
+        {
+            grant.uses_left = grant.uses_left.saturating_add(1);
+        }
+        if let Some(jti) = u.jti {
+            self.seen_jtis.remove(jti);
+        }
     }
 
     /// Spends one use of a grant, or says why not.

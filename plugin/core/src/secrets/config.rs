@@ -251,6 +251,27 @@ impl SecretsConfig {
                 }
             }
         }
+        // A grant's budget is per secret: refs naming one secret must agree
+        // on it, or the more generous ref would lift the stricter one's limit.
+        let mut granted: std::collections::BTreeMap<String, (&String, Option<&GrantPolicy>)> =
+            std::collections::BTreeMap::new();
+        for (name, r) in &self.refs {
+            let (Some(secret), Some(policy)) = (self.reference(name), self.policies.get(&r.policy))
+            else {
+                continue;
+            };
+            let grant = policy.grant.as_ref();
+            match granted.get(&secret) {
+                Some((first, other)) if *other != grant => problem(
+                    format!("refs.{name}"),
+                    format!("names the same secret as refs.{first} under another grant policy"),
+                ),
+                Some(_) => {}
+                None => {
+                    granted.insert(secret, (name, grant));
+                }
+            }
+        }
         for (i, rule) in self.principals.iter().enumerate() {
             if let Some(j) = self.principals[..i]
                 .iter()

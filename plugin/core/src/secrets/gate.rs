@@ -48,20 +48,14 @@ impl Gate {
         config: &SecretsConfig,
         r: &GateRequest<'_>,
     ) -> Result<Plan, ResolveError> {
-        let key_for = |secret: String| GrantKey {
-            subject: r.caller.clone(),
-            tenant: self.tenant.clone(),
-            secret,
-            purpose: r.purpose.to_owned(),
+        // A refusal is a decision about the ref (its policy), whatever the
+        // purpose; a grant is about the secret itself, whichever ref names it.
+        let key = self.key(config, r);
+        let refusal = GrantKey {
+            secret: format!("ref:{}", r.name),
+            purpose: String::new(),
+            ..key.clone()
         };
-        // A refusal is a decision about the ref (its policy); a grant is
-        // about the secret itself, whichever ref names it.
-        let refusal = key_for(format!("ref:{}", r.name));
-        let key = key_for(
-            config
-                .reference(r.name)
-                .unwrap_or_else(|| format!("ref:{}", r.name)),
-        );
         let e = &mut self.enforcement;
         if e.recently_denied(&refusal, r.now_ms) {
             return Err(crate::grants::GrantError::NegativelyCached.into());
@@ -106,6 +100,29 @@ impl Gate {
             }
         }
         Ok(plan)
+    }
+
+    /// Gives back the use a decided read spent, when nothing was read
+    /// (the store was unreachable): a transient failure costs no budget.
+    pub fn refund(&mut self, config: &SecretsConfig, r: &GateRequest<'_>) {
+        let key = self.key(config, r);
+        self.enforcement.refund(Use {
+            key: &key,
+            jti: r.jti,
+            sender: r.sender,
+            now_ms: r.now_ms,
+        });
+    }
+
+    fn key(&self, config: &SecretsConfig, r: &GateRequest<'_>) -> GrantKey {
+        GrantKey {
+            subject: r.caller.clone(),
+            tenant: self.tenant.clone(),
+            secret: config
+                .reference(r.name)
+                .unwrap_or_else(|| format!("ref:{}", r.name)),
+            purpose: r.purpose.to_owned(),
+        }
     }
 }
 
@@ -228,6 +245,34 @@ mod tests {
             g.decide(&c, &read("open", &other, None, 1500)),
             Err(ResolveError::NotAuthorized { .. })
         ));
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_whatever_purpose_the_caller_names_next() {
+        let (c, mut g, _) = setup();
+        let other = SpiffeId::parse("spiffe://e.org/other").unwrap();
+        assert!(g.decide(&c, &read("open", &other, None, 0)).is_err());
+        let mut renamed = read("open", &other, None, 1);
+        renamed.purpose = "anything-else";
+        assert_eq!(
+            refused(g.decide(&c, &renamed)),
+            GrantError::NegativelyCached
+        );
+    }
+
+    #[test]
+    fn a_read_that_found_the_store_unreachable_costs_no_use_and_no_jti() {
+        let (c, mut g, app) = setup();
+        let first = read("once", &app, Some("j1"), 0);
+        assert!(g.decide(&c, &first).is_ok());
+        g.refund(&c, &first);
+        let again = read("once", &app, Some("j1"), 1);
+        assert!(g.decide(&c, &again).is_ok(), "the same token reads again");
+        assert_eq!(
+            refused(g.decide(&c, &read("once", &app, Some("j2"), 2))),
+            GrantError::Exhausted,
+            "one refund, one use"
+        );
     }
 
     #[test]

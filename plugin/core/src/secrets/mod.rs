@@ -2,10 +2,12 @@
 //! principal derived from its verified SPIFFE ID, and every authorization
 //! decision taken before any backend is touched.
 
+pub mod audience;
 pub mod config;
 pub mod gate;
 pub mod resolve;
 
+pub use audience::secrets_audience;
 pub use config::{ConfigProblem, GrantPolicy, SecretsConfig};
 pub use gate::{Gate, GateRequest};
 pub use resolve::{Location, Plan, ResolveError};

@@ -43,6 +43,19 @@ pub enum ResolveError {
     Refused(#[from] GrantError),
 }
 
+impl ResolveError {
+    /// The reason as the audit ledger records it: the kind of failure and
+    /// the grant's word, never a store's own message, a path or a field.
+    pub fn audit_reason(&self) -> String {
+        match self {
+            Self::Misconfigured(name, _) => format!("secret {name:?} is misconfigured"),
+            Self::StoreUnavailable(_) => "store unavailable".into(),
+            Self::FieldMissing(_) => "secret has no such field".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Where the value is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -307,11 +320,16 @@ mod tests {
     fn every_configuration_problem_is_reported_at_once() {
         let bad: SecretsConfig = serde_json::from_str(
             r#"{
-          "stores": {"v": {"backend": "vault"}},
+          "stores": {"v": {"backend": "vault"},
+                     "f": {"backend": "file", "dir": "/d", "mount": "m"}},
           "refs": {"a": {"store": "missing", "path": "x", "policy": "nope"},
                    "b": {"uri": "openbao+kv2://other/x", "policy": "p"},
-                   "c": {"policy": "p"}},
-          "policies": {"p": {"allowed_principals": ["ghost"], "grant": {"ttl_secs": 0}}},
+                   "c": {"policy": "p"},
+                   "d": {"store": "f", "path": "s", "policy": "strict"},
+                   "e": {"uri": "file://m/s", "policy": "open"}},
+          "policies": {"p": {"allowed_principals": ["ghost"], "grant": {"ttl_secs": 0}},
+                       "strict": {"allowed_principals": ["team"], "grant": {"ttl_secs": 9}},
+                       "open": {"allowed_principals": ["team"]}},
           "principals": [{"match": "spiffe://e.org/team/*", "principal": "team"},
                          {"match": "spiffe://e.org/team/a", "principal": "a"}]
         }"#,
@@ -326,6 +344,7 @@ mod tests {
             "refs.c: give either store + path, or uri",
             "policies.p.grant: ttl_secs and max_uses must be at least 1, with at least one purpose",
             "policies.p: principal \"ghost\" is produced by no principal rule",
+            "refs.e: names the same secret as refs.d under another grant policy",
             "principals[1]: can never match: principals[0] (spiffe://e.org/team/*) matches first",
         ];
         assert_eq!(problems, expected);
