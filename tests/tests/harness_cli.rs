@@ -225,6 +225,29 @@ fn a_dry_run_prints_secrets_and_credentials_only_by_name() {
     );
     assert!(!text.contains("s3cr3t-egress-value"), "{text}");
 
+    // Minted JWT-SVIDs by subject and audience, also in a failed expectation.
+    let mint = write(
+        "mint.yaml",
+        "direction: outbound\noutbound: { hosts: { billing: spiffe://example.org/billing } }\n",
+    );
+    let call = write(
+        "mint-call.yaml",
+        "headers: { \":method\": GET, \":path\": /i, \":authority\": billing }\nexpect: { status: 200, app_headers: { authorization: wrong } }\n",
+    );
+    let out = harness(&["dry-run", "--config", &mint, "--request", &call]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let shown = "<jwt sub=spiffe://example.org/api aud=spiffe://example.org/billing>";
+    assert!(
+        out.stdout
+            .contains(&format!("authorization: Bearer {shown}"))
+            && out
+                .stdout
+                .contains(&format!("app header authorization: \"Bearer {shown}\"")),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("Bearer eyJ"), "{}", out.stdout);
+
     let ipt = write(
         "ipt.yaml",
         "direction: inbound\ninbound:\n  transactions:\n    - { path: \"/objects/{key*}\", resource: \"arn:aws:s3:::b/{key}\", broker: s3, credential_headers: { secret_access_key: x-aws-secret-access-key } }\n",

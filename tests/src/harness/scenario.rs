@@ -341,7 +341,8 @@ impl Run {
         {
             problems.push(format!("ledger {:?} (expected {ledger:?})", verdict.ledger));
         }
-        problems
+        // Problems quote what the filter did: never a secret or a token.
+        problems.iter().map(|p| self.redact(p)).collect()
     }
 
     /// Applies a non-request step.

@@ -266,10 +266,11 @@ impl World {
     }
 
     /// `text` with every secret value and credential the shim handed out
-    /// replaced by its label (`<secret NAME>`, `<credential FIELD>`); a
-    /// basic-auth header is decoded first, so its secret is caught too.
+    /// replaced by its label (`<secret NAME>`, `<credential FIELD>`) and
+    /// every JWT by its subject and audience; a basic-auth header is
+    /// decoded first, so its secret is caught too.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
+        let mut out = redact_jwts(text);
         let mut revealed: Vec<_> = self
             .revealed
             .iter()
@@ -407,6 +408,39 @@ impl World {
             _ => {}
         }
     }
+}
+
+/// `text` with every JWT in it shown as `<jwt sub=… aud=…>`.
+fn redact_jwts(text: &str) -> String {
+    let is_part = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("eyJ") {
+        let (before, from) = rest.split_at(start);
+        out.push_str(before);
+        let end = from.find(|c| !is_part(c)).unwrap_or(from.len());
+        let (word, after) = from.split_at(end);
+        let parts: Vec<&str> = word.split('.').collect();
+        let claims = (parts.len() == 3)
+            .then(|| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(parts[1])
+                    .ok()
+            })
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        match claims {
+            Some(c) => out.push_str(&format!(
+                "<jwt sub={} aud={}>",
+                c["sub"].as_str().unwrap_or("?"),
+                c["aud"].as_str().unwrap_or("?")
+            )),
+            None => out.push_str(word),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The secret a resolve call names (empty when it names none).
