@@ -358,7 +358,9 @@ impl Vm {
         self.end(id)
     }
 
-    /// Ends stream `id` (log, done, delete), as after a local reply or a reset.
+    /// Ends stream `id` (log, done, delete), as after a local reply or a
+    /// reset. Calls it dispatched and not yet answered are cancelled, as
+    /// Envoy cancels a deleted context's calls: no answer ever reaches it.
     pub fn end(&mut self, id: u32) -> wasmtime::Result<()> {
         self.with_context(id, |vm| {
             vm.func::<i32, ()>("proxy_on_log")?
@@ -372,7 +374,9 @@ impl Vm {
             vm.func::<i32, ()>("proxy_on_delete")?
                 .call(&mut vm.store, id as i32)
         })?;
-        self.store.data_mut().contexts.remove(&id);
+        let state = self.store.data_mut();
+        state.contexts.remove(&id);
+        state.pending.retain(|c| c.context_id != id);
         Ok(())
     }
 
@@ -415,11 +419,7 @@ impl Vm {
             i32::try_from(body.len()).unwrap_or(0),
         );
         self.store.data_mut().delivering = Some((headers, body));
-        let context = if self.store.data().contexts.contains(&call.context_id) {
-            call.context_id
-        } else {
-            self.root_id
-        };
+        let context = call.context_id;
         let out = self.with_context(context, |vm| {
             vm.func::<(i32, i32, i32, i32, i32), ()>("proxy_on_http_call_response")?
                 .call(&mut vm.store, (context as i32, token as i32, h, b, 0))
@@ -689,7 +689,9 @@ fn define_host(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let value = read(&mut c, vp, vn)?;
             let mut shared = c.data().shared();
             let current = shared.data.get(&key).map_or(0, |(_, cas)| *cas);
-            if cas != 0 && cas as u32 != current {
+            // A CAS is checked against a value that exists; setting a
+            // missing key always succeeds, as in proxy-wasm-cpp-host.
+            if cas != 0 && current != 0 && cas as u32 != current {
                 return Ok(Status::CasMismatch as i32);
             }
             shared

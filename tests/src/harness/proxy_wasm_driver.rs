@@ -85,8 +85,9 @@ impl ProxyWasmDriver {
             };
             let (vm, ok) = Vm::start(plugin, config, &options).map_err(|e| format!("{e:#}"))?;
             configured &= ok;
+            // The first tick comes one period after start-up, as in Envoy.
             started.push(Worker {
-                next_tick_ms: vm.state().now_ms,
+                next_tick_ms: vm.state().now_ms + vm.state().tick_ms,
                 vm,
                 logs_seen: 0,
             });
