@@ -15,7 +15,7 @@ use ephemera_tests::harness::proxy_wasm_driver::ProxyWasmDriver;
 use ephemera_tests::harness::scenario::{
     Build, Driver, Run, Scenario, Verdict, parse_table, run_scenario, verdicts,
 };
-use ephemera_tests::harness::world::{Signer, World, plugin_path, require};
+use ephemera_tests::harness::world::{Signer, World, plugin_path, redact_jwts, require};
 use ephemera_tests::repo_root;
 
 fn plugin() -> &'static Plugin {
@@ -78,22 +78,20 @@ fn every_scenario_of_the_table_holds_on_the_component_host() {
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
-/// What both builds must agree on: status, ledger, and the headers the app
-/// sees (minted tokens compared by presence: they carry each host's clock).
-fn comparable(v: &Verdict) -> (u16, Vec<String>, Vec<(String, String)>) {
-    let headers = v
-        .app_headers
-        .iter()
-        .map(|(k, val)| {
-            let val = if val.starts_with("Bearer ey") {
-                "Bearer <jwt>".into()
-            } else {
-                val.clone()
-            };
-            (k.clone(), val)
-        })
-        .collect();
-    (v.status, v.ledger.clone(), headers)
+/// What both builds must agree on: the whole verdict (status, headers the
+/// app sees, the local reply, calls to the shim, ledger), with minted tokens
+/// compared by subject and audience (they carry each host's clock).
+fn comparable(v: &Verdict) -> Verdict {
+    let jwts = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, val)| (k.clone(), redact_jwts(val)))
+            .collect()
+    };
+    Verdict {
+        app_headers: jwts(&v.app_headers),
+        reply_headers: jwts(&v.reply_headers),
+        ..v.clone()
+    }
 }
 
 /// Where the proxy-wasm build on `workers` workers and the component differ.

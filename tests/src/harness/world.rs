@@ -411,7 +411,7 @@ impl World {
 }
 
 /// `text` with every JWT in it shown as `<jwt sub=… aud=…>`.
-fn redact_jwts(text: &str) -> String {
+pub fn redact_jwts(text: &str) -> String {
     let is_part = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
