@@ -432,6 +432,13 @@ pub fn run_scenario(build: Build<'_>, scenario: &Scenario) -> Result<(), Vec<Str
             Err(e) => problems.push(format!("step {i}: {e}")),
         }
     }
+    // The filter never logs a secret value, a credential or a token.
+    for line in run.logs() {
+        let shown = run.redact(&line);
+        if shown != line {
+            problems.push(format!("the filter logged a secret or token: {shown}"));
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
