@@ -24,7 +24,7 @@ use ephemera_core::grants::{EnforcementOptions, SenderBinding};
 use ephemera_core::secrets::{
     Gate, GateRequest, Plan, ResolveError, SecretsConfig, secrets_audience,
 };
-use ephemera_core::token::{TokenVerifier, VerifyOptions};
+use ephemera_core::token::{DpopRequest, TokenVerifier, VerifyOptions, verify_dpop};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -251,17 +251,47 @@ fn presenter(
             replay_window_ms / 1000
         ));
     }
-    let sender = verified
+    let sender = match verified
         .claims
         .get("cnf")
         .and_then(|c| c.get("jkt"))
         .and_then(|j| j.as_str())
-        .map(|j| SenderBinding::JwkThumbprint(j.to_owned()));
+    {
+        Some(jkt) => Some(proven_sender(headers, token, jkt, now)?),
+        None => None,
+    };
     Ok(Presenter {
         caller: verified.caller,
         jti: verified.jti,
         sender,
     })
+}
+
+/// A sender-bound token (`cnf.jkt`) counts only with a DPoP proof by that
+/// key for this request and this token. Its `ath` ties the proof to the
+/// token, whose `jti` is single-use here, so a proof cannot be replayed.
+fn proven_sender(
+    headers: &HeaderMap,
+    token: &str,
+    jkt: &str,
+    now: u64,
+) -> Result<SenderBinding, String> {
+    let proof = headers
+        .get("dpop")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("the JWT-SVID is sender-bound (cnf.jkt): send a DPoP proof")?;
+    let request = DpopRequest {
+        method: "POST",
+        path: "/v1/secrets/resolve",
+        access_token: token,
+        now,
+        max_skew_secs: 60,
+    };
+    let proven = verify_dpop(proof, &request, &RustCrypto).map_err(|e| e.to_string())?;
+    if proven.jkt != jkt {
+        return Err("the DPoP proof is signed by another key than the token's cnf".into());
+    }
+    Ok(SenderBinding::JwkThumbprint(proven.jkt))
 }
 
 async fn resolve(

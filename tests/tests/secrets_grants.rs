@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use ephemera_core::token::create_proof;
+use ephemera_core::{PrivateKey, RustCrypto};
 use ephemera_tests::net::{free_port, send, wait_until};
 use ephemera_tests::spiffile_peer;
 use ephemera_tests::workload::{Root, serve_secrets};
@@ -62,10 +64,24 @@ impl Shim {
         token: Option<&str>,
         purpose: &str,
     ) -> (u16, serde_json::Value) {
+        self.resolve_proven(name, token, purpose, None)
+    }
+
+    /// As [`Shim::resolve_for`], with a DPoP proof.
+    fn resolve_proven(
+        &self,
+        name: &str,
+        token: Option<&str>,
+        purpose: &str,
+        proof: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("content-type", "application/json")];
         if let Some(a) = &auth {
             headers.push(("authorization", a.as_str()));
+        }
+        if let Some(p) = proof {
+            headers.push(("dpop", p));
         }
         let r = send(
             self.port,
@@ -78,18 +94,47 @@ impl Shim {
         (r.status, body)
     }
 
-    fn as_orders(&self, name: &str, jkt: Option<&str>) -> (u16, serde_json::Value) {
-        let token = self.token("orders", &self.fresh_jti(), jkt);
+    fn as_orders(&self, name: &str) -> (u16, serde_json::Value) {
+        let token = self.token("orders", &self.fresh_jti(), None);
         self.resolve(name, Some(&token))
     }
+
+    /// As `orders` with a token bound to `bound` (`cnf.jkt`), proven by a
+    /// DPoP proof signed with `signer`.
+    fn as_orders_bound(
+        &self,
+        name: &str,
+        bound: &PrivateKey,
+        signer: Option<&PrivateKey>,
+    ) -> (u16, serde_json::Value) {
+        let jkt = bound.public_key().jwk().thumbprint();
+        let token = self.token("orders", &self.fresh_jti(), Some(&jkt));
+        let proof = signer.map(|key| {
+            create_proof(
+                key,
+                "POST",
+                &format!("http://127.0.0.1:{}/v1/secrets/resolve", self.port),
+                &token,
+                unix_now(),
+                &self.fresh_jti(),
+                &RustCrypto,
+            )
+            .unwrap()
+        });
+        self.resolve_proven(name, Some(&token), "egress", proof.as_deref())
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// The claims of a secrets request from `caller`, living 60 s.
 fn standard_claims(caller: &str, jti: &str) -> serde_json::Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     serde_json::json!({
         "sub": format!("spiffe://example.org/{caller}"),
         "aud": "spiffe://example.org/api/ephemera-secrets",
@@ -154,17 +199,15 @@ audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
     };
 
     // Use budget: one read per grant window, then exhaustion.
-    let r = shim.as_orders("once", None);
+    let r = shim.as_orders("once");
     assert_eq!((r.0, r.1["value"].as_str()), (200, Some(ONCE)));
-    let r = shim.as_orders("once", None);
+    let r = shim.as_orders("once");
     assert_eq!(r.0, 403);
     assert!(error_of(&r).contains("grant uses exhausted"), "{r:?}");
     // TTL: once the window (and the brief denial memory) is over, a new
     // grant opens.
-    let waited = wait_until(Duration::from_secs(10), || {
-        shim.as_orders("once", None).0 == 200
-    })
-    .expect("a new grant after the TTL");
+    let waited = wait_until(Duration::from_secs(10), || shim.as_orders("once").0 == 200)
+        .expect("a new grant after the TTL");
     assert!(waited >= Duration::from_secs(1), "{waited:?}");
 
     // Anti-replay: a jti is good for one read, whatever the secret.
@@ -183,12 +226,26 @@ audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
         "{r:?}"
     );
 
-    // Sender binding: the grant is bound to the first sender's cnf key.
-    assert_eq!(shim.as_orders("pair", Some("thumb-a")).0, 200);
-    let r = shim.as_orders("pair", Some("thumb-b"));
+    // Sender binding: a token bound to a key (cnf.jkt) counts only with a
+    // DPoP proof by that key; the grant is bound to the first sender.
+    let (a, b) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let r = shim.as_orders_bound("pair", &a, None);
+    assert_eq!(r.0, 401);
+    assert!(error_of(&r).contains("send a DPoP proof"), "{r:?}");
+    let r = shim.as_orders_bound("pair", &a, Some(&b));
+    assert_eq!(r.0, 401, "a thief without the key proves nothing");
+    assert!(
+        error_of(&r).contains("another key than the token's cnf"),
+        "{r:?}"
+    );
+    assert_eq!(shim.as_orders_bound("pair", &a, Some(&a)).0, 200);
+    let r = shim.as_orders_bound("pair", &b, Some(&b));
     assert_eq!(r.0, 403);
     assert!(error_of(&r).contains("binding drift"), "{r:?}");
-    let r = shim.as_orders("pair", Some("thumb-a"));
+    let r = shim.as_orders_bound("pair", &a, Some(&a));
     assert_eq!((r.0, r.1["value"].as_str()), (200, Some(PAIR)));
 
     // A policy refusal, then the negative cache.
@@ -229,7 +286,7 @@ audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
     std::fs::write(files.join("later/late"), ONCE).unwrap();
     let r = shim.resolve("late", Some(&token));
     assert_eq!((r.0, r.1["value"].as_str()), (200, Some(ONCE)), "{r:?}");
-    let r = shim.as_orders("late", None);
+    let r = shim.as_orders("late");
     assert!(error_of(&r).contains("grant uses exhausted"), "{r:?}");
 
     // The ref's cache TTL keeps the value in the shim: a changed file is

@@ -1,11 +1,13 @@
 //! JWT-SVIDs: the compact JWS form, verification and minting.
 
 mod claims;
+mod dpop;
 mod error;
 mod mint;
 mod verify;
 
 pub use claims::VerifiedToken;
+pub use dpop::{DpopError, DpopProof, DpopRequest, create_proof, verify_dpop};
 pub use error::{InvalidToken, MintError, VerifyError};
 pub use mint::{DEFAULT_TTL_SECS, Minter, random_jti};
 pub use verify::{DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, TokenVerifier, VerifyOptions};

@@ -42,11 +42,15 @@ pub struct TokenVerifier {
 }
 
 /// The parts of a compact JWS, decoded but not yet trusted.
-struct Parts<'t> {
-    signing_input: &'t str,
-    header: Map<String, Value>,
-    claims: Map<String, Value>,
-    signature: RawSignature,
+pub(super) struct Parts<'t> {
+    /// `header.claims`, the signed bytes.
+    pub(super) signing_input: &'t str,
+    /// The JOSE header.
+    pub(super) header: Map<String, Value>,
+    /// The claims.
+    pub(super) claims: Map<String, Value>,
+    /// The raw `r || s` signature.
+    pub(super) signature: RawSignature,
 }
 
 impl TokenVerifier {
@@ -73,7 +77,7 @@ impl TokenVerifier {
         now: u64,
         crypto: &dyn Es256,
     ) -> Result<VerifiedToken, VerifyError> {
-        let parts = self.decode(token)?;
+        let parts = decode(token, self.options.max_token_bytes)?;
         check_header(&parts.header)?;
         let claims = &parts.claims;
 
@@ -139,46 +143,48 @@ impl TokenVerifier {
         }
         Err(InvalidToken::SignatureMismatch.into())
     }
+}
 
-    fn decode<'t>(&self, token: &'t str) -> Result<Parts<'t>, InvalidToken> {
-        if token.len() > self.options.max_token_bytes {
-            return Err(InvalidToken::TooLarge {
-                len: token.len(),
-                limit: self.options.max_token_bytes,
-            });
-        }
-        let mut segments = token.split('.');
-        let (Some(header), Some(claims), Some(signature), None) = (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) else {
-            return Err(InvalidToken::NotCompact);
-        };
-        let signing_input = &token[..header.len() + 1 + claims.len()];
-        let header = b64::decode(header).map_err(|_| InvalidToken::Encoding("header"))?;
-        let claims = b64::decode(claims).map_err(|_| InvalidToken::Encoding("claims"))?;
-        let signature = b64::decode(signature).map_err(|_| InvalidToken::Encoding("signature"))?;
-        let header = strict_json::parse_object(&header).map_err(|error| InvalidToken::Json {
-            part: "header",
-            error,
-        })?;
-        let claims = strict_json::parse_object(&claims).map_err(|error| InvalidToken::Json {
-            part: "claims",
-            error,
-        })?;
-        let signature: RawSignature = signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| InvalidToken::SignatureLength(signature.len()))?;
-        Ok(Parts {
-            signing_input,
-            header,
-            claims,
-            signature,
-        })
+/// Splits and decodes a compact JWS of at most `max_bytes`; nothing is
+/// trusted yet.
+pub(super) fn decode(token: &str, max_bytes: usize) -> Result<Parts<'_>, InvalidToken> {
+    if token.len() > max_bytes {
+        return Err(InvalidToken::TooLarge {
+            len: token.len(),
+            limit: max_bytes,
+        });
     }
+    let mut segments = token.split('.');
+    let (Some(header), Some(claims), Some(signature), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(InvalidToken::NotCompact);
+    };
+    let signing_input = &token[..header.len() + 1 + claims.len()];
+    let header = b64::decode(header).map_err(|_| InvalidToken::Encoding("header"))?;
+    let claims = b64::decode(claims).map_err(|_| InvalidToken::Encoding("claims"))?;
+    let signature = b64::decode(signature).map_err(|_| InvalidToken::Encoding("signature"))?;
+    let header = strict_json::parse_object(&header).map_err(|error| InvalidToken::Json {
+        part: "header",
+        error,
+    })?;
+    let claims = strict_json::parse_object(&claims).map_err(|error| InvalidToken::Json {
+        part: "claims",
+        error,
+    })?;
+    let signature: RawSignature = signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| InvalidToken::SignatureLength(signature.len()))?;
+    Ok(Parts {
+        signing_input,
+        header,
+        claims,
+        signature,
+    })
 }
 
 /// `alg` must be ES256; `typ`, when present, JWT or JOSE; no `crit`.
