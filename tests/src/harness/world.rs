@@ -86,8 +86,8 @@ pub struct World {
     pub ledger: Vec<String>,
     opened: u32,
     retired: BTreeMap<String, PrivateKey>,
-    /// Secret values and credentials the shim handed out, with their labels.
-    revealed: Vec<(String, String)>,
+    /// Secret values and credentials the shim handed out: value → label.
+    revealed: BTreeMap<String, String>,
 }
 
 /// An answer the shim gives: after `delay_ms`, or never.
@@ -133,7 +133,7 @@ impl World {
             ledger: Vec::new(),
             opened: 0,
             retired: BTreeMap::new(),
-            revealed: Vec::new(),
+            revealed: BTreeMap::new(),
         })
     }
 
@@ -261,7 +261,7 @@ impl World {
     fn reveal_credential(&mut self, credential: &BTreeMap<String, String>) {
         for (field, value) in credential {
             self.revealed
-                .push((value.clone(), format!("credential {field}")));
+                .insert(value.clone(), format!("credential {field}"));
         }
     }
 
@@ -296,7 +296,7 @@ impl World {
     pub fn secret_answer(&mut self, name: &str) -> (u16, serde_json::Value) {
         match self.script.secret_values.get(name) {
             Some(SecretAnswer::Value(v)) => {
-                self.revealed.push((v.clone(), format!("secret {name}")));
+                self.revealed.insert(v.clone(), format!("secret {name}"));
                 (200, serde_json::json!({"value": v, "cache_ttl_secs": null}))
             }
             Some(SecretAnswer::Deny) => (
@@ -397,7 +397,7 @@ impl World {
                     .ok()
                     .and_then(|v| v["value"].as_str().map(str::to_owned))
                 {
-                    self.revealed.push((value, format!("secret {name}")));
+                    self.revealed.insert(value, format!("secret {name}"));
                 }
             }
             "/v1/transactions" => {
