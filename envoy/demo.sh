@@ -147,6 +147,7 @@ while [ "$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOK
 echo "   the same token is refused (401) $(( ($(date +%s%N) - start) / 1000000 )) ms after removal, without a restart"
 
 say "stats of billing's filter (Envoy admin /stats)"
-admin=$(grep -o 'admin http://[0-9.:]*' "$work/billing-sidecar.log" | cut -d/ -f3)
-curl -s "http://$admin/stats?filter=%5Ewasmcustom" | grep -v ': 0$' | sed 's/^/   /'
+# Envoy's admin is a pipe only the sidecar's user can open (mode 0600).
+admin=$(grep -o 'admin unix:[^ ]*' "$work/billing-sidecar.log" | cut -d: -f2-)
+curl -s --unix-socket "$admin" "http://localhost/stats?filter=%5Ewasmcustom" | grep -v ': 0$' | sed 's/^/   /'
 say "done; stopping everything"

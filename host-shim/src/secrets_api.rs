@@ -1,6 +1,6 @@
-//! `POST /v1/secrets/resolve {"name"[, "purpose"]}`: the filter's egress
-//! injection asks for a secret for this workload's own identity; a caller
-//! presenting a JWT-SVID for the workload's secrets audience (with a `jti`,
+//! `POST /v1/secrets/resolve {"name"[, "purpose"]}`: on the Envoy listener
+//! the filter's egress injection asks for a secret for this workload's own
+//! identity; on the app listener a caller presenting a JWT-SVID for the workload's secrets audience (with a `jti`,
 //! living no longer than the replay window) asks for itself. Every read
 //! passes the gate (negative cache, `jti` anti-replay, policy, grant)
 //! before any backend is read; values are never logged.
@@ -194,12 +194,22 @@ impl SecretsService {
         })
     }
 
-    /// The route.
-    pub fn routes(self: Arc<Self>) -> Router {
+    /// The route, for the callers one listener serves.
+    pub fn routes(self: Arc<Self>, callers: Callers) -> Router {
         Router::new()
             .route("/v1/secrets/resolve", post(resolve))
-            .with_state(self)
+            .with_state((self, callers))
     }
+}
+
+/// Who asks on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callers {
+    /// The Envoy listener: the filter asking for the workload itself.
+    /// `Authorization` is not read (on TCP it carries the start secret).
+    Workload,
+    /// The app listener: every request presents its own JWT-SVID.
+    Bearer,
 }
 
 fn status(e: &ResolveError) -> StatusCode {
@@ -210,8 +220,9 @@ fn status(e: &ResolveError) -> StatusCode {
     }
 }
 
-/// The caller of a request: the bearer of a JWT-SVID for this workload's
-/// secrets audience, or, without one, the workload itself.
+/// The caller of a request: on the Envoy listener the workload itself; on
+/// the app listener the bearer of a JWT-SVID for this workload's secrets
+/// audience.
 struct Presenter {
     caller: SpiffeId,
     jti: Option<String>,
@@ -219,16 +230,20 @@ struct Presenter {
 }
 
 fn presenter(
+    callers: Callers,
     headers: &HeaderMap,
     identity: &WorkloadIdentity,
     replay_window_ms: u64,
 ) -> Result<Presenter, String> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
+    if callers == Callers::Workload {
         return Ok(Presenter {
             caller: identity.id().clone(),
             jti: None,
             sender: None,
         });
+    }
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Err("a JWT-SVID for this workload's secrets audience is required".into());
     };
     let token = value
         .to_str()
@@ -295,7 +310,7 @@ fn proven_sender(
 }
 
 async fn resolve(
-    State(service): State<Arc<SecretsService>>,
+    State((service, callers)): State<(Arc<SecretsService>, Callers)>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -309,7 +324,12 @@ async fn resolve(
     let Some(served) = service.identity.served() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no identity loaded\n").into_response();
     };
-    let who = match presenter(&headers, &served.identity, service.options.replay_window_ms) {
+    let who = match presenter(
+        callers,
+        &headers,
+        &served.identity,
+        service.options.replay_window_ms,
+    ) {
         Ok(who) => who,
         Err(why) => {
             return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": why}))).into_response();

@@ -81,6 +81,27 @@ pub fn run(command: &mut Command) -> Run {
     Run::from(output)
 }
 
+/// The unprivileged uid and gid a local attacker runs as (`nobody`).
+pub const ATTACKER_UID: u32 = 65534;
+
+/// Runs `program ARGS…` as [`ATTACKER_UID`] with no supplementary groups:
+/// a local process that is neither the shim's nor Envoy's user. Needs root
+/// (the test command runs as root; root itself passes every mode check, so
+/// attacks are never tried as root).
+pub fn as_attacker(program: &str, args: &[&str]) -> Run {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "playing a local attacker needs root, to switch to uid {ATTACKER_UID}"
+    );
+    run(Command::new("setpriv")
+        .arg(format!("--reuid={ATTACKER_UID}"))
+        .arg(format!("--regid={ATTACKER_UID}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(program)
+        .args(args))
+}
+
 /// `ephemera ARGS…` with the given extra environment.
 pub fn ephemera(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(ephemera_bin());

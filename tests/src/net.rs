@@ -1,8 +1,10 @@
 //! Loopback networking for tests: free ports and a small HTTP/1.1 client.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A free loopback port (bound and released).
@@ -32,30 +34,102 @@ impl Response {
     }
 }
 
-/// `GET path` on `127.0.0.1:port` with extra headers (Connection: close).
-pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
-    request(port, "GET", path, headers)
+/// Where a request goes: a loopback port or a Unix socket.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `127.0.0.1:port`.
+    Port(u16),
+    /// A Unix socket.
+    Unix(PathBuf),
+}
+
+impl From<u16> for Target {
+    fn from(port: u16) -> Self {
+        Self::Port(port)
+    }
+}
+
+impl From<&Path> for Target {
+    fn from(path: &Path) -> Self {
+        Self::Unix(path.to_owned())
+    }
+}
+
+impl From<&Target> for Target {
+    fn from(target: &Target) -> Self {
+        target.clone()
+    }
+}
+
+impl From<&PathBuf> for Target {
+    fn from(path: &PathBuf) -> Self {
+        Self::Unix(path.clone())
+    }
+}
+
+trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
+impl Target {
+    fn connect(&self) -> Option<Box<dyn Io>> {
+        let timeout = Some(Duration::from_secs(10));
+        match self {
+            Self::Port(port) => {
+                let s = TcpStream::connect(("127.0.0.1", *port)).ok()?;
+                let _ = s.set_read_timeout(timeout);
+                Some(Box::new(s))
+            }
+            Self::Unix(path) => {
+                let s = UnixStream::connect(path).ok()?;
+                let _ = s.set_read_timeout(timeout);
+                Some(Box::new(s))
+            }
+        }
+    }
+
+    fn default_host(&self) -> String {
+        match self {
+            Self::Port(port) => format!("127.0.0.1:{port}"),
+            Self::Unix(_) => "localhost".into(),
+        }
+    }
+}
+
+/// `GET path` on a target with extra headers (Connection: close).
+pub fn get(to: impl Into<Target>, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(to, "GET", path, headers)
 }
 
 /// One request on a fresh connection; status 0 when the exchange failed.
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
-    send(port, method, path, headers, "")
+pub fn request(
+    to: impl Into<Target>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    send(to, method, path, headers, "")
 }
 
 /// One request with a body on a fresh connection.
-pub fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+pub fn send(
+    to: impl Into<Target>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let failed = Response {
         status: 0,
         headers: BTreeMap::new(),
         body: String::new(),
     };
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+    let to = to.into();
+    let Some(mut stream) = to.connect() else {
         return failed;
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut text = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        text.push_str(&format!("host: 127.0.0.1:{port}\r\n"));
+        text.push_str(&format!("host: {}\r\n", to.default_host()));
     }
     for (k, v) in headers {
         text.push_str(&format!("{k}: {v}\r\n"));

@@ -73,11 +73,16 @@ impl Proc {
         );
     }
 
-    /// Sends a signal (`"TERM"`, `"KILL"`, …) and waits for the exit.
-    pub fn signal_and_wait(&mut self, signal: &str) -> Option<i32> {
+    /// Sends a signal (`"STOP"`, `"CONT"`, …) without waiting.
+    pub fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
             .args([format!("-{signal}"), self.child.id().to_string()])
             .status();
+    }
+
+    /// Sends a signal (`"TERM"`, `"KILL"`, …) and waits for the exit.
+    pub fn signal_and_wait(&mut self, signal: &str) -> Option<i32> {
+        self.signal(signal);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(15) {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::net::wait_until;
-use crate::net::{free_port, get};
+use crate::net::{Target, free_port, get};
 use crate::procs::Proc;
 use crate::{ephemera, ephemera_bin, python, repo_root, run, service_env};
 
@@ -119,8 +119,8 @@ pub struct Sidecar {
     pub inbound: u16,
     /// Outbound listener port, when started with one.
     pub outbound: Option<u16>,
-    /// Envoy admin port.
-    pub admin: u16,
+    /// Envoy's admin listener (a Unix socket unless TCP was asked for).
+    pub admin: Target,
     /// The process.
     pub proc: Proc,
 }
@@ -171,11 +171,16 @@ impl Sidecar {
         }
         let mut proc = Proc::spawn(&format!("sidecar-{service}"), dir, &mut command);
         let line = proc.wait_for_line("ephemera sidecar ready", Duration::from_secs(40));
-        let admin = line
-            .rsplit("admin http://127.0.0.1:")
-            .next()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no admin port in {line:?}"));
+        let admin = match line.rsplit_once("; admin ").map(|(_, a)| a.trim()) {
+            Some(a) if a.starts_with("unix:") => Target::Unix(a["unix:".len()..].into()),
+            Some(a) => a
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .map(Target::Port)
+                .unwrap_or_else(|| panic!("no admin address in {line:?}")),
+            None => panic!("no admin address in {line:?}"),
+        };
         Self {
             inbound,
             outbound,
@@ -186,12 +191,12 @@ impl Sidecar {
 
     /// The filter's stats (`wasmcustom.ephemera.*`), by name without the prefix.
     pub fn stats(&self) -> BTreeMap<String, u64> {
-        stats(self.admin)
+        stats(self.admin.clone())
     }
 }
 
-/// Envoy's `ephemera.*` stats at an admin port.
-pub fn stats(admin: u16) -> BTreeMap<String, u64> {
+/// Envoy's `ephemera.*` stats at an admin listener.
+pub fn stats(admin: impl Into<Target>) -> BTreeMap<String, u64> {
     get(admin, "/stats?filter=ephemera", &[])
         .body
         .lines()
@@ -205,11 +210,29 @@ pub fn stats(admin: u16) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// Starts Envoy on a bootstrap rendered by `ephemera bootstrap` for a shim on `shim_port`.
+/// Where the shims of a test directory listen: a socket in a private
+/// directory the shim creates (a restarted shim takes the same path).
+pub fn shim_socket(dir: &Path) -> PathBuf {
+    dir.join("run/shim.sock")
+}
+
+/// A running `ephemera serve`, on a Unix socket in its own private
+/// directory (the default transport).
+pub struct Shim {
+    /// The Envoy listener's socket.
+    pub socket: PathBuf,
+    /// The app listener's socket (serving only with a secrets configuration).
+    pub app_socket: PathBuf,
+    /// The process.
+    pub proc: Proc,
+}
+
+/// Starts Envoy on a bootstrap rendered by `ephemera bootstrap` for the
+/// shim on `shim` (its admin on a loopback port, for the tests to read).
 pub fn envoy_for_shim(
     dir: &std::path::Path,
     app: u16,
-    shim_port: u16,
+    shim: &Path,
     config: Option<&str>,
 ) -> (Proc, u16, u16) {
     let inbound = free_port();
@@ -221,9 +244,9 @@ pub fn envoy_for_shim(
         "--inbound".into(),
         format!("127.0.0.1:{inbound}"),
         "--admin".into(),
-        format!("127.0.0.1:{admin}"),
+        format!("tcp:127.0.0.1:{admin}"),
         "--shim".into(),
-        format!("127.0.0.1:{shim_port}"),
+        format!("unix:{}", shim.display()),
         "--wasm".into(),
         wasm().display().to_string(),
     ];
@@ -251,61 +274,53 @@ pub fn envoy_for_shim(
     (proc, inbound, admin)
 }
 
-/// Starts `ephemera serve` for `service` on `port` (extra args appended)
-/// and waits for its health check.
-pub fn serve(
-    dir: &std::path::Path,
-    root: &Root,
-    service: &str,
-    port: u16,
-    name: &str,
-    extra: &[&str],
-) -> Proc {
-    serve_env(dir, root, service, port, name, extra, &[])
+/// Starts `ephemera serve` for `service` (extra args appended) and waits
+/// for its health check.
+pub fn serve(dir: &Path, root: &Root, service: &str, name: &str, extra: &[&str]) -> Shim {
+    serve_env(dir, root, service, name, extra, &[])
 }
 
-/// As [`serve`], for `service` with the secrets configuration at `config`.
-pub fn serve_secrets(
-    dir: &std::path::Path,
-    root: &Root,
-    service: &str,
-    port: u16,
-    config: &std::path::Path,
-) -> Proc {
+/// As [`serve`], for `service` with the secrets configuration at `config`,
+/// the app listener on.
+pub fn serve_secrets(dir: &Path, root: &Root, service: &str, config: &Path) -> Shim {
     let config = config.display().to_string();
-    serve(
-        dir,
-        root,
-        service,
-        port,
-        "shim",
-        &["--secrets-config", &config],
-    )
+    serve(dir, root, service, "shim", &["--secrets-config", &config])
 }
 
 /// As [`serve`], with extra environment variables (e.g. AWS credentials).
+/// With `--secrets-config` among `extra`, the app listener is on too.
 pub fn serve_env(
-    dir: &std::path::Path,
+    dir: &Path,
     root: &Root,
     service: &str,
-    port: u16,
     name: &str,
     extra: &[&str],
     env: &[(&str, &str)],
-) -> Proc {
-    let mut p = Proc::spawn(
-        name,
-        dir,
-        Command::new(ephemera_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .envs(root.env(service))
-            .envs(env.iter().copied()),
-    );
+) -> Shim {
+    let socket = shim_socket(dir);
+    let app_socket = dir.join("shim-app.sock");
+    let mut command = Command::new(ephemera_bin());
+    command
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .args(extra)
+        .envs(root.env(service))
+        .envs(env.iter().copied());
+    if extra.contains(&"--secrets-config") {
+        command
+            .arg("--app-listen")
+            .arg(format!("unix:{}", app_socket.display()));
+    }
+    let mut proc = Proc::spawn(name, dir, &mut command);
     wait_until(Duration::from_secs(10), || {
-        get(port, "/healthz", &[]).status == 200
+        get(&socket, "/healthz", &[]).status == 200
     })
-    .expect("shim up");
-    assert!(p.running());
-    p
+    .unwrap_or_else(|| panic!("shim up: {}", proc.stderr()));
+    assert!(proc.running());
+    Shim {
+        socket,
+        app_socket,
+        proc,
+    }
 }

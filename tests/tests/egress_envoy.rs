@@ -87,7 +87,7 @@ fn the_upstream_receives_the_secret_the_app_never_held() {
         assert_eq!(seen["headers"]["x-api-key"], SECRET);
     }
     let workers =
-        get(sidecar.admin, "/server_info", &[]).json()["command_line_options"]["concurrency"]
+        get(&sidecar.admin, "/server_info", &[]).json()["command_line_options"]["concurrency"]
             .as_u64()
             .unwrap() as usize;
     let asked = allows() - before;
@@ -102,7 +102,7 @@ fn the_upstream_receives_the_secret_the_app_never_held() {
     // The value never appears in logs or stats.
     let logs = format!("{}{}", sidecar.proc.stdout(), sidecar.proc.stderr());
     assert!(!logs.contains(SECRET), "secret in the sidecar's output");
-    let stats_text = ephemera_tests::net::get(sidecar.admin, "/stats", &[]).body;
+    let stats_text = ephemera_tests::net::get(&sidecar.admin, "/stats", &[]).body;
     assert!(!stats_text.contains(SECRET));
     assert!(app.requests().is_empty());
     assert!(!std::fs::read_to_string(&ledger).unwrap().contains(SECRET));

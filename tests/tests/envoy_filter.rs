@@ -5,9 +5,10 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ephemera_tests::net::{free_port, get, wait_until};
-use ephemera_tests::procs::Proc;
-use ephemera_tests::workload::{EchoApp, Root, Sidecar, envoy, envoy_for_shim, serve, stats, wasm};
+use ephemera_tests::net::{get, wait_until};
+use ephemera_tests::workload::{
+    EchoApp, Root, Shim, Sidecar, envoy, envoy_for_shim, serve, shim_socket, stats, wasm,
+};
 use ephemera_tests::{ephemera_bin, repo_root, run, spiffile_peer};
 use serde_json::json;
 
@@ -389,8 +390,8 @@ fn rotation_keeps_old_tokens_and_removal_revokes_within_a_second() {
     assert!(sidecar.stats()["ephemera.inbound.identity_reloads"] >= 2);
 }
 
-fn shim(dir: &std::path::Path, root: &Root, service: &str, port: u16, name: &str) -> Proc {
-    serve(dir, root, service, port, name, &[])
+fn shim(dir: &std::path::Path, root: &Root, service: &str, name: &str) -> Shim {
+    serve(dir, root, service, name, &[])
 }
 
 #[test]
@@ -398,9 +399,8 @@ fn a_shim_restarted_mid_traffic_lets_nothing_through_unauthenticated() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
     let app = EchoApp::start(dir.path(), "app", 200);
-    let shim_port = free_port();
-    let mut first = shim(dir.path(), &root, "billing", shim_port, "shim-1");
-    let (envoy_proc, inbound, admin) = envoy_for_shim(dir.path(), app.port, shim_port, None);
+    let mut first = shim(dir.path(), &root, "billing", "shim-1");
+    let (envoy_proc, inbound, admin) = envoy_for_shim(dir.path(), app.port, &first.socket, None);
     wait_until(Duration::from_secs(10), || {
         stats(admin)
             .get("ephemera.inbound.identity_generation")
@@ -430,9 +430,9 @@ fn a_shim_restarted_mid_traffic_lets_nothing_through_unauthenticated() {
         seen
     });
     std::thread::sleep(Duration::from_millis(800));
-    first.signal_and_wait("KILL");
+    first.proc.signal_and_wait("KILL");
     std::thread::sleep(Duration::from_millis(1500));
-    let second = shim(dir.path(), &root, "billing", shim_port, "shim-2");
+    let second = shim(dir.path(), &root, "billing", "shim-2");
     let seen = traffic.join().unwrap();
 
     assert!(seen.len() > 30, "traffic ran: {}", seen.len());
@@ -451,8 +451,8 @@ fn a_shim_restarted_mid_traffic_lets_nothing_through_unauthenticated() {
     let logs = [
         envoy_proc.stderr(),
         envoy_proc.stdout(),
-        first.stderr(),
-        second.stderr(),
+        first.proc.stderr(),
+        second.proc.stderr(),
     ];
     for secret in [valid_copy.as_str(), forged_copy.as_str(), key_body.as_str()] {
         for log in &logs {
@@ -470,8 +470,9 @@ fn until_the_first_identity_arrives_requests_wait_then_get_503() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
     let app = EchoApp::start(dir.path(), "app", 200);
-    let shim_port = free_port(); // nothing listens yet
-    let (_envoy, inbound, admin) = envoy_for_shim(dir.path(), app.port, shim_port, None);
+    // Nothing listens yet.
+    let (_envoy, inbound, admin) =
+        envoy_for_shim(dir.path(), app.port, &shim_socket(dir.path()), None);
     let token = root.mint("orders", BILLING, &[]);
     let start = std::time::Instant::now();
     let r = get(inbound, "/", &[("authorization", &bearer(&token))]);
@@ -482,7 +483,7 @@ fn until_the_first_identity_arrives_requests_wait_then_get_503() {
     );
     assert!(app.requests().is_empty(), "nothing reached the app");
 
-    let _shim = shim(dir.path(), &root, "billing", shim_port, "shim");
+    let _shim = shim(dir.path(), &root, "billing", "shim");
     let served = wait_until(Duration::from_secs(10), || {
         get(inbound, "/", &[("authorization", &bearer(&token))]).status == 200
     });
@@ -499,13 +500,13 @@ fn a_request_arriving_while_the_identity_loads_is_resumed_and_verified() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
     let app = EchoApp::start(dir.path(), "app", 200);
-    let shim_port = free_port();
-    let (_envoy, inbound, _admin) = envoy_for_shim(dir.path(), app.port, shim_port, Some("{}"));
+    let (_envoy, inbound, _admin) =
+        envoy_for_shim(dir.path(), app.port, &shim_socket(dir.path()), Some("{}"));
     let token = root.mint("orders", BILLING, &[]);
     let pending =
         std::thread::spawn(move || get(inbound, "/", &[("authorization", &bearer(&token))]));
     std::thread::sleep(Duration::from_millis(300));
-    let _shim = shim(dir.path(), &root, "billing", shim_port, "shim");
+    let _shim = shim(dir.path(), &root, "billing", "shim");
     let r = pending.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["headers"]["x-ephemera-caller"], ORDERS);

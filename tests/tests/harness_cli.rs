@@ -108,7 +108,6 @@ fn the_table_runs_from_the_command_line() {
 
 #[test]
 fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
-    use ephemera_tests::net::free_port;
     use ephemera_tests::workload::{Root, serve_secrets};
 
     let dir = tempfile::tempdir().unwrap();
@@ -125,8 +124,7 @@ fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let mut shim = serve_secrets(dir.path(), &root, "api", port, &secrets);
+    let mut shim = serve_secrets(dir.path(), &root, "api", &secrets);
 
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
@@ -134,7 +132,7 @@ fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
         path.to_string_lossy().into_owned()
     };
     let root_dir = root.dir.to_string_lossy().into_owned();
-    let port_arg = port.to_string();
+    let socket = shim.socket.to_string_lossy().into_owned();
     let dry = |config: &str, request: &str| {
         harness(&[
             "dry-run",
@@ -144,8 +142,8 @@ fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
             request,
             "--root",
             &root_dir,
-            "--shim-port",
-            &port_arg,
+            "--shim-socket",
+            &socket,
         ])
     };
     let inbound = write("inbound.yaml", "direction: inbound\n");
@@ -183,7 +181,7 @@ fn a_dry_run_can_ask_a_real_shim_and_mint_from_a_real_root() {
     );
 
     // With the shim gone, nothing passes.
-    shim.signal_and_wait("TERM");
+    shim.proc.signal_and_wait("TERM");
     let out = dry(&inbound, &call);
     assert!(out.stdout.starts_with("---\nstatus: 503"), "{}", out.stdout);
 }

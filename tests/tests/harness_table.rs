@@ -152,22 +152,19 @@ fn identity_fetches(workers: usize, ms: u64) -> (ProxyWasmDriver, Vec<usize>) {
 }
 
 #[test]
-fn workers_share_one_identity_fetch_through_the_lease_and_all_serve() {
+fn every_worker_fetches_its_own_identity_and_nothing_enters_shared_data() {
     let (_, alone) = identity_fetches(1, 10_000);
     let (mut driver, fetches) = identity_fetches(4, 10_000);
     assert!(alone[0] >= 10, "one worker polls every 200 ms: {alone:?}");
-    assert_eq!(
-        fetches.iter().sum::<usize>(),
-        alone[0],
-        "four workers fetch no more than one: {fetches:?}"
+    assert!(
+        fetches.iter().all(|n| *n >= alone[0] / 2 && *n <= alone[0]),
+        "each worker polls for itself: {fetches:?} (alone: {alone:?})"
     );
-    assert_eq!(
-        fetches.iter().filter(|n| **n > 0).count(),
-        1,
-        "one worker holds the lease: {fetches:?}"
-    );
+    // Shared data is readable by every plugin in the Envoy: the workload's
+    // key (and anything else of the identity) never goes there.
+    assert_eq!(driver.shared_data(), Vec::new());
     // Requests go to the workers in turn: each serves with the identity
-    // the lease holder fetched.
+    // it fetched.
     let now = driver.now_ms() / 1000;
     let audience = driver.world().id("api").unwrap();
     let token = driver

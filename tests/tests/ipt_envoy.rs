@@ -212,7 +212,17 @@ fn denied_unmappable_and_unavailable_requests_never_reach_the_app() {
         &[("authorization", &bearer(&orders))],
     );
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.body.contains("no action"), "{}", r.body);
+    // The reason names the route's configuration: logged, never sent.
+    assert!(!r.body.contains("no action"), "{}", r.body);
+    assert!(
+        wait_until(Duration::from_secs(5), || w
+            .sidecar
+            .proc
+            .stderr()
+            .contains("has no action on this route"))
+        .is_some(),
+        "the reason is in Envoy's log"
+    );
     let before = w.app.requests().len();
 
     w.bao.proc.signal_and_wait("KILL");

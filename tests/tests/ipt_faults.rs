@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ephemera_tests::net::{free_port, get};
+use ephemera_tests::net::get;
 use ephemera_tests::openbao::OpenBao;
-use ephemera_tests::workload::{EchoApp, Root, envoy_for_shim, serve};
+use ephemera_tests::workload::{EchoApp, Root, envoy_for_shim, serve, shim_socket};
 use ephemera_tests::{ephemera, run};
 use serde_json::Value;
 
@@ -65,17 +65,16 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
     // 1. A ledger filesystem that fills up while the shim runs.
     let full = Mount::new(&dir.path().join("full"), "size=64k");
     let config = ipt_config(dir.path(), &full.0.join("ledger.jsonl"), &bao);
-    let shim_port = free_port();
     let cfg = config.display().to_string();
     let _shim = serve(
         dir.path(),
         &root,
         "billing",
-        shim_port,
         "shim-full",
         &["--ipt-config", &cfg],
     );
-    let (_envoy, inbound, _) = envoy_for_shim(dir.path(), app.port, shim_port, Some(FILTER));
+    let (_envoy, inbound, _) =
+        envoy_for_shim(dir.path(), app.port, &shim_socket(dir.path()), Some(FILTER));
     assert_eq!(
         get(inbound, "/orders/a", &[("authorization", &bearer(&caller))]).status,
         200
@@ -122,17 +121,16 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
     // 2. A read-only ledger filesystem from the start.
     let ro = Mount::new(&dir.path().join("ro"), "ro,size=64k");
     let config = ipt_config(dir.path(), &ro.0.join("ledger.jsonl"), &bao);
-    let shim_port = free_port();
     let cfg = config.display().to_string();
     let shim = serve(
         dir.path(),
         &root,
         "billing",
-        shim_port,
         "shim-ro",
         &["--ipt-config", &cfg],
     );
-    let (_envoy2, inbound2, _) = envoy_for_shim(dir.path(), app.port, shim_port, Some(FILTER));
+    let (_envoy2, inbound2, _) =
+        envoy_for_shim(dir.path(), app.port, &shim_socket(dir.path()), Some(FILTER));
     assert_eq!(
         get(
             inbound2,
@@ -144,9 +142,9 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
     );
     assert_eq!(app.requests().len(), seen_before);
     assert!(
-        shim.stderr().contains("transactions unavailable"),
+        shim.proc.stderr().contains("transactions unavailable"),
         "{}",
-        shim.stderr()
+        shim.proc.stderr()
     );
 }
 
@@ -159,16 +157,15 @@ fn a_shim_killed_mid_burst_leaves_a_verifiable_ledger_covering_every_transaction
     let ledger = dir.path().join("ledger.jsonl");
     let config = ipt_config(dir.path(), &ledger, &bao);
     let cfg = config.display().to_string();
-    let shim_port = free_port();
     let mut first = serve(
         dir.path(),
         &root,
         "billing",
-        shim_port,
         "shim-1",
         &["--ipt-config", &cfg],
     );
-    let (_envoy, inbound, _) = envoy_for_shim(dir.path(), app.port, shim_port, Some(FILTER));
+    let (_envoy, inbound, _) =
+        envoy_for_shim(dir.path(), app.port, &shim_socket(dir.path()), Some(FILTER));
     let caller = root.mint("orders", BILLING, &["--ttl", "120"]);
 
     let workers: Vec<_> = (0..4)
@@ -190,13 +187,12 @@ fn a_shim_killed_mid_burst_leaves_a_verifiable_ledger_covering_every_transaction
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    first.signal_and_wait("KILL");
+    first.proc.signal_and_wait("KILL");
     std::thread::sleep(Duration::from_millis(300));
     let _second = serve(
         dir.path(),
         &root,
         "billing",
-        shim_port,
         "shim-2",
         &["--ipt-config", &cfg],
     );

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ephemera_tests::net::{free_port, get, send, wait_until};
+use ephemera_tests::net::{get, send, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::procs::Proc;
 use ephemera_tests::workload::Root;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 const BILLING: &str = "spiffe://example.org/billing";
 
 struct Shim {
-    port: u16,
+    socket: std::path::PathBuf,
     proc: Proc,
     ledger: std::path::PathBuf,
 }
@@ -50,25 +50,27 @@ policy:
     );
     let path = dir.join("ipt.yaml");
     std::fs::write(&path, config).unwrap();
-    let port = free_port();
+    let socket = dir.join("run/shim.sock");
     let proc = Proc::spawn(
         "shim",
         dir,
         Command::new(ephemera_bin())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--ipt-config",
-            ])
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--ipt-config")
             .arg(&path)
             .envs(root.env("billing")),
     );
     wait_until(Duration::from_secs(10), || {
-        get(port, "/healthz", &[]).status == 200
+        get(&socket, "/healthz", &[]).status == 200
     })
     .expect("shim up");
-    Shim { port, proc, ledger }
+    Shim {
+        socket,
+        proc,
+        ledger,
+    }
 }
 
 fn txid(n: u8) -> String {
@@ -78,7 +80,7 @@ fn txid(n: u8) -> String {
 fn open(shim: &Shim, id: &str, token: &str, resource: &str) -> (u16, Value) {
     let body = json!({"transaction_id": id, "token": token, "resource": resource, "action": "read", "broker": "vault"});
     let r = send(
-        shim.port,
+        &shim.socket,
         "POST",
         "/v1/transactions",
         &[("content-type", "application/json")],
@@ -92,10 +94,10 @@ fn open(shim: &Shim, id: &str, token: &str, resource: &str) -> (u16, Value) {
 
 fn close(shim: &Shim, id: &str, outcome: Value) -> u16 {
     send(
-        shim.port,
+        &shim.socket,
         "POST",
         &format!("/v1/transactions/{id}/close"),
-        &[],
+        &[("content-type", "application/json")],
         &json!({"outcome": outcome}).to_string(),
     )
     .status
@@ -350,10 +352,10 @@ fn https_providers_are_reached_over_tls() {
     // which is a clear 503, never a plaintext request.
     let body = json!({"transaction_id": txid(11), "token": caller, "resource": "secret/data/orders/a", "action": "read", "broker": "tls"});
     let r = send(
-        shim.port,
+        &shim.socket,
         "POST",
         "/v1/transactions",
-        &[],
+        &[("content-type", "application/json")],
         &body.to_string(),
     );
     assert_eq!(r.status, 503, "{}", r.body);

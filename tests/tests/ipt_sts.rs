@@ -51,7 +51,7 @@ fn shim(
     root: &Root,
     moto: &Moto,
     secret: &str,
-) -> (u16, Proc, std::path::PathBuf) {
+) -> (std::path::PathBuf, Proc, std::path::PathBuf) {
     let ledger = dir.join(format!("ledger-{}.jsonl", free_port()));
     let config = format!(
         "ledger: {{ path: \"{}\" }}\nbrokers:\n  aws: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"{}\" }}\n  nope: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"arn:aws:iam::123456789012:role/does-not-exist\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: aws }}\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: nope }}\n",
@@ -63,16 +63,15 @@ fn shim(
     let path = dir.join(format!("ipt-{}.yaml", free_port()));
     std::fs::write(&path, config).unwrap();
     let port = free_port();
+    let socket = dir.join(format!("run-{port}/shim.sock"));
     let proc = Proc::spawn(
         &format!("shim-{port}"),
         dir,
         Command::new(ephemera_bin())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--ipt-config",
-            ])
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--ipt-config")
             .arg(&path)
             .envs(root.env("billing"))
             .env(
@@ -82,16 +81,18 @@ fn shim(
             .env("AWS_SECRET_ACCESS_KEY", secret),
     );
     wait_until(Duration::from_secs(10), || {
-        get(port, "/healthz", &[]).status == 200
+        get(&socket, "/healthz", &[]).status == 200
     })
     .expect("shim up");
-    (port, proc, ledger)
+    (socket, proc, ledger)
 }
 
-fn open(port: u16, n: u8, token: &str, broker: &str) -> (u16, Value) {
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn open(shim: &std::path::Path, n: u8, token: &str, broker: &str) -> (u16, Value) {
     let body = json!({"transaction_id": format!("6a1f0c2e-1b3d-4c5e-9f70-8192a3b4c5{n:02x}"), "token": token,
         "resource": "arn:aws:s3:::reports/2026/q3.csv", "action": "read", "broker": broker});
-    let r = send(port, "POST", "/v1/transactions", &[], &body.to_string());
+    let r = send(shim, "POST", "/v1/transactions", &[JSON], &body.to_string());
     (
         r.status,
         serde_json::from_str(&r.body).unwrap_or(Value::Null),
@@ -103,14 +104,14 @@ fn a_signed_assume_role_yields_credentials_and_records_the_ttl_backstop() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
     let moto = moto(dir.path());
-    let (port, proc, ledger) = shim(
+    let (socket, proc, ledger) = shim(
         dir.path(),
         &root,
         &moto,
         moto.keys["secret_access_key"].as_str().unwrap(),
     );
     let caller = root.mint("orders", BILLING, &[]);
-    let (status, opened) = open(port, 1, &caller, "aws");
+    let (status, opened) = open(&socket, 1, &caller, "aws");
     assert_eq!(status, 200, "{opened}");
     let cred = &opened["credential"];
     assert!(
@@ -138,10 +139,10 @@ fn a_signed_assume_role_yields_credentials_and_records_the_ttl_backstop() {
     );
 
     let r = send(
-        port,
+        &socket,
         "POST",
         "/v1/transactions/6a1f0c2e-1b3d-4c5e-9f70-8192a3b4c501/close",
-        &[],
+        &[JSON],
         r#"{"outcome":{"kind":"responded","status":200}}"#,
     );
     assert_eq!(r.status, 204);
@@ -177,19 +178,19 @@ fn an_unknown_role_or_bad_credentials_give_a_clear_error() {
     let moto = moto(dir.path());
     let caller = root.mint("orders", BILLING, &[]);
 
-    let (port, _proc, _) = shim(
+    let (socket, _proc, _) = shim(
         dir.path(),
         &root,
         &moto,
         moto.keys["secret_access_key"].as_str().unwrap(),
     );
-    let (status, body) = open(port, 2, &caller, "nope");
+    let (status, body) = open(&socket, 2, &caller, "nope");
     assert_eq!(status, 503);
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("nope: provider refused"), "{message}");
 
-    let (port, _proc2, _) = shim(dir.path(), &root, &moto, "not-the-secret");
-    let (status, body) = open(port, 3, &caller, "aws");
+    let (socket, _proc2, _) = shim(dir.path(), &root, &moto, "not-the-secret");
+    let (status, body) = open(&socket, 3, &caller, "aws");
     assert_eq!(status, 503);
     let message = body["message"].as_str().unwrap();
     assert!(
@@ -208,7 +209,7 @@ fn ephemera_shim_now() -> u64 {
 
 #[test]
 fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
-    use ephemera_tests::workload::{EchoApp, envoy_for_shim, serve_env};
+    use ephemera_tests::workload::{EchoApp, envoy_for_shim, serve_env, shim_socket};
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
     let moto = moto(dir.path());
@@ -224,13 +225,11 @@ fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
         ),
     )
     .unwrap();
-    let shim_port = free_port();
     let ipt_arg = ipt.display().to_string();
     let _shim = serve_env(
         dir.path(),
         &root,
         "billing",
-        shim_port,
         "shim",
         &["--ipt-config", &ipt_arg],
         &[
@@ -246,7 +245,8 @@ fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
     );
     let app = EchoApp::start(dir.path(), "app", 200);
     let filter = "inbound:\n  transactions:\n    - path: /objects/{bucket}/{key*}\n      resource: \"arn:aws:s3:::{bucket}/{key}\"\n      broker: aws\n      credential_headers: { access_key_id: x-aws-access-key-id, secret_access_key: x-aws-secret-access-key, session_token: x-aws-session-token }\n";
-    let (_envoy, inbound, _) = envoy_for_shim(dir.path(), app.port, shim_port, Some(filter));
+    let (_envoy, inbound, _) =
+        envoy_for_shim(dir.path(), app.port, &shim_socket(dir.path()), Some(filter));
     let caller = root.mint("orders", BILLING, &[]);
     let r = get(
         inbound,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ephemera_core::token::create_proof;
 use ephemera_core::{PrivateKey, RustCrypto};
-use ephemera_tests::net::{free_port, send, wait_until};
+use ephemera_tests::net::{send, wait_until};
 use ephemera_tests::spiffile_peer;
 use ephemera_tests::workload::{Root, serve_secrets};
 
@@ -19,7 +19,10 @@ const CACHED_V2: &str = "cached-secret-value-2";
 
 struct Shim {
     root: Root,
-    port: u16,
+    /// The Envoy listener: its caller is the workload itself.
+    socket: std::path::PathBuf,
+    /// The app listener: callers present JWT-SVIDs.
+    app_socket: std::path::PathBuf,
     next_jti: std::cell::Cell<u32>,
 }
 
@@ -52,7 +55,8 @@ impl Shim {
         format!("jti-{n}")
     }
 
-    /// Resolves `name` with `token` (none: as the workload itself).
+    /// Resolves `name` with `token` on the app listener (none: as the
+    /// workload itself, on the Envoy listener).
     fn resolve(&self, name: &str, token: Option<&str>) -> (u16, serde_json::Value) {
         self.resolve_for(name, token, "egress")
     }
@@ -83,8 +87,13 @@ impl Shim {
         if let Some(p) = proof {
             headers.push(("dpop", p));
         }
+        let to = if token.is_some() {
+            &self.app_socket
+        } else {
+            &self.socket
+        };
         let r = send(
-            self.port,
+            to,
             "POST",
             "/v1/secrets/resolve",
             &headers,
@@ -113,7 +122,7 @@ impl Shim {
             create_proof(
                 key,
                 "POST",
-                &format!("http://127.0.0.1:{}/v1/secrets/resolve", self.port),
+                "http://localhost/v1/secrets/resolve",
                 &token,
                 unix_now(),
                 &self.fresh_jti(),
@@ -190,11 +199,12 @@ audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
         ),
     )
     .unwrap();
-    let port = free_port();
-    let mut proc = serve_secrets(dir.path(), &root, "api", port, &config);
+    let served = serve_secrets(dir.path(), &root, "api", &config);
+    let mut proc = served.proc;
     let shim = Shim {
         root,
-        port,
+        socket: served.socket,
+        app_socket: served.app_socket,
         next_jti: Default::default(),
     };
 

@@ -1,5 +1,7 @@
-//! `ephemera serve`: the shim's identity service for the filter.
+//! `ephemera serve`: the shim's API for the filter (the Envoy listener) and,
+//! optionally, the secrets API for the app (the app listener).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
@@ -9,29 +11,81 @@ use super::Failure;
 use crate::identity_files::IdentityPaths;
 use crate::identity_source::IdentitySource;
 use crate::ipt::{IptConfig, Transactions};
-use crate::serve::{self, Listen};
+use crate::secrets_api::{Callers, SecretsService};
+use crate::serve::{self, Access, Listen, StartSecret, UnixPeers};
 use crate::watch;
+
+/// The default Envoy listener: a socket in a directory only the shim's
+/// (and Envoy's) user can enter.
+pub const DEFAULT_LISTEN: &str = "unix:/run/ephemera/shim.sock";
+
+/// The `:authority` the filter sends and the shim answers to.
+pub const AUTHORITY: &str = "ephemera-shim";
 
 /// Options of `ephemera serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Where to listen: HOST:PORT (loopback) or unix:PATH.
-    #[arg(long, default_value = "127.0.0.1:15080")]
+    /// The Envoy listener: unix:PATH (default), or tcp:127.0.0.1:PORT for
+    /// development outside a pod (requires --secret-file).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: Listen,
+    /// Envoy's uid, trusted on the Unix socket besides the shim's own
+    /// (default: only the shim's own uid).
+    #[arg(long)]
+    pub envoy_uid: Option<u32>,
+    /// A group the shim and Envoy share (in a pod, the fsGroup): the
+    /// socket's directory becomes 0750 and the socket 0660 with that group.
+    #[arg(long)]
+    pub socket_group: Option<u32>,
+    /// With tcp: the file (created 0600) the per-start secret is written
+    /// to, for `ephemera bootstrap --shim-secret-file`.
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// The app listener (unix:PATH or tcp:127.0.0.1:PORT): the secrets API
+    /// for callers presenting their own JWT-SVIDs. Needs --secrets-config.
+    #[arg(long)]
+    pub app_listen: Option<Listen>,
     /// Read the bundle as a standard SPIFFE JWKS (central issuer).
     #[arg(long)]
     pub central_issuer: bool,
     /// Identity-Per-Transaction configuration (ledger, brokers, policy):
     /// enables `POST /v1/transactions`.
     #[arg(long)]
-    pub ipt_config: Option<std::path::PathBuf>,
+    pub ipt_config: Option<PathBuf>,
     /// Secrets configuration (stores, refs, policies, principals): enables
-    /// `POST /v1/secrets/resolve` for this workload's own identity.
+    /// `POST /v1/secrets/resolve`.
     #[arg(long)]
-    pub secrets_config: Option<std::path::PathBuf>,
+    pub secrets_config: Option<PathBuf>,
+}
+
+/// The routers of both listeners.
+pub struct Routers {
+    /// The Envoy listener's.
+    pub envoy: axum::Router,
+    /// The app listener's, when secrets are configured.
+    pub app: Option<axum::Router>,
 }
 
 impl ServeArgs {
+    /// Options for an in-process shim on `listen` (the sidecar's).
+    pub fn in_process(
+        listen: Listen,
+        ipt_config: Option<PathBuf>,
+        secrets_config: Option<PathBuf>,
+        app_listen: Option<Listen>,
+    ) -> Self {
+        Self {
+            listen,
+            envoy_uid: None,
+            socket_group: None,
+            secret_file: None,
+            app_listen,
+            central_issuer: false,
+            ipt_config,
+            secrets_config,
+        }
+    }
+
     /// The identity source these options describe (files from the environment).
     pub fn source(&self) -> Result<Arc<IdentitySource>, Failure> {
         let paths = IdentityPaths::from_env().map_err(Failure::config)?;
@@ -47,48 +101,126 @@ impl ServeArgs {
         Ok(source)
     }
 
-    /// The shim's routes: identity, plus transactions when configured (the
-    /// reaper starts with them). Must run inside the runtime.
-    pub fn router(&self, source: Arc<IdentitySource>) -> Result<axum::Router, Failure> {
-        let mut router = serve::router(source.clone());
+    /// The routes of both listeners: identity, plus transactions and
+    /// secrets when configured (the reaper starts with transactions). Must
+    /// run inside the runtime.
+    pub fn routers(&self, source: Arc<IdentitySource>) -> Result<Routers, Failure> {
+        let mut envoy = serve::router(source.clone());
+        let mut app = None;
         if let Some(path) = &self.secrets_config {
             let config = super::secrets::load(path)?;
-            let service = crate::secrets_api::SecretsService::new(config, source.clone())
-                .map_err(Failure::config)?;
-            let service = Arc::new(service);
-            router = router.merge(service.routes());
+            let service =
+                Arc::new(SecretsService::new(config, source.clone()).map_err(Failure::config)?);
+            envoy = envoy.merge(service.clone().routes(Callers::Workload));
+            app = Some(serve::health(source.clone()).merge(service.routes(Callers::Bearer)));
+        }
+        if self.app_listen.is_some() && app.is_none() {
+            return Err(Failure::config(
+                "--app-listen serves the secrets API: give --secrets-config too",
+            ));
         }
         let Some(path) = &self.ipt_config else {
-            return Ok(router);
+            return Ok(Routers { envoy, app });
         };
         let config = IptConfig::load(path).map_err(Failure::config)?;
-        match Transactions::new(config, source) {
+        let envoy = match Transactions::new(config, source) {
             Ok(service) => {
                 let service = Arc::new(service);
                 tokio::spawn(service.clone().run_reaper());
-                Ok(router.merge(crate::ipt::api::routes(service)))
+                envoy.merge(crate::ipt::api::routes(service))
             }
             // The identity service stays up; transactions fail closed.
             Err(e) => {
                 tracing::error!("transactions unavailable: {e}");
-                Ok(router.merge(crate::ipt::api::unavailable(e)))
+                envoy.merge(crate::ipt::api::unavailable(e))
             }
+        };
+        Ok(Routers { envoy, app })
+    }
+
+    /// The per-start secret of a TCP Envoy listener, written to
+    /// `--secret-file`; `None` on a Unix socket.
+    fn start_secret(&self) -> Result<Option<StartSecret>, Failure> {
+        let Listen::Tcp(_) = self.listen else {
+            return Ok(None);
+        };
+        let path = self.secret_file.as_ref().ok_or_else(|| {
+            Failure::config(
+                "--listen tcp: needs --secret-file: every request must carry the per-start \
+                 secret, which `ephemera bootstrap --shim-secret-file` puts into the filter",
+            )
+        })?;
+        let secret = StartSecret::generate().map_err(Failure::config)?;
+        crate::atomic_file::write(path, secret.expose().as_bytes(), 0o600)
+            .map_err(|e| Failure::config(format!("{}: {e}", path.display())))?;
+        Ok(Some(secret))
+    }
+
+    /// Binds both listeners and serves them until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        source: Arc<IdentitySource>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Failure> {
+        let routers = self.routers(source.clone())?;
+        let secret = self.start_secret()?;
+        let peers = UnixPeers {
+            envoy_uid: self.envoy_uid,
+            group: self.socket_group,
+        };
+        let envoy_bound = serve::bind_envoy(&self.listen, &peers)
+            .await
+            .map_err(Failure::config)?;
+        let tcp = |l: &Listen| match l {
+            Listen::Tcp(addr) => Some(*addr),
+            Listen::Unix(_) => None,
+        };
+        let envoy_access = Access::new(AUTHORITY, tcp(&self.listen), secret);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let app_server = match (&self.app_listen, routers.app) {
+            (Some(listen), Some(router)) => {
+                let bound = serve::bind_app(listen).await.map_err(Failure::config)?;
+                let access = Access::new(AUTHORITY, tcp(listen), None);
+                tracing::info!("ephemera serve: app listener on {listen}");
+                Some(tokio::spawn(serve::serve(
+                    bound,
+                    router,
+                    access,
+                    wait(stopped.clone()),
+                )))
+            }
+            _ => None,
+        };
+        tracing::info!("ephemera serve: listening on {}", self.listen);
+        tokio::spawn(watch::run(source));
+        let envoy_server = tokio::spawn(serve::serve(
+            envoy_bound,
+            routers.envoy,
+            envoy_access,
+            wait(stopped),
+        ));
+        shutdown.await;
+        let _ = stop.send(true);
+        if let Some(app) = app_server {
+            let _ = app.await;
+        }
+        match envoy_server.await {
+            Ok(result) => result.map_err(Failure::config),
+            Err(e) => Err(Failure::config(e)),
         }
     }
 
     /// Runs the service until SIGINT or SIGTERM.
     pub fn run(self) -> Result<(), Failure> {
         super::init_tracing();
+        serve::private_umask();
         let runtime = super::runtime()?;
         runtime.block_on(async {
             let source = self.source()?;
-            let router = self.router(source.clone())?;
-            let bound = serve::bind(&self.listen).await.map_err(Failure::config)?;
-            tracing::info!("ephemera serve: listening on {}", self.listen);
-            tokio::spawn(watch::run(source.clone()));
-            serve::serve(bound, router, super::shutdown_signal())
-                .await
-                .map_err(Failure::config)
+            self.serve(source, super::shutdown_signal()).await
         })
     }
 }

@@ -12,7 +12,6 @@ use crate::serve::{self, Listen};
 use crate::sidecar::bootstrap::{self, Params};
 use crate::sidecar::config::SidecarConfig;
 use crate::sidecar::http_probe;
-use crate::watch;
 
 /// How long Envoy and the filter get to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,13 +35,19 @@ pub struct SidecarArgs {
     /// then the workspace's release build).
     #[arg(long)]
     pub wasm: Option<PathBuf>,
-    /// Envoy's admin listener, HOST:PORT (default: a free loopback port).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub admin: String,
+    /// Envoy's admin listener: unix:PATH (default: a socket in the private
+    /// directory), or tcp:127.0.0.1:PORT when asked for (port 0: any).
+    #[arg(long)]
+    pub admin: Option<Listen>,
 }
 
 impl SidecarArgs {
-    fn params(&self, shim: Listen) -> Result<Params, Failure> {
+    fn params(
+        &self,
+        shim: Listen,
+        admin: Listen,
+        shim_secret: Option<String>,
+    ) -> Result<Params, Failure> {
         let config = match &self.config {
             Some(path) => SidecarConfig::load(path).map_err(Failure::config)?,
             None => SidecarConfig::default(),
@@ -51,8 +56,9 @@ impl SidecarArgs {
             app: self.app.clone(),
             inbound: self.inbound.clone(),
             outbound: self.outbound.clone(),
-            admin: self.admin.clone(),
+            admin,
             shim,
+            shim_secret,
             wasm: find_wasm(self.wasm.as_deref())?,
             config,
         })
@@ -89,15 +95,43 @@ fn find_wasm(explicit: Option<&Path>) -> Result<PathBuf, Failure> {
 pub struct BootstrapArgs {
     #[command(flatten)]
     sidecar: SidecarArgs,
-    /// Where the shim (`ephemera serve`) listens: HOST:PORT or unix:PATH.
-    #[arg(long, default_value = "127.0.0.1:15080")]
+    /// Where the shim (`ephemera serve`) listens: unix:PATH or
+    /// tcp:127.0.0.1:PORT.
+    #[arg(long, default_value = super::serve::DEFAULT_LISTEN)]
     shim: Listen,
+    /// With a tcp: shim, the file `ephemera serve --secret-file` wrote its
+    /// per-start secret to (it goes into the filter configuration).
+    #[arg(long)]
+    shim_secret_file: Option<PathBuf>,
 }
+
+/// The default admin listener of `ephemera bootstrap`: a pipe beside the
+/// shim's socket.
+const DEFAULT_ADMIN: &str = "/run/ephemera/envoy-admin.sock";
 
 impl BootstrapArgs {
     /// Prints the rendered bootstrap.
     pub fn run(self) -> Result<(), Failure> {
-        let params = self.sidecar.params(self.shim)?;
+        let secret = match (&self.shim, &self.shim_secret_file) {
+            (Listen::Tcp(_), Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| Failure::config(format!("{}: {e}", path.display())))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (Listen::Tcp(_), None) => {
+                return Err(Failure::config(
+                    "a tcp: shim needs --shim-secret-file (the file `ephemera serve --secret-file` wrote)",
+                ));
+            }
+            (Listen::Unix(_), _) => None,
+        };
+        let admin = self
+            .sidecar
+            .admin
+            .clone()
+            .unwrap_or_else(|| Listen::Unix(DEFAULT_ADMIN.into()));
+        let params = self.sidecar.params(self.shim, admin, secret)?;
         let rendered = bootstrap::render(&params).map_err(Failure::config)?;
         println!(
             "{}",
@@ -122,47 +156,60 @@ pub struct RunArgs {
     /// brokers, policy).
     #[arg(long)]
     ipt_config: Option<PathBuf>,
-    /// Secrets configuration for egress injection.
+    /// Secrets configuration for egress injection (and the app listener).
     #[arg(long)]
     secrets_config: Option<PathBuf>,
+    /// The shim's app listener (unix:PATH or tcp:127.0.0.1:PORT): the
+    /// secrets API for the app, each call with its own JWT-SVID.
+    #[arg(long)]
+    app_listen: Option<Listen>,
 }
 
 impl RunArgs {
     /// Runs until SIGINT/SIGTERM or until Envoy exits.
     pub fn run(self) -> Result<(), Failure> {
         super::init_tracing();
+        // Everything the shim and Envoy create (sockets, logs) starts private.
+        serve::private_umask();
         let work = tempfile::Builder::new()
             .prefix("ephemera-sidecar-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(Failure::config)?;
         let shim = Listen::Unix(work.path().join("shim.sock"));
-        let params = self.sidecar.params(shim.clone())?;
+        let admin = self
+            .sidecar
+            .admin
+            .clone()
+            .unwrap_or_else(|| Listen::Unix(work.path().join("admin.sock")));
+        let params = self.sidecar.params(shim.clone(), admin.clone(), None)?;
         let rendered = bootstrap::render(&params).map_err(Failure::config)?;
         let bootstrap_path = work.path().join("envoy.json");
-        std::fs::write(&bootstrap_path, rendered.to_string()).map_err(Failure::config)?;
+        crate::atomic_file::write(&bootstrap_path, rendered.to_string().as_bytes(), 0o600)
+            .map_err(Failure::config)?;
         let admin_path = work.path().join("admin-address");
 
         let runtime = super::runtime()?;
         runtime.block_on(async {
-            let serve_args = super::serve::ServeArgs {
-                listen: shim.clone(),
-                central_issuer: false,
-                ipt_config: self.ipt_config.clone(),
-                secrets_config: self.secrets_config.clone(),
-            };
+            let serve_args = super::serve::ServeArgs::in_process(
+                shim.clone(),
+                self.ipt_config.clone(),
+                self.secrets_config.clone(),
+                self.app_listen.clone(),
+            );
             let source = serve_args.source()?;
             if source.served().is_none() {
                 return Err(Failure::config(
                     "the identity files are not usable (see the log above); set SPIFFILE_* to a provisioned identity",
                 ));
             }
-            let bound = serve::bind(&shim).await.map_err(Failure::config)?;
-            tokio::spawn(watch::run(source.clone()));
             let (stop_shim, shim_stopped) = tokio::sync::oneshot::channel::<()>();
-            let router = serve_args.router(source)?;
-            let server = tokio::spawn(serve::serve(bound, router, async {
-                let _ = shim_stopped.await;
-            }));
+            let mut server = tokio::spawn(async move {
+                let stopped = async {
+                    let _ = shim_stopped.await;
+                };
+                serve_args.serve(source, stopped).await
+            });
 
             let mut envoy = tokio::process::Command::new(&self.envoy)
                 .arg("-c")
@@ -178,14 +225,18 @@ impl RunArgs {
                 .map_err(|e| Failure::config(format!("cannot start {}: {e}", self.envoy.display())))?;
 
             let ready = tokio::select! {
-                ready = wait_ready(&admin_path, params.outbound.is_some()) => ready,
+                ready = wait_ready(&admin, &admin_path, params.outbound.is_some()) => ready,
                 status = envoy.wait() => Err(format!("envoy exited during start-up: {status:?}")),
+                result = &mut server => Err(match result {
+                    Ok(Err(e)) => e.message,
+                    other => format!("the shim stopped during start-up: {other:?}"),
+                }),
                 _ = super::shutdown_signal() => Err("interrupted during start-up".to_owned()),
             };
             let result = match ready {
                 Ok(admin) => {
                     println!(
-                        "ephemera sidecar ready: inbound http://{} -> app {}{}; admin http://{admin}",
+                        "ephemera sidecar ready: inbound http://{} -> app {}{}; admin {admin}",
                         params.inbound,
                         params.app,
                         params.outbound.as_ref().map(|o| format!("; outbound http://{o}")).unwrap_or_default(),
@@ -199,29 +250,41 @@ impl RunArgs {
             };
             stop_envoy(&mut envoy).await;
             let _ = stop_shim.send(());
-            let _ = server.await;
+            if !server.is_finished() {
+                let _ = server.await;
+            }
             result
         })
     }
 }
 
-/// Waits until Envoy is ready and every ephemera filter holds an identity.
-async fn wait_ready(admin_path: &Path, outbound: bool) -> Result<String, String> {
+/// Waits until Envoy is ready and every ephemera filter holds an identity;
+/// returns the admin listener (a TCP port 0 resolved through `admin_path`).
+async fn wait_ready(admin: &Listen, admin_path: &Path, outbound: bool) -> Result<Listen, String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let expected = if outbound { 2 } else { 1 };
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let Ok(text) = std::fs::read_to_string(admin_path) else {
-            continue;
+        let admin = match admin {
+            Listen::Unix(_) => admin.clone(),
+            Listen::Tcp(_) => {
+                let Ok(text) = std::fs::read_to_string(admin_path) else {
+                    continue;
+                };
+                let Ok(addr) = text.trim().parse() else {
+                    continue;
+                };
+                Listen::Tcp(addr)
+            }
         };
-        let Ok(admin) = text.trim().parse() else {
-            continue;
-        };
-        if http_probe::get(admin, "/ready").await.map(|r| r.0) != Some(200) {
+        if http_probe::get(&admin, "/ready").await.map(|r| r.0) != Some(200) {
             continue;
         }
-        let Some((200, stats)) =
-            http_probe::get(admin, "/stats?filter=ephemera%5C..*%5C.identity_generation").await
+        let Some((200, stats)) = http_probe::get(
+            &admin,
+            "/stats?filter=ephemera%5C..*%5C.identity_generation",
+        )
+        .await
         else {
             continue;
         };
@@ -235,7 +298,7 @@ async fn wait_ready(admin_path: &Path, outbound: bool) -> Result<String, String>
             })
             .count();
         if loaded >= expected {
-            return Ok(admin.to_string());
+            return Ok(admin);
         }
     }
     Err(format!(

@@ -35,10 +35,14 @@ pub struct Params {
     pub inbound: String,
     /// The outbound listener, HOST:PORT, if wanted.
     pub outbound: Option<String>,
-    /// Envoy's admin listener, HOST:PORT (port 0: any).
-    pub admin: String,
+    /// Envoy's admin listener: a Unix socket (mode 0600), or loopback TCP
+    /// when asked for (port 0: any).
+    pub admin: Listen,
     /// Where the shim listens.
     pub shim: Listen,
+    /// The shim's per-start secret (a TCP shim only): put into both plugin
+    /// configurations as `shim.bearer`.
+    pub shim_secret: Option<String>,
     /// The filter module.
     pub wasm: PathBuf,
     /// Rules and destinations.
@@ -85,7 +89,26 @@ fn hcm(listener: &mut Value) -> &mut Value {
     &mut listener["filter_chains"][0]["filters"][0]["typed_config"]
 }
 
-fn set_plugin(listener: &mut Value, plugin: &Value, wasm: &str) -> Result<(), BootstrapError> {
+/// The Envoy address of a listener: a pipe (owner-only) or a socket address.
+fn envoy_address(listen: &Listen) -> Value {
+    match listen {
+        Listen::Tcp(addr) => {
+            json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
+        }
+        Listen::Unix(path) => json!({"pipe": {"path": path, "mode": 0o600}}),
+    }
+}
+
+fn set_plugin(
+    listener: &mut Value,
+    plugin: &Value,
+    wasm: &str,
+    shim_secret: Option<&str>,
+) -> Result<(), BootstrapError> {
+    let mut plugin = plugin.clone();
+    if let Some(secret) = shim_secret {
+        plugin["shim"]["bearer"] = Value::String(secret.to_owned());
+    }
     let filters = hcm(listener)["http_filters"]
         .as_array_mut()
         .ok_or(BootstrapError::Missing("http_filters"))?;
@@ -124,17 +147,18 @@ pub fn render(params: &Params) -> Result<Value, BootstrapError> {
     let mut b: Value =
         serde_yaml_ng::from_str(TEMPLATE).map_err(|e| BootstrapError::Template(e.to_string()))?;
     let wasm = params.wasm.to_string_lossy().into_owned();
-    b["admin"]["address"] = socket_address(&params.admin)?;
+    b["admin"]["address"] = envoy_address(&params.admin);
+    let secret = params.shim_secret.as_deref();
 
     let inbound = listener(&mut b, "inbound")?;
     inbound["address"] = socket_address(&params.inbound)?;
-    set_plugin(inbound, &params.config.inbound_plugin(), &wasm)?;
+    set_plugin(inbound, &params.config.inbound_plugin(), &wasm, secret)?;
 
     match &params.outbound {
         Some(addr) => {
             let outbound = listener(&mut b, "outbound")?;
             outbound["address"] = socket_address(addr)?;
-            set_plugin(outbound, &params.config.outbound_plugin(), &wasm)?;
+            set_plugin(outbound, &params.config.outbound_plugin(), &wasm, secret)?;
             let hosts: Vec<Value> = upstreams(&params.config)
                 .enumerate()
                 .map(|(i, d)| {
@@ -154,13 +178,9 @@ pub fn render(params: &Params) -> Result<Value, BootstrapError> {
         }
     }
 
-    let shim_address = match &params.shim {
-        Listen::Tcp(addr) => socket_address(&addr.to_string())?,
-        Listen::Unix(path) => json!({"pipe": {"path": path}}),
-    };
     let mut clusters = vec![
         cluster("local_app", socket_address(&params.app)?),
-        cluster("ephemera_shim", shim_address),
+        cluster("ephemera_shim", envoy_address(&params.shim)),
     ];
     if params.outbound.is_some() {
         for (i, d) in upstreams(&params.config).enumerate() {
@@ -180,8 +200,9 @@ mod tests {
             app: "127.0.0.1:8080".into(),
             inbound: "127.0.0.1:15006".into(),
             outbound: outbound.map(str::to_owned),
-            admin: "127.0.0.1:0".into(),
+            admin: Listen::Unix("/run/ephemera/admin.sock".into()),
             shim: Listen::Unix("/run/ephemera/shim.sock".into()),
+            shim_secret: None,
             wasm: "/x/ephemera_envoy.wasm".into(),
             config: SidecarConfig::parse(
                 "outbound:\n  destinations:\n    - {host: billing, address: 'billing.svc:80', spiffe_id: 'spiffe://e.org/billing'}\n",
@@ -220,6 +241,61 @@ mod tests {
         let text = b.to_string();
         assert!(
             text.contains(r#"\"hosts\":{\"billing\":\"spiffe://e.org/billing\"}"#),
+            "{text}"
+        );
+    }
+
+    /// Every cluster a route of the rendered bootstrap sends requests to.
+    fn routed_clusters(b: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in b["static_resources"]["listeners"].as_array().unwrap() {
+            let hcm = &l["filter_chains"][0]["filters"][0]["typed_config"];
+            for vh in hcm["route_config"]["virtual_hosts"].as_array().unwrap() {
+                for r in vh["routes"].as_array().unwrap() {
+                    out.push(r["route"]["cluster"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn no_route_reaches_the_shim_cluster() {
+        for outbound in [None, Some("127.0.0.1:15001")] {
+            let b = render(&params(outbound)).unwrap();
+            let routed = routed_clusters(&b);
+            assert!(!routed.is_empty());
+            assert!(!routed.iter().any(|c| c == "ephemera_shim"), "{routed:?}");
+        }
+    }
+
+    #[test]
+    fn admin_is_an_owner_only_pipe_unless_tcp_is_asked_for() {
+        let b = render(&params(None)).unwrap();
+        assert_eq!(
+            b["admin"]["address"]["pipe"]["path"],
+            "/run/ephemera/admin.sock"
+        );
+        assert_eq!(b["admin"]["address"]["pipe"]["mode"], 0o600);
+        let mut p = params(None);
+        p.admin = "tcp:127.0.0.1:0".parse().unwrap();
+        let b = render(&p).unwrap();
+        assert_eq!(
+            b["admin"]["address"]["socket_address"]["address"],
+            "127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn a_tcp_shim_secret_reaches_both_plugin_configurations() {
+        let mut p = params(Some("127.0.0.1:15001"));
+        p.shim = "tcp:127.0.0.1:15080".parse().unwrap();
+        p.shim_secret = Some("s3cr3t".into());
+        let b = render(&p).unwrap();
+        let text = b.to_string();
+        assert_eq!(
+            text.matches(r#"\"bearer\":\"s3cr3t\""#).count(),
+            2,
             "{text}"
         );
     }

@@ -116,6 +116,10 @@ pub struct SidecarConfig {
     /// `auto` (Envoy native crypto when it self-tests) or `rust`.
     #[serde(default)]
     pub crypto: Option<String>,
+    /// The filters' shim settings (`timeout_ms`, `poll_ms`,
+    /// `max_identity_age_ms`), for both directions.
+    #[serde(default)]
+    pub shim: Option<Value>,
 }
 
 impl SidecarConfig {
@@ -152,7 +156,7 @@ impl SidecarConfig {
         if let Some(inbound) = &self.inbound {
             plugin["inbound"] = inbound.clone();
         }
-        self.with_crypto(plugin)
+        self.with_common(plugin)
     }
 
     /// The outbound filter's plugin configuration.
@@ -180,12 +184,16 @@ impl SidecarConfig {
                 .map(|e| json!({"host": e.host, "secret": e.secret, "inject": e.inject}))
                 .collect();
         }
-        self.with_crypto(json!({"direction": "outbound", "outbound": outbound}))
+        self.with_common(json!({"direction": "outbound", "outbound": outbound}))
     }
 
-    fn with_crypto(&self, mut plugin: Value) -> Value {
+    /// Adds the settings both directions share.
+    fn with_common(&self, mut plugin: Value) -> Value {
         if let Some(crypto) = &self.crypto {
             plugin["crypto"] = json!(crypto);
+        }
+        if let Some(shim) = &self.shim {
+            plugin["shim"] = shim.clone();
         }
         plugin
     }
@@ -215,5 +223,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("s.yaml") && err.contains("outbund"), "{err}");
+    }
+
+    #[test]
+    fn shim_settings_reach_both_filters_and_are_checked() {
+        let config =
+            SidecarConfig::parse("shim: { max_identity_age_ms: 5000 }\n", "s.yaml").unwrap();
+        for plugin in [config.inbound_plugin(), config.outbound_plugin()] {
+            assert_eq!(plugin["shim"]["max_identity_age_ms"], 5000, "{plugin}");
+        }
+        let err = SidecarConfig::parse("shim: { max_identity_age_ms: 10 }\n", "s.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_identity_age_ms"), "{err}");
     }
 }

@@ -111,18 +111,22 @@ impl Filter {
         let InboundVerdict::Allowed { caller, .. } = verdict else {
             return self::verdict(outcome);
         };
-        let plan = match self
-            .inbound
-            .transactions()
-            .map(&request.path, &request.method, |name| {
-                header(request, name).map(str::to_owned)
-            }) {
+        let plan = match self.inbound.transactions().map(
+            &request.path,
+            &request.method,
+            !self.inbound.config().case_sensitive,
+            |name| {
+                request
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            },
+        ) {
             TransactionMapping::None => return self::verdict(outcome),
-            TransactionMapping::Unmappable(reason) => {
-                let mut r = LocalReply::bad_request();
-                r.body = format!("cannot map this request to one resource and action: {reason}\n");
-                return reply(r);
-            }
+            // The reason names configuration: it is not the client's to read.
+            TransactionMapping::Unmappable(_) => return reply(LocalReply::bad_request()),
             TransactionMapping::Plan(plan) => plan,
         };
         let Some(id) = new_transaction_id() else {

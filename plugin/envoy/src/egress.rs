@@ -40,7 +40,7 @@ pub fn start(worker: &Worker, context_id: u32, index: usize, rule: &EgressRule) 
     let Ok(body) = serde_json::to_vec(&serde_json::json!({ "name": rule.secret })) else {
         return reply_unavailable(worker);
     };
-    match host::post_to_shim(shim, "/v1/secrets/resolve", &body) {
+    match host::call_shim(shim, "/v1/secrets/resolve", &[], Some(&body)) {
         Ok(token) => {
             if let Ok(mut state) = worker.state.try_borrow_mut() {
                 state.pending_secrets.insert(token, (context_id, index));

@@ -27,6 +27,19 @@ pub fn request_header_text(name: &str) -> Option<String> {
     request_header(name).and_then(Result::ok)
 }
 
+/// Every value of a request header, in order (UTF-8 ones; a non-UTF-8
+/// copy still counts, as an empty value, so repetition is seen).
+pub fn request_header_values(name: &str) -> Vec<String> {
+    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        Ok(pairs) => pairs
+            .into_iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8(v).unwrap_or_default())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Removes a request header (every value).
 pub fn remove_request_header(name: &str) {
     let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
@@ -86,16 +99,6 @@ pub fn property(path: &[&str]) -> Option<String> {
     }
 }
 
-/// Shared data (value, CAS); absent or failed → `(None, None)`.
-pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-    hostcalls::get_shared_data(key).unwrap_or((None, None))
-}
-
-/// Stores shared data, with CAS when given; false on mismatch or failure.
-pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
-    hostcalls::set_shared_data(key, Some(value), cas).is_ok()
-}
-
 /// Sends a local reply on the current (effective) stream.
 pub fn send_reply(status: u16, headers: &[(String, String)], body: &str) {
     let headers: Vec<(&str, &str)> = headers
@@ -115,27 +118,31 @@ pub fn set_effective_context(context_id: u32) -> bool {
     hostcalls::set_effective_context(context_id).is_ok()
 }
 
-/// Starts an HTTP call to a cluster; returns the call token.
-pub fn dispatch(cluster: &str, headers: Vec<(&str, &str)>, timeout: Duration) -> Option<u32> {
-    hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).ok()
-}
-
-/// POSTs a JSON body to the shim; returns the call token.
-pub fn post_to_shim(
+/// Calls the shim: `GET path` (with `extra` headers) or, with a body, a
+/// JSON `POST`; a TCP shim's start secret rides along. Returns the call token.
+pub fn call_shim(
     shim: &ephemera_core::filter::config::ShimConfig,
     path: &str,
-    body: &[u8],
+    extra: &[(&str, &str)],
+    body: Option<&[u8]>,
 ) -> Result<u32, proxy_wasm::types::Status> {
-    let headers = vec![
-        (":method", "POST"),
+    let bearer = shim.bearer.as_ref().map(|b| b.header_value());
+    let mut headers = vec![
+        (":method", if body.is_some() { "POST" } else { "GET" }),
         (":path", path),
         (":authority", shim.authority.as_str()),
-        ("content-type", "application/json"),
     ];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    if let Some(value) = bearer.as_deref() {
+        headers.push(("authorization", value));
+    }
+    headers.extend_from_slice(extra);
     hostcalls::dispatch_http_call(
         &shim.cluster,
         headers,
-        Some(body),
+        body,
         vec![],
         Duration::from_millis(shim.timeout_ms),
     )

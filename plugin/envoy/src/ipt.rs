@@ -22,7 +22,7 @@ pub fn open(worker: &Worker, context_id: u32, plan: TransactionPlan, token: Stri
         return reply_unavailable(worker);
     };
     let shim = &worker.config.shim;
-    let call = host::post_to_shim(shim, "/v1/transactions", &body);
+    let call = host::call_shim(shim, "/v1/transactions", &[], Some(&body));
     match call {
         Ok(token) => {
             if let Ok(mut state) = worker.state.try_borrow_mut() {
@@ -182,7 +182,7 @@ pub fn send_closes(worker: &Worker) {
         let Ok(body) = serde_json::to_vec(&CloseRequest { outcome }) else {
             continue;
         };
-        match host::post_to_shim(shim, &path, &body) {
+        match host::call_shim(shim, &path, &[], Some(&body)) {
             Ok(_) => worker.stats.transaction_closed(),
             // The shim's reaper revokes it when the credential expires.
             Err(status) => {

@@ -1,6 +1,7 @@
 //! The root context: configuration, the crypto self-test, and identity
-//! refresh — one fetcher per Envoy (a lease in shared data), every worker
-//! picking the published identity up from shared data.
+//! refresh. Every worker fetches the identity from the shim itself: the
+//! document holds the private key, and proxy-wasm shared data is readable by
+//! every other Wasm plugin on the same Envoy, so it never goes there.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,26 +17,17 @@ use crate::stats::Stats;
 use crate::stream::{Stream, handle, reply_unavailable};
 use crate::worker::{Backend, Worker};
 
-/// Shared data key of the published identity document.
-const IDENTITY_KEY: &str = "ephemera.identity";
-/// Shared data key of the published identity's version (small; read every tick).
-const VERSION_KEY: &str = "ephemera.identity.version";
-/// Shared data key of the fetch lease: `<holder>:<expires ms>`.
-const LEASE_KEY: &str = "ephemera.fetch_lease";
-/// Tick period: how often shared data is checked and waiting streams expire.
+/// Tick period: how often fetches are due and waiting streams expire.
 const TICK: Duration = Duration::from_millis(100);
 
 /// The root context of one filter instance on one worker.
 pub struct Root {
     context_id: u32,
-    instance: u64,
     worker: Option<Rc<Worker>>,
     /// The identity fetch in flight: (call token, deadline ms).
     call: Option<(u32, u64)>,
     next_fetch_ms: u64,
     failing: bool,
-    /// Version of a shared identity that was refused (reported once).
-    refused_version: Option<Vec<u8>>,
 }
 
 impl Root {
@@ -43,9 +35,6 @@ impl Root {
     pub fn new(context_id: u32) -> Self {
         Self {
             context_id,
-            refused_version: None,
-            // Distinguishes lease holders; a failed draw only risks a shared lease.
-            instance: getrandom::u64().unwrap_or_default(),
             worker: None,
             call: None,
             next_fetch_ms: 0,
@@ -82,29 +71,6 @@ impl Root {
         Ok(())
     }
 
-    /// Picks up an identity another root published.
-    fn sync_from_shared(&mut self, worker: &Worker) {
-        let (Some(version), _) = host::shared_get(VERSION_KEY) else {
-            return;
-        };
-        if worker.version().as_deref().map(str::as_bytes) == Some(version.as_slice())
-            || self.refused_version.as_ref() == Some(&version)
-        {
-            return;
-        }
-        let (Some(doc), _) = host::shared_get(IDENTITY_KEY) else {
-            return;
-        };
-        match WorkloadIdentity::from_json(&doc) {
-            Ok(identity) => self.install(worker, identity),
-            Err(e) => {
-                worker.stats.reload_failed();
-                log::error!("ephemera: shared identity refused: {e}");
-                self.refused_version = Some(version);
-            }
-        }
-    }
-
     fn install(&self, worker: &Worker, identity: WorkloadIdentity) {
         log::info!(
             "ephemera: identity {} generation {} in force",
@@ -127,24 +93,6 @@ impl Root {
         host::set_effective_context(self.context_id);
     }
 
-    /// Takes or renews the fetch lease; true when this root holds it.
-    fn lease(&self, now_ms: u64, lease_ms: u64) -> bool {
-        let (value, cas) = host::shared_get(LEASE_KEY);
-        if let Some(value) = value {
-            let text = String::from_utf8_lossy(&value);
-            if let Some((holder, expires)) = text.split_once(':') {
-                let held_by_other = holder != format!("{:016x}", self.instance);
-                let live = expires.parse::<u64>().is_ok_and(|e| e > now_ms);
-                if held_by_other && live {
-                    return false;
-                }
-            }
-        }
-        // Longer than a fetch may take, so two fetches never overlap.
-        let lease = format!("{:016x}:{}", self.instance, now_ms + lease_ms);
-        host::shared_set(LEASE_KEY, lease.as_bytes(), cas)
-    }
-
     fn maybe_fetch(&mut self, worker: &Worker, now_ms: u64) {
         let shim = &worker.config.shim;
         if let Some((_, deadline)) = self.call {
@@ -159,26 +107,17 @@ impl Root {
             return;
         }
         self.next_fetch_ms = now_ms + shim.poll_ms;
-        if !self.lease(now_ms, shim.timeout_ms + 2 * shim.poll_ms) {
-            return;
-        }
         let etag = worker.version().map(|v| format!("\"{v}\""));
-        let mut headers = vec![
-            (":method", "GET"),
-            (":path", "/v1/identity"),
-            (":authority", shim.authority.as_str()),
-        ];
-        if let Some(etag) = etag.as_deref() {
-            headers.push(("if-none-match", etag));
-        }
+        let extra: Vec<(&str, &str)> = etag
+            .as_deref()
+            .map(|e| ("if-none-match", e))
+            .into_iter()
+            .collect();
         host::set_effective_context(self.context_id);
         let deadline = now_ms + shim.timeout_ms + 1000;
-        self.call = host::dispatch(
-            &shim.cluster,
-            headers,
-            Duration::from_millis(shim.timeout_ms),
-        )
-        .map(|token| (token, deadline));
+        self.call = host::call_shim(shim, "/v1/identity", &extra, None)
+            .ok()
+            .map(|token| (token, deadline));
         if self.call.is_none() {
             self.fetch_failed(worker, "cannot dispatch to the shim cluster");
         }
@@ -243,16 +182,18 @@ impl Context for Root {
                 match WorkloadIdentity::from_json(&body) {
                     Ok(identity) => {
                         self.failing = false;
+                        worker.confirmed(host::now_ms());
                         if worker.version().as_deref() != Some(identity.version.as_str()) {
-                            host::shared_set(IDENTITY_KEY, &body, None);
-                            host::shared_set(VERSION_KEY, identity.version.as_bytes(), None);
                             self.install(&worker, identity);
                         }
                     }
                     Err(e) => self.fetch_failed(&worker, &format!("identity refused: {e}")),
                 }
             }
-            Some("304") => self.failing = false,
+            Some("304") => {
+                self.failing = false;
+                worker.confirmed(host::now_ms());
+            }
             Some(other) => self.fetch_failed(&worker, &format!("shim answered {other}")),
             None => self.fetch_failed(&worker, "shim unreachable or timed out"),
         }
@@ -282,7 +223,6 @@ impl RootContext for Root {
             return;
         };
         let now_ms = host::now_ms();
-        self.sync_from_shared(&worker);
         self.maybe_fetch(&worker, now_ms);
         self.expire_waiting(&worker, now_ms);
         crate::ipt::send_closes(&worker);

@@ -36,6 +36,7 @@ pub struct Stats {
     mint_rust: u32,
     unmapped: u32,
     awaited_identity: u32,
+    identity_stale: u32,
     unavailable: u32,
     identity_generation: u32,
     identity_reloads: u32,
@@ -92,6 +93,7 @@ impl Stats {
             mint_rust: counter(&n("mint_rust")),
             unmapped: counter(&n("unmapped")),
             awaited_identity: counter(&n("awaited_identity")),
+            identity_stale: counter(&n("identity_stale")),
             unavailable: counter(&n("unavailable")),
             identity_generation: gauge(&n("identity_generation")),
             identity_reloads: counter(&n("identity_reloads")),
@@ -164,6 +166,11 @@ impl Stats {
     /// A request waited for the first identity.
     pub fn awaited_identity(&self) {
         bump(self.awaited_identity);
+    }
+
+    /// A request got 503: the identity was not confirmed recently enough.
+    pub fn identity_stale(&self) {
+        bump(self.identity_stale);
     }
 
     /// A request got 503 (no identity in time).

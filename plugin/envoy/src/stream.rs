@@ -32,9 +32,13 @@ pub fn handle(worker: &Worker, context_id: u32, resumed: bool) -> Action {
                     return reply_unavailable(worker);
                 };
                 let identity = state.identity.clone();
+                let stale = identity.is_some()
+                    && now_ms.saturating_sub(state.confirmed_ms)
+                        > worker.config.shim.max_identity_age_ms;
                 policy.decide(
                     &request,
                     identity.as_deref(),
+                    stale,
                     &mut state.cache,
                     now,
                     worker.crypto(),
@@ -46,18 +50,19 @@ pub fn handle(worker: &Worker, context_id: u32, resumed: bool) -> Action {
                 && !policy.transactions().is_empty()
             {
                 let method = host::request_header_text(":method").unwrap_or_default();
-                match policy
-                    .transactions()
-                    .map(&path, &method, host::request_header_text)
-                {
+                let fold_case = !policy.config().case_sensitive;
+                match policy.transactions().map(
+                    &path,
+                    &method,
+                    fold_case,
+                    host::request_header_values,
+                ) {
                     TransactionMapping::None => {}
                     TransactionMapping::Unmappable(reason) => {
                         worker.stats.transaction_unmappable();
+                        // The reason names configuration: logged, not sent.
                         log::info!("ephemera ipt: 400: {reason}");
-                        let mut reply = LocalReply::bad_request();
-                        reply.body = format!(
-                            "cannot map this request to one resource and action: {reason}\n"
-                        );
+                        let reply = LocalReply::bad_request();
                         host::send_reply(reply.status, &reply.headers, &reply.body);
                         return Action::Pause;
                     }
@@ -158,6 +163,12 @@ fn record_inbound(worker: &Worker, verdict: &InboundVerdict) {
     let backend = worker.crypto().name();
     match verdict {
         InboundVerdict::Allowed { cached, .. } => worker.stats.verified(*cached, backend),
+        InboundVerdict::Rejected(ephemera_core::filter::Rejection::IdentityStale) => {
+            worker.stats.identity_stale();
+            log::warn!(
+                "ephemera inbound: 503: the identity in force is older than shim.max_identity_age_ms"
+            );
+        }
         InboundVerdict::Rejected(rejection) => {
             let ran_crypto = matches!(
                 rejection,

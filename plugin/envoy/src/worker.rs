@@ -38,6 +38,8 @@ pub enum Backend {
 pub struct State {
     /// The identity in force, if any has arrived.
     pub identity: Option<Rc<WorkloadIdentity>>,
+    /// When the shim last confirmed it (200 or 304), ms.
+    pub confirmed_ms: u64,
     /// Verified tokens.
     pub cache: TokenCache,
     /// Minted tokens for reuse.
@@ -110,6 +112,7 @@ impl Worker {
             stats,
             state: RefCell::new(State {
                 identity: None,
+                confirmed_ms: 0,
                 cache,
                 minted: MintedTokens::default(),
                 waiting: Vec::new(),
@@ -140,6 +143,13 @@ impl Worker {
             state.secret_cache.clear();
         }
         self.stats.identity_loaded(generation);
+    }
+
+    /// Records that the shim confirmed the identity in force at `now_ms`.
+    pub fn confirmed(&self, now_ms: u64) {
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            state.confirmed_ms = now_ms;
+        }
     }
 
     /// The version of the identity in force.

@@ -86,10 +86,11 @@ struct DryRun {
     /// of (default: a fresh one with api, orders, billing, research).
     #[arg(long)]
     root: Option<PathBuf>,
-    /// Send the filter's calls to a real shim on 127.0.0.1:PORT instead
-    /// of the scripted one (proxy-wasm host).
+    /// Send the filter's calls to a real shim on this Unix socket
+    /// (`ephemera serve --listen unix:PATH`) instead of the scripted one
+    /// (proxy-wasm host).
     #[arg(long)]
-    shim_port: Option<u16>,
+    shim_socket: Option<PathBuf>,
 }
 
 fn dry_run(build: Build<'_>, d: &DryRun, workers: Option<usize>) -> Result<bool, String> {
@@ -98,7 +99,7 @@ fn dry_run(build: Build<'_>, d: &DryRun, workers: Option<usize>) -> Result<bool,
             .map_err(|e| format!("{}: {e}", path.display()))?,
         None => ShimScript::default(),
     };
-    shim.live = d.shim_port.or(shim.live);
+    shim.live = d.shim_socket.clone().or(shim.live);
     let scenario = Scenario {
         name: "dry run".into(),
         config: read_value(&d.config)?,

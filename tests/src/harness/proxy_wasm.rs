@@ -77,6 +77,16 @@ pub struct SharedHost {
     ready: Vec<(usize, u32, u32)>,
 }
 
+impl SharedHost {
+    /// Every shared-data entry: what any plugin in the same Envoy could read.
+    pub fn data(&self) -> Vec<(String, Vec<u8>)> {
+        self.data
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 /// A shared queue: its name, the worker and root context that registered
 /// it (and are told of new items), and its items.
 #[derive(Debug)]

@@ -32,6 +32,7 @@ struct Worker {
 /// The release filter in one VM per worker, with its world.
 pub struct ProxyWasmDriver {
     workers: Vec<Worker>,
+    shared: Shared,
     world: World,
     scheduled: Vec<Scheduled>,
     turn: usize,
@@ -94,6 +95,7 @@ impl ProxyWasmDriver {
         }
         let mut driver = Self {
             workers: started,
+            shared,
             world,
             scheduled: Vec::new(),
             turn: 0,
@@ -102,6 +104,14 @@ impl ProxyWasmDriver {
         };
         driver.collect_logs();
         Ok(driver)
+    }
+
+    /// Every entry the workers left in proxy-wasm shared data.
+    pub fn shared_data(&self) -> Vec<(String, Vec<u8>)> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .data()
     }
 
     /// The shim calls each worker made, in the shim's vocabulary.

@@ -67,9 +67,9 @@ pub struct ShimScript {
     pub secrets: Mode,
     /// Secrets by name.
     pub secret_values: BTreeMap<String, SecretAnswer>,
-    /// A real shim on `127.0.0.1:PORT` answers instead (proxy-wasm host
+    /// A real shim on this Unix socket answers instead (proxy-wasm host
     /// only; its ledger is its own).
-    pub live: Option<u16>,
+    pub live: Option<std::path::PathBuf>,
 }
 
 /// The trust domain of every harness world.
@@ -322,8 +322,8 @@ impl World {
                 .unwrap_or_default()
         };
         let (method, path) = (header(":method"), header(":path"));
-        if let Some(port) = self.script.live {
-            let answer = forward(port, headers, body);
+        if let Some(socket) = &self.script.live {
+            let answer = forward(socket, headers, body);
             if let Answer::After(_, 200, _, reply) = &answer {
                 self.reveal_live(&path, body, reply);
             }
@@ -452,17 +452,18 @@ fn requested_name(body: &[u8]) -> String {
 }
 
 /// A call sent on to a real shim; a failed exchange is no answer.
-fn forward(port: u16, headers: &Headers, body: &[u8]) -> Answer {
+fn forward(socket: &std::path::Path, headers: &Headers, body: &[u8]) -> Answer {
     let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
     let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| text(v));
-    let sent: Vec<(String, String)> = headers
+    let mut sent: Vec<(String, String)> = headers
         .iter()
         .filter(|(k, _)| !k.starts_with(':'))
         .map(|(k, v)| (k.clone(), text(v)))
         .collect();
+    sent.extend(get(":authority").map(|a| ("host".to_owned(), a)));
     let sent: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = crate::net::send(
-        port,
+        socket,
         &get(":method").unwrap_or_default(),
         &get(":path").unwrap_or_default(),
         &sent,

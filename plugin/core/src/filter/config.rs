@@ -48,6 +48,12 @@ pub struct ShimConfig {
     pub timeout_ms: u64,
     /// How often the identity is refreshed, milliseconds.
     pub poll_ms: u64,
+    /// The longest an identity is used without the shim confirming it,
+    /// milliseconds: past it inbound answers 503 (a revocation must not
+    /// wait for the shim to come back).
+    pub max_identity_age_ms: u64,
+    /// A TCP shim's per-start secret, sent as `Authorization: Bearer`.
+    pub bearer: Option<ShimBearer>,
 }
 
 impl Default for ShimConfig {
@@ -57,7 +63,27 @@ impl Default for ShimConfig {
             authority: "ephemera-shim".into(),
             timeout_ms: 1000,
             poll_ms: 200,
+            max_identity_age_ms: 30_000,
+            bearer: None,
         }
+    }
+}
+
+/// The shim's per-start secret; never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ShimBearer(String);
+
+impl ShimBearer {
+    /// The `Authorization` header value.
+    pub fn header_value(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl std::fmt::Debug for ShimBearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShimBearer(<redacted>)")
     }
 }
 
@@ -87,6 +113,10 @@ pub struct InboundConfig {
     pub max_token_bytes: usize,
     /// Verified-token cache entries per worker (0: no cache).
     pub cache_size: usize,
+    /// The app routes paths case-sensitively: rules then match the path as
+    /// sent only. Otherwise a path is also matched ASCII case-folded, and
+    /// both matches must agree.
+    pub case_sensitive: bool,
     /// Paths served without authentication.
     pub unauthenticated: Vec<PathRule>,
     /// Per-route authorization; the most specific matching rule decides.
@@ -130,6 +160,7 @@ impl Default for InboundConfig {
             leeway_secs: DEFAULT_LEEWAY_SECS,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             cache_size: DEFAULT_CACHE_SIZE,
+            case_sensitive: false,
             unauthenticated: Vec::new(),
             routes: Vec::new(),
             transactions: Vec::new(),
@@ -241,6 +272,20 @@ impl FilterConfig {
         }
         if self.shim.timeout_ms == 0 || self.shim.poll_ms == 0 {
             return invalid("shim.timeout_ms and shim.poll_ms must be positive".into());
+        }
+        if self.shim.max_identity_age_ms <= self.shim.poll_ms + self.shim.timeout_ms {
+            return invalid(format!(
+                "shim.max_identity_age_ms ({}) must exceed poll_ms + timeout_ms",
+                self.shim.max_identity_age_ms
+            ));
+        }
+        if self
+            .shim
+            .bearer
+            .as_ref()
+            .is_some_and(|b| b.0.is_empty() || !b.0.bytes().all(|c| c.is_ascii_graphic()))
+        {
+            return invalid("shim.bearer must be a non-empty token of visible ASCII".into());
         }
         let header = &self.inbound.caller_header;
         if header.is_empty()

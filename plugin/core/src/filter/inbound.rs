@@ -31,6 +31,9 @@ pub enum Rejection {
     Refused(String),
     /// The host's identity service could not decide (503); its reason.
     Undecided(String),
+    /// The identity in force has not been confirmed by the shim within
+    /// `shim.max_identity_age_ms`: a revocation may be pending (503).
+    IdentityStale,
 }
 
 impl Rejection {
@@ -42,6 +45,7 @@ impl Rejection {
             Self::Verify(e) => e.code(),
             Self::Refused(_) => "refused",
             Self::Undecided(_) => "undecided",
+            Self::IdentityStale => "identity_stale",
         }
     }
 }
@@ -66,7 +70,9 @@ pub enum InboundVerdict {
         caller: SpiffeId,
     },
     /// The path is not in normal form (`//`, `/./`, `/../`, encoded dots,
-    /// slashes or backslashes): 400, since path rules could be dodged.
+    /// slashes or backslashes, a `;` raw or encoded, a segment ending in
+    /// `.`): 400, since apps that read such paths differently could dodge
+    /// path rules.
     BadPath,
     /// No identity loaded yet.
     AwaitIdentity,
@@ -81,12 +87,23 @@ fn normal_path(request_path: &str) -> bool {
         return false;
     }
     let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+    // `;` starts path parameters that Tomcat/Spring strip; a trailing `.`
+    // is dropped by some servers: both would let `/admin;x` or `/admin.`
+    // reach `/admin` unmatched.
+    if ["%2e", "%2f", "%5c", "%3b", ";"]
+        .iter()
+        .any(|e| lower.contains(e))
+    {
         return false;
     }
-    !path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
+    !path.split('/').any(|segment| segment.ends_with('.'))
+}
+
+/// The path without its query or fragment.
+fn path_only(request_path: &str) -> &str {
+    request_path
+        .split_once(['?', '#'])
+        .map_or(request_path, |(p, _)| p)
 }
 
 /// The inbound policy, built once from configuration.
@@ -123,11 +140,13 @@ impl Inbound {
     }
 
     /// Decides a request, verifying tokens against `identity` (through the
-    /// verified-token cache).
+    /// verified-token cache). A `stale` identity decides nothing that needs
+    /// it (503), and the cache is not consulted.
     pub fn decide(
         &self,
         request: &InboundRequest<'_>,
         identity: Option<&WorkloadIdentity>,
+        stale: bool,
         cache: &mut TokenCache,
         now: u64,
         crypto: &dyn Es256,
@@ -136,6 +155,9 @@ impl Inbound {
             request,
             identity.map(WorkloadIdentity::id),
             |token, audience| {
+                if stale {
+                    return Err(Rejection::IdentityStale);
+                }
                 if let Some(caller) = cache.get(token, now) {
                     return Ok((caller, true));
                 }
@@ -166,12 +188,7 @@ impl Inbound {
         if !normal_path(request.path) {
             return InboundVerdict::BadPath;
         }
-        if self
-            .config
-            .unauthenticated
-            .iter()
-            .any(|r| r.matches(request.path))
-        {
+        if self.unauthenticated(request.path) {
             return InboundVerdict::Unauthenticated;
         }
         let Some(workload) = workload else {
@@ -197,18 +214,41 @@ impl Inbound {
         }
     }
 
-    /// Route authorization: the most specific rule covering the path decides;
-    /// no rules at all admits every authenticated caller.
+    /// The forms of a path the rules must agree on: as sent and, unless
+    /// the app routes case-sensitively, ASCII case-folded, so `/ADMIN/x`
+    /// is as restricted as `/admin/x` for an app that folds case.
+    pub fn path_forms<'p>(&self, path: &'p str) -> [std::borrow::Cow<'p, str>; 2] {
+        let path = path_only(path);
+        let folded = if self.config.case_sensitive {
+            std::borrow::Cow::Borrowed(path)
+        } else {
+            std::borrow::Cow::Owned(path.to_ascii_lowercase())
+        };
+        [std::borrow::Cow::Borrowed(path), folded]
+    }
+
+    /// Unauthenticated only if every form of the path says so.
+    fn unauthenticated(&self, path: &str) -> bool {
+        self.path_forms(path)
+            .iter()
+            .all(|form| self.config.unauthenticated.iter().any(|r| r.matches(form)))
+    }
+
+    /// Route authorization: for each form of the path, the most specific
+    /// rule covering it decides, and every form must admit the caller; no
+    /// rules at all admits every authenticated caller.
     fn admits(&self, caller: &SpiffeId, path: &str) -> bool {
         if self.config.routes.is_empty() {
             return true;
         }
-        self.config
-            .routes
-            .iter()
-            .filter(|r| r.path.matches(path))
-            .max_by_key(|r| r.path.specificity())
-            .is_some_and(|r| r.allow.iter().any(|p| p.matches(caller)))
+        self.path_forms(path).iter().all(|form| {
+            self.config
+                .routes
+                .iter()
+                .filter(|r| r.path.matches(form))
+                .max_by_key(|r| r.path.specificity())
+                .is_some_and(|r| r.allow.iter().any(|p| p.matches(caller)))
+        })
     }
 
     /// What the host does for a verdict. The caller header and credential
@@ -222,10 +262,17 @@ impl Inbound {
                 .collect::<Vec<_>>()
         };
         match verdict {
-            InboundVerdict::Unauthenticated => Outcome::Forward {
-                remove: client_supplied(),
-                set: Vec::new(),
-            },
+            InboundVerdict::Unauthenticated => {
+                // The app must not be handed a token it could replay.
+                let mut remove = client_supplied();
+                if self.config.strip_token {
+                    remove.push("authorization".into());
+                }
+                Outcome::Forward {
+                    remove,
+                    set: Vec::new(),
+                }
+            }
             InboundVerdict::Allowed { caller, .. } => {
                 let mut remove = client_supplied();
                 if self.config.strip_token {
@@ -238,7 +285,9 @@ impl Inbound {
             }
             // A failing signature backend is no verdict on the token.
             InboundVerdict::Rejected(
-                Rejection::Verify(VerifyError::Crypto(_)) | Rejection::Undecided(_),
+                Rejection::Verify(VerifyError::Crypto(_))
+                | Rejection::Undecided(_)
+                | Rejection::IdentityStale,
             ) => Outcome::Reply(LocalReply::unavailable()),
             InboundVerdict::Rejected(_) => Outcome::Reply(LocalReply::unauthorized()),
             InboundVerdict::BadPath => Outcome::Reply(LocalReply::bad_request()),
@@ -262,7 +311,7 @@ mod tests {
 
     #[test]
     fn only_normal_paths_are_decided() {
-        for ok in ["/", "/a/b", "/a?x=../y", "/a.b/c..d"] {
+        for ok in ["/", "/a/b", "/a?x=../y;z", "/a.b/c..d", "/.well-known/x"] {
             assert!(super::normal_path(ok), "{ok}");
         }
         for bad in [
@@ -276,6 +325,13 @@ mod tests {
             "/a%2Fb",
             "/a\\b",
             "/a/%5c",
+            "/admin;x/y",
+            "/admin;/y",
+            "/admin%3Bx/y",
+            "/admin%3bx",
+            "/admin./x",
+            "/admin/x.",
+            "/a/...",
         ] {
             assert!(!super::normal_path(bad), "{bad}");
         }

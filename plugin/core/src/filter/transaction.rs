@@ -54,15 +54,23 @@ impl TransactionRoutes {
             .flat_map(|r| r.credential_headers.values().map(String::as_str))
     }
 
-    /// Maps a request (already authenticated and authorized).
+    /// Maps a request (already authenticated and authorized). With
+    /// `fold_case` a route applies when the path matches it as sent or
+    /// ASCII case-folded; its variables are always taken from the path as
+    /// sent. `header(name)` gives every value of a request header.
     pub fn map(
         &self,
         path: &str,
         method: &str,
-        header: impl Fn(&str) -> Option<String>,
+        fold_case: bool,
+        header: impl Fn(&str) -> Vec<String>,
     ) -> TransactionMapping {
         for (index, route) in self.routes.iter().enumerate() {
-            let Some(captures) = route.path.captures(path) else {
+            let Some(captures) = route.path.captures(path).or_else(|| {
+                fold_case
+                    .then(|| route.path.captures_folding(path, true))
+                    .flatten()
+            }) else {
                 continue;
             };
             let values = match captures {
@@ -163,14 +171,20 @@ mod tests {
     #[test]
     fn a_covered_request_maps_to_one_resource_and_action() {
         let r = routes();
-        let TransactionMapping::Plan(plan) = r.map("/objects/b/k/x.csv", "PUT", |_| None) else {
+        let TransactionMapping::Plan(plan) =
+            r.map("/objects/b/k/x.csv", "PUT", true, |_| Vec::new())
+        else {
             panic!("no plan")
         };
         assert_eq!(plan.resource.as_str(), "arn:aws:s3:::b/k/x.csv");
         assert_eq!(plan.action, Action::Write);
         assert_eq!(plan.broker, "aws");
-        let TransactionMapping::Plan(plan) = r.map("/secrets/db", "POST", |h| {
-            (h == "x-tenant").then(|| "acme".into())
+        let TransactionMapping::Plan(plan) = r.map("/secrets/db", "POST", true, |h| {
+            if h == "x-tenant" {
+                vec!["acme".into()]
+            } else {
+                Vec::new()
+            }
         }) else {
             panic!("no plan")
         };
@@ -188,13 +202,30 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    r.map(path, method, |_| None),
+                    r.map(path, method, true, |_| Vec::new()),
                     TransactionMapping::Unmappable(_)
                 ),
                 "{path} {method}"
             );
         }
-        assert_eq!(r.map("/other", "GET", |_| None), TransactionMapping::None);
+        assert_eq!(
+            r.map("/other", "GET", true, |_| Vec::new()),
+            TransactionMapping::None
+        );
+    }
+
+    #[test]
+    fn a_route_applies_to_the_path_as_sent_or_case_folded() {
+        let r = routes();
+        let TransactionMapping::Plan(plan) = r.map("/OBJECTS/B/K.csv", "GET", true, |_| Vec::new())
+        else {
+            panic!("a case-folding app would serve /OBJECTS as /objects")
+        };
+        assert_eq!(plan.resource.as_str(), "arn:aws:s3:::B/K.csv");
+        assert_eq!(
+            r.map("/OBJECTS/B/K.csv", "GET", false, |_| Vec::new()),
+            TransactionMapping::None
+        );
     }
 
     #[test]

@@ -108,6 +108,16 @@ impl PathTemplate {
         &self,
         request_path: &str,
     ) -> Option<Result<BTreeMap<String, String>, TemplateError>> {
+        self.captures_folding(request_path, false)
+    }
+
+    /// As [`Self::captures`]; with `fold_case`, literal segments match
+    /// ASCII case-insensitively (values keep the case they were sent in).
+    pub fn captures_folding(
+        &self,
+        request_path: &str,
+        fold_case: bool,
+    ) -> Option<Result<BTreeMap<String, String>, TemplateError>> {
         let path = request_path
             .split_once(['?', '#'])
             .map_or(request_path, |(p, _)| p);
@@ -116,7 +126,13 @@ impl PathTemplate {
         for (i, segment) in self.segments.iter().enumerate() {
             match segment {
                 Segment::Literal(l) => {
-                    if parts.get(i) != Some(&l.as_str()) {
+                    let part = parts.get(i)?;
+                    let same = if fold_case {
+                        part.eq_ignore_ascii_case(l)
+                    } else {
+                        part == l
+                    };
+                    if !same {
                         return None;
                     }
                 }
@@ -166,10 +182,13 @@ pub fn check_value(value: &str) -> Result<(), &'static str> {
 }
 
 /// Fills `{name}` and `{header.<name>}` placeholders of a resource template.
+/// `header(name)` gives every value of a request header: a header the
+/// template names must be sent exactly once (the app would see every copy),
+/// and its value must not hold a `/` (it fills one segment).
 pub fn fill(
     template: &str,
     values: &BTreeMap<String, String>,
-    header: impl Fn(&str) -> Option<String>,
+    header: impl Fn(&str) -> Vec<String>,
 ) -> Result<Resource, TemplateError> {
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
@@ -182,11 +201,20 @@ pub fn fill(
         let name = &after[..end];
         let value = match name.strip_prefix("header.") {
             Some(h) => {
-                let v = header(h).ok_or_else(|| TemplateError::Missing(name.to_owned()))?;
-                check_value(&v).map_err(|reason| TemplateError::BadValue {
+                let bad = |reason| TemplateError::BadValue {
                     name: name.to_owned(),
                     reason,
-                })?;
+                };
+                let mut sent = header(h);
+                let v = match sent.len() {
+                    0 => return Err(TemplateError::Missing(name.to_owned())),
+                    1 => sent.remove(0),
+                    _ => return Err(bad("the header is repeated")),
+                };
+                if v.contains('/') {
+                    return Err(bad("'/' is not allowed in a header value"));
+                }
+                check_value(&v).map_err(bad)?;
                 v
             }
             None => values
@@ -215,7 +243,7 @@ mod tests {
             .captures("/objects/b1/reports/2026/q3.csv?x=1")
             .unwrap()
             .unwrap();
-        let r = fill("arn:aws:s3:::{bucket}/{key}", &values, |_| None).unwrap();
+        let r = fill("arn:aws:s3:::{bucket}/{key}", &values, |_| Vec::new()).unwrap();
         assert_eq!(r.as_str(), "arn:aws:s3:::b1/reports/2026/q3.csv");
     }
 
@@ -251,17 +279,46 @@ mod tests {
     fn header_values_fill_placeholders_and_are_checked() {
         let values = BTreeMap::from([("id".to_owned(), "42".to_owned())]);
         let r = fill("secret/data/{header.x-tenant}/{id}", &values, |h| {
-            (h == "x-tenant").then(|| "acme".into())
+            if h == "x-tenant" {
+                vec!["acme".into()]
+            } else {
+                Vec::new()
+            }
         });
         assert_eq!(r.unwrap().as_str(), "secret/data/acme/42");
         let bad = fill("secret/data/{header.x-tenant}/{id}", &values, |_| {
-            Some("..".into())
+            vec!["..".into()]
         });
         assert!(matches!(bad, Err(TemplateError::BadValue { .. })));
         assert!(matches!(
-            fill("x/{nope}", &values, |_| None),
+            fill("x/{nope}", &values, |_| Vec::new()),
             Err(TemplateError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn a_repeated_template_header_or_one_spanning_segments_is_refused() {
+        let values = BTreeMap::new();
+        let t = "secret/data/{header.x-tenant}/db";
+        let repeated = fill(t, &values, |_| vec!["acme".into(), "evil".into()]);
+        assert!(
+            matches!(repeated, Err(TemplateError::BadValue { reason, .. }) if reason.contains("repeated"))
+        );
+        let spanning = fill(t, &values, |_| vec!["acme/other".into()]);
+        assert!(
+            matches!(spanning, Err(TemplateError::BadValue { reason, .. }) if reason.contains('/'))
+        );
+    }
+
+    #[test]
+    fn folded_literals_match_and_values_keep_their_case() {
+        let values = s3()
+            .captures_folding("/OBJECTS/B1/Key", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(values["bucket"], "B1");
+        assert_eq!(values["key"], "Key");
+        assert!(s3().captures("/OBJECTS/B1/Key").is_none());
     }
 
     #[test]
