@@ -30,6 +30,10 @@ struct World {
 }
 
 fn world(app_status: u16) -> World {
+    world_with(app_status, FILTER)
+}
+
+fn world_with(app_status: u16, filter: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing", "ci"]);
     let bao = OpenBao::start(dir.path());
@@ -64,7 +68,7 @@ fn world(app_status: u16) -> World {
         &root,
         "billing",
         app.port,
-        Some(FILTER),
+        Some(filter),
         false,
         &["--ipt-config", &ipt_arg, "--envoy-log-level", "info"],
     );
@@ -327,4 +331,32 @@ fn while_the_request_runs_the_app_reads_its_path_and_a_client_abort_still_revoke
     };
     assert_eq!(end_of("secret/data/orders/a"), ["close"]);
     assert_eq!(end_of("secret/data/orders/b"), ["fail"]);
+}
+
+#[test]
+fn the_shim_re_verifies_callers_for_the_filters_own_audience() {
+    const AUDIENCE: &str = "spiffe://example.org/billing-api";
+    let filter = FILTER.replace("inbound:\n", &format!("inbound:\n  audience: {AUDIENCE}\n"));
+    let w = world_with(200, &filter);
+    let for_audience = w.root.mint("orders", AUDIENCE, &[]);
+    let r = get(
+        w.sidecar.inbound,
+        "/orders/a",
+        &[("authorization", &bearer(&for_audience))],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = w.app.requests();
+    assert!(
+        seen.last().unwrap()["headers"]["x-vault-token"].is_string(),
+        "{seen:?}"
+    );
+    // A token for the workload's own ID is not for this filter.
+    let for_id = w.root.mint("orders", BILLING, &[]);
+    let r = get(
+        w.sidecar.inbound,
+        "/orders/a",
+        &[("authorization", &bearer(&for_id))],
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(w.app.requests().len(), seen.len());
 }

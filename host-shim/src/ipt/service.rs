@@ -170,7 +170,13 @@ impl Transactions {
             .identity
             .served()
             .ok_or_else(|| TxError::Unavailable("no identity loaded".into()))?;
-        let verifier = TokenVerifier::new(served.identity.id().clone(), VerifyOptions::default());
+        // The filter's audience (`inbound.audience`) when it has one: the
+        // token must be for it, as the filter checked.
+        let audience = request
+            .audience
+            .clone()
+            .unwrap_or_else(|| served.identity.id().clone());
+        let verifier = TokenVerifier::new(audience, VerifyOptions::default());
         let caller = verifier
             .verify(
                 &request.token,

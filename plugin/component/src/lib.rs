@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use ephemera_core::filter::config::Unmapped;
-use ephemera_core::filter::egress;
+use ephemera_core::filter::egress::{self, EgressDecision};
 use ephemera_core::filter::transaction::new_transaction_id;
 use ephemera_core::filter::{
     Direction, FilterConfig, Inbound, InboundRequest, InboundVerdict, LocalReply, Outbound,
@@ -186,7 +186,12 @@ impl Filter {
 
     fn outbound(&self, request: &Request) -> Verdict {
         let authority = request.authority.as_deref();
-        if let Some((_, rule)) = egress::rule_for(&self.config.outbound.secrets, authority) {
+        let rule = match egress::decide(&self.config.outbound.secrets, authority, &request.method) {
+            EgressDecision::NotEgress => None,
+            EgressDecision::Refuse(r) => return reply(r),
+            EgressDecision::Inject(_, rule) => Some(rule),
+        };
+        if let Some(rule) = rule {
             return match secrets::resolve(&rule.secret) {
                 Ok(resolved) => Verdict::Forward(HeaderChanges {
                     remove: vec![rule.header().to_owned()],

@@ -17,7 +17,12 @@ pub fn open(worker: &Worker, context_id: u32, plan: TransactionPlan, token: Stri
         log::error!("ephemera ipt: no randomness for a transaction id");
         return reply_unavailable(worker);
     };
-    let request = TransactionRoutes::open_request(&plan, transaction_id.clone(), token);
+    let request = TransactionRoutes::open_request(
+        &plan,
+        transaction_id.clone(),
+        token,
+        worker.config.inbound.audience.as_ref(),
+    );
     let Ok(body) = serde_json::to_vec(&request) else {
         return reply_unavailable(worker);
     };

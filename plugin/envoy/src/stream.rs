@@ -2,7 +2,7 @@
 
 use std::rc::Rc;
 
-use ephemera_core::filter::egress;
+use ephemera_core::filter::egress::{self, EgressDecision};
 use ephemera_core::filter::inbound::bearer_token;
 use ephemera_core::filter::{
     InboundRequest, InboundVerdict, LocalReply, OutboundRequest, OutboundVerdict, Outcome,
@@ -82,10 +82,20 @@ pub fn handle(worker: &Worker, context_id: u32, resumed: bool) -> Action {
         }
         Policy::Outbound(policy) => {
             let authority = host::request_header_text(":authority");
-            if let Some((index, rule)) =
-                egress::rule_for(&worker.config.outbound.secrets, authority.as_deref())
-            {
-                return crate::egress::start(worker, context_id, index, rule);
+            let method = host::request_header_text(":method").unwrap_or_default();
+            match egress::decide(
+                &worker.config.outbound.secrets,
+                authority.as_deref(),
+                &method,
+            ) {
+                EgressDecision::NotEgress => {}
+                EgressDecision::Refuse(reply) => {
+                    host::send_reply(reply.status, &reply.headers, &reply.body);
+                    return Action::Pause;
+                }
+                EgressDecision::Inject(index, rule) => {
+                    return crate::egress::start(worker, context_id, index, rule);
+                }
             }
             let cluster = if worker.config.outbound.clusters.is_empty() {
                 None

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use base64::Engine as _;
 
 use crate::b64::STANDARD_PAD;
+use crate::filter::outcome::LocalReply;
 
 /// How the secret is put on the request.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -61,8 +62,46 @@ impl EgressRule {
     }
 }
 
+/// Methods an egress route refuses: `TRACE` makes the upstream echo the
+/// injected secret back to the caller, `CONNECT` would tunnel past the
+/// injection.
+const REFUSED_METHODS: [&str; 3] = ["TRACE", "TRACK", "CONNECT"];
+
+/// The methods an egress route answers, for `Allow`.
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// What the outbound filter does with a request to an egress host.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EgressDecision<'r> {
+    /// Not an egress host: minting rules apply.
+    NotEgress,
+    /// An egress host, refused as sent.
+    Refuse(LocalReply),
+    /// Inject the secret of this rule (index in the configuration).
+    Inject(usize, &'r EgressRule),
+}
+
+/// Decides a request by its `:authority` and `:method`.
+pub fn decide<'r>(
+    rules: &'r [EgressRule],
+    authority: Option<&str>,
+    method: &str,
+) -> EgressDecision<'r> {
+    match rule_for(rules, authority) {
+        None => EgressDecision::NotEgress,
+        Some(_)
+            if REFUSED_METHODS
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(method)) =>
+        {
+            EgressDecision::Refuse(LocalReply::method_not_allowed(ALLOWED_METHODS))
+        }
+        Some((index, rule)) => EgressDecision::Inject(index, rule),
+    }
+}
+
 /// The rule for a host, if any.
-pub fn rule_for<'r>(
+fn rule_for<'r>(
     rules: &'r [EgressRule],
     authority: Option<&str>,
 ) -> Option<(usize, &'r EgressRule)> {
@@ -100,6 +139,26 @@ mod tests {
             username: "svc".into(),
         });
         assert_eq!(b.value("pw"), "Basic c3ZjOnB3");
+    }
+
+    #[test]
+    fn trace_and_connect_never_carry_a_secret() {
+        let rules = vec![rule(Inject::Bearer)];
+        for method in ["TRACE", "trace", "TRACK", "CONNECT"] {
+            let EgressDecision::Refuse(reply) = decide(&rules, Some("api.example.com"), method)
+            else {
+                panic!("{method} was not refused");
+            };
+            assert_eq!(reply.status, 405);
+        }
+        assert!(matches!(
+            decide(&rules, Some("api.example.com"), "GET"),
+            EgressDecision::Inject(0, _)
+        ));
+        assert_eq!(
+            decide(&rules, Some("other.example.com"), "TRACE"),
+            EgressDecision::NotEgress
+        );
     }
 
     #[test]

@@ -59,6 +59,15 @@ impl LocalReply {
         }
     }
 
+    /// 405 with the methods that are allowed.
+    pub fn method_not_allowed(allow: &str) -> Self {
+        Self {
+            status: 405,
+            headers: vec![("allow".into(), allow.into())],
+            body: "method not allowed\n".into(),
+        }
+    }
+
     /// 503: identity not (yet) available.
     pub fn unavailable() -> Self {
         Self {

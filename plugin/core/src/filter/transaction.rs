@@ -4,6 +4,7 @@
 use super::config::TransactionRoute;
 use crate::ipt::template::fill;
 use crate::ipt::{Action, OpenRequest, OpenResponse, Resource};
+use crate::SpiffeId;
 
 /// What a request is scoped to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,11 +104,13 @@ impl TransactionRoutes {
         TransactionMapping::None
     }
 
-    /// The shim request for a plan.
+    /// The shim request for a plan; `audience` is the one the filter
+    /// verified the token for, so the shim re-verifies it the same way.
     pub fn open_request(
         plan: &TransactionPlan,
         transaction_id: String,
         token: String,
+        audience: Option<&SpiffeId>,
     ) -> OpenRequest {
         OpenRequest {
             transaction_id,
@@ -115,6 +118,7 @@ impl TransactionRoutes {
             resource: plan.resource.clone(),
             action: plan.action.clone(),
             broker: plan.broker.clone(),
+            audience: audience.cloned(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::action::Action;
+use crate::SpiffeId;
 use super::resource::Resource;
 
 /// `POST /v1/transactions`: open a transaction.
@@ -22,6 +23,10 @@ pub struct OpenRequest {
     pub action: Action,
     /// Which configured broker issues the credential.
     pub broker: String,
+    /// The `aud` the filter verified the token for (`inbound.audience`);
+    /// absent: the workload's own ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<SpiffeId>,
 }
 
 impl fmt::Debug for OpenRequest {
@@ -31,6 +36,7 @@ impl fmt::Debug for OpenRequest {
             .field("resource", &self.resource)
             .field("action", &self.action)
             .field("broker", &self.broker)
+            .field("audience", &self.audience)
             .finish_non_exhaustive()
     }
 }
