@@ -361,3 +361,37 @@ fn https_providers_are_reached_over_tls() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("tls: provider unreachable"), "{}", r.body);
 }
+
+/// The same token with its ECDSA signature's `s` replaced by `n−s`: a
+/// different string that verifies just as well.
+fn high_s_twin(token: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::elliptic_curve::PrimeField as _;
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut raw = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let s: [u8; 32] = raw[32..].try_into().unwrap();
+    let s = p256::Scalar::from_repr(s.into()).unwrap();
+    raw[32..].copy_from_slice(&(-s).to_repr());
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(raw))
+}
+
+#[test]
+fn a_token_and_its_high_s_twin_share_one_ledger_reference() {
+    let (dir, root, bao) = setup();
+    let shim = shim(dir.path(), &root, &bao, 60);
+    let caller = root.mint("orders", BILLING, &[]);
+    let twin = high_s_twin(&caller);
+    assert_ne!(twin, caller);
+    for (n, token) in [(1, &caller), (2, &twin)] {
+        let (status, opened) = open(&shim, &txid(n), token, "secret/data/orders/a");
+        assert_eq!(status, 200, "the twin verifies too: {opened}");
+    }
+    let events = ledger_events(&shim);
+    let refs: Vec<&str> = events
+        .iter()
+        .map(|e| e["refs"]["caller_token"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs.len(), 2);
+    assert_eq!(refs[0], refs[1], "one token, one reference");
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ephemera_core::ipt::{CloseRequest, OpenRequest, OpenResponse};
 use ephemera_core::{RustCrypto, SpiffeId, TokenVerifier, VerifyOptions};
+use ephemera_core::token::malleability_free;
 
 use super::config::IptConfig;
 use super::policy;
@@ -152,7 +153,11 @@ impl Transactions {
         if let Some(key) = &self.hmac {
             e.refs.insert(
                 "caller_token".into(),
-                key.reference("caller-token", &request.token),
+                // A token and its high-S twin are one token: one reference.
+                key.reference(
+                    "caller-token",
+                    &malleability_free(&request.token).unwrap_or_else(|| request.token.clone()),
+                ),
             );
         }
         e

@@ -73,6 +73,15 @@ pub fn der_to_raw(der: &[u8]) -> Option<RawSignature> {
     Signature::from_der(der).ok().map(|s| s.to_bytes().into())
 }
 
+/// The low-S form of a JWS `r‖s` signature. ECDSA is malleable (`s` and
+/// `n−s` both verify), so anything that identifies a token across requests
+/// must use this form.
+pub fn low_s(raw: &RawSignature) -> Option<RawSignature> {
+    Signature::from_slice(raw)
+        .ok()
+        .map(|s| s.normalize_s().to_bytes().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

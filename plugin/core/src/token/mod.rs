@@ -2,6 +2,7 @@
 
 mod claims;
 mod dpop;
+mod malleability;
 mod error;
 mod mint;
 mod verify;
@@ -9,5 +10,6 @@ mod verify;
 pub use claims::VerifiedToken;
 pub use dpop::{DpopError, DpopProof, DpopRequest, create_proof, verify_dpop};
 pub use error::{InvalidToken, MintError, VerifyError};
+pub use malleability::malleability_free;
 pub use mint::{DEFAULT_TTL_SECS, Minter, random_jti};
 pub use verify::{DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, TokenVerifier, VerifyOptions};
