@@ -30,10 +30,12 @@ struct World {
 }
 
 fn world(app_status: u16) -> World {
-    world_with(app_status, FILTER)
+    world_with(app_status, FILTER, "")
 }
 
-fn world_with(app_status: u16, filter: &str) -> World {
+/// A world whose sidecar has `filter` and whose IPT configuration ends in
+/// `ipt_extra` (YAML lines).
+fn world_with(app_status: u16, filter: &str, ipt_extra: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing", "ci"]);
     let bao = OpenBao::start(dir.path());
@@ -54,7 +56,7 @@ fn world_with(app_status: u16, filter: &str) -> World {
     std::fs::write(
         &ipt,
         format!(
-            "ledger: {{ path: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
+            "ledger: {{ path: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n{ipt_extra}",
             ledger.display(),
             bao.port,
             bao.shim_token_file.display()
@@ -337,7 +339,7 @@ fn while_the_request_runs_the_app_reads_its_path_and_a_client_abort_still_revoke
 fn the_shim_re_verifies_callers_for_the_filters_own_audience() {
     const AUDIENCE: &str = "spiffe://example.org/billing-api";
     let filter = FILTER.replace("inbound:\n", &format!("inbound:\n  audience: {AUDIENCE}\n"));
-    let w = world_with(200, &filter);
+    let w = world_with(200, &filter, "");
     let for_audience = w.root.mint("orders", AUDIENCE, &[]);
     let r = get(
         w.sidecar.inbound,
@@ -359,4 +361,36 @@ fn the_shim_re_verifies_callers_for_the_filters_own_audience() {
     );
     assert_eq!(r.status, 401);
     assert_eq!(w.app.requests().len(), seen.len());
+}
+
+#[test]
+fn a_caller_with_too_many_open_transactions_gets_429() {
+    let w = world_with(200, FILTER, "max_open_per_caller: 2\n");
+    let token = w.root.mint("orders", BILLING, &["--ttl", "120"]);
+    let auth = bearer(&token);
+    let inbound = w.sidecar.inbound;
+    // Three slow requests at once: two hold their transactions open.
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let auth = auth.clone();
+            std::thread::spawn(move || {
+                get(
+                    inbound,
+                    "/orders/a",
+                    &[("authorization", &auth), ("x-echo-delay-ms", "1500")],
+                )
+                .status
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429]);
+    assert!(w.sidecar.stats()["ephemera.inbound.transactions.limited"] >= 1);
+    // Closed transactions free their places (the close follows the
+    // response on the filter's next tick).
+    wait_until(Duration::from_secs(5), || {
+        get(inbound, "/orders/a", &[("authorization", &auth)]).status == 200
+    })
+    .expect("a place again once the transactions closed");
 }

@@ -34,10 +34,17 @@ pub struct IptConfig {
     /// How often expired transactions are reaped, milliseconds.
     #[serde(default = "default_reap")]
     pub reap_interval_ms: u64,
+    /// Most transactions one caller may have open at once (more: 429).
+    #[serde(default = "default_max_open")]
+    pub max_open_per_caller: usize,
 }
 
 fn default_reap() -> u64 {
     1000
+}
+
+fn default_max_open() -> usize {
+    64
 }
 
 impl IptConfig {

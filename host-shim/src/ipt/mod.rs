@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod limit;
 pub mod policy;
 pub mod service;
 

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ephemera_core::ipt::{CloseRequest, OpenRequest, OpenResponse};
-use ephemera_core::{RustCrypto, SpiffeId, TokenVerifier, VerifyOptions};
 use ephemera_core::token::malleability_free;
+use ephemera_core::{RustCrypto, SpiffeId, TokenVerifier, VerifyOptions};
 
 use super::config::IptConfig;
+use super::limit::{CallerLimit, Slot};
 use super::policy;
 use crate::broker::{Broker, Revocation};
 use crate::clock::unix_now;
@@ -35,6 +36,9 @@ pub enum TxError {
     /// No such open transaction (404).
     #[error("no open transaction with that id")]
     NotFound,
+    /// The caller has too many transactions open (429).
+    #[error("too many open transactions for this caller")]
+    TooMany,
     /// Broker, ledger or identity unavailable (503).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -49,6 +53,7 @@ impl TxError {
             Self::Denied => 403,
             Self::Conflict => 409,
             Self::NotFound => 404,
+            Self::TooMany => 429,
             Self::Unavailable(_) => 503,
         }
     }
@@ -61,12 +66,13 @@ impl TxError {
             Self::Denied => "denied",
             Self::Conflict => "conflict",
             Self::NotFound => "not_found",
+            Self::TooMany => "too_many",
             Self::Unavailable(_) => "unavailable",
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct OpenTxn {
     caller: SpiffeId,
     request: OpenRequest,
@@ -74,6 +80,8 @@ struct OpenTxn {
     expires_at: u64,
     started: Instant,
     revocation: Revocation,
+    /// The caller's place under its limit, freed with this record.
+    _slot: Slot,
 }
 
 /// Open transactions and what they need.
@@ -84,6 +92,7 @@ pub struct Transactions {
     ledger: FileLedger,
     hmac: Option<HmacKey>,
     open: Mutex<HashMap<String, OpenTxn>>,
+    limit: CallerLimit,
     reap_interval: Duration,
 }
 
@@ -136,6 +145,7 @@ impl Transactions {
             ledger,
             hmac,
             open: Mutex::new(HashMap::new()),
+            limit: CallerLimit::new(config.max_open_per_caller),
             reap_interval: Duration::from_millis(config.reap_interval_ms.max(50)),
         })
     }
@@ -209,6 +219,10 @@ impl Transactions {
             }
             return Err(TxError::Denied);
         }
+        let Some(slot) = self.limit.take(&caller) else {
+            tracing::warn!("ipt: 429: {caller} has too many open transactions");
+            return Err(TxError::TooMany);
+        };
         {
             let open = self
                 .open
@@ -266,6 +280,7 @@ impl Transactions {
                     expires_at: issued.expires_at,
                     started: Instant::now(),
                     revocation: issued.revocation,
+                    _slot: slot,
                 },
             );
         }

@@ -113,6 +113,12 @@ pub fn open_response(worker: &Worker, token: u32, headers: usize, body_size: usi
             let reply = LocalReply::forbidden();
             host::send_reply(reply.status, &reply.headers, &reply.body);
         }
+        Some("429") => {
+            worker.stats.transaction_limited();
+            log::info!("ephemera ipt: 429: the caller has too many transactions open");
+            let reply = LocalReply::too_many_requests();
+            host::send_reply(reply.status, &reply.headers, &reply.body);
+        }
         other => {
             worker.stats.transaction_failed();
             log::warn!("ephemera ipt: 503: transaction not opened (shim answered {other:?})");

@@ -47,6 +47,7 @@ pub struct Stats {
     txn_failed: u32,
     txn_closed: u32,
     txn_unmappable: u32,
+    txn_limited: u32,
     egress_injected: u32,
     egress_denied: u32,
     egress_failed: u32,
@@ -104,6 +105,7 @@ impl Stats {
             txn_failed: counter(&n("transactions.failed")),
             txn_closed: counter(&n("transactions.closed")),
             txn_unmappable: counter(&n("transactions.unmappable")),
+            txn_limited: counter(&n("transactions.limited")),
             egress_injected: counter(&n("egress.injected")),
             egress_denied: counter(&n("egress.denied")),
             egress_failed: counter(&n("egress.failed")),
@@ -217,6 +219,11 @@ impl Stats {
     /// A request on a transaction route could not be mapped (400).
     pub fn transaction_unmappable(&self) {
         bump(self.txn_unmappable);
+    }
+
+    /// The caller had too many transactions open (429).
+    pub fn transaction_limited(&self) {
+        bump(self.txn_limited);
     }
 
     /// An egress secret was injected.

@@ -68,6 +68,15 @@ impl LocalReply {
         }
     }
 
+    /// 429: the caller has too many transactions open.
+    pub fn too_many_requests() -> Self {
+        Self {
+            status: 429,
+            headers: Vec::new(),
+            body: "too many requests\n".into(),
+        }
+    }
+
     /// 503: identity not (yet) available.
     pub fn unavailable() -> Self {
         Self {

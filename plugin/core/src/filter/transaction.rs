@@ -2,9 +2,9 @@
 //! which resource and action, and how the issued credential reaches the app.
 
 use super::config::TransactionRoute;
+use crate::SpiffeId;
 use crate::ipt::template::fill;
 use crate::ipt::{Action, OpenRequest, OpenResponse, Resource};
-use crate::SpiffeId;
 
 /// What a request is scoped to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::action::Action;
-use crate::SpiffeId;
 use super::resource::Resource;
+use crate::SpiffeId;
 
 /// `POST /v1/transactions`: open a transaction.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,7 +42,9 @@ mod tests {
         let twin = high_twin(&raw);
         assert_ne!(raw, twin);
         assert!(
-            RustCrypto.verify(&key.public_key(), signed.as_bytes(), &twin).unwrap(),
+            RustCrypto
+                .verify(key.public_key(), signed.as_bytes(), &twin)
+                .unwrap(),
             "the twin is an equally valid signature"
         );
         let token = format!("{signed}.{}", b64::encode(raw));

@@ -2,8 +2,8 @@
 
 mod claims;
 mod dpop;
-mod malleability;
 mod error;
+mod malleability;
 mod mint;
 mod verify;
 
