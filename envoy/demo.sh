@@ -48,8 +48,11 @@ bao policy write ephemera-shim "$work/shim-policy.hcl" >/dev/null
 bao token create -policy=ephemera-shim -no-default-policy -ttl=1h -field=token > "$work/shim-token"
 bao kv put secret/billing/db password=demo-db-password >/dev/null
 bao kv put secret/billing/payroll password=demo-payroll-password >/dev/null
+# The ledger's signing key lives outside the ledger's directory.
+mkdir -p "$work/keys" "$work/audit"
+"$E" ledger keygen "$work/keys/ledger.key" "$work/keys/ledger.pub" >/dev/null
 cat > "$work/ipt.yaml" <<YAML
-ledger: { path: "$work/ledger.jsonl" }
+ledger: { path: "$work/audit/ledger.jsonl", signing_key_file: "$work/keys/ledger.key" }
 brokers:
   vault: { kind: openbao, address: "$BAO_ADDR", token_file: "$work/shim-token", ttl_secs: 60, num_uses: 3 }
 policy:
@@ -137,8 +140,8 @@ echo "   a caller the route admits but the shim's IPT policy does not (billing i
 SELF=$( (eval "$("$E" identity env "$work/root" billing)"; "$E" token mint --audience spiffe://example.org/billing) )
 echo "   -> HTTP $(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $SELF" "http://127.0.0.1:$BILLING_IN/vault/db")"
 echo "   the audit ledger (hash-chained; ephemera ledger tail / verify):"
-"$E" ledger tail "$work/ledger.jsonl" | sed 's/^/   /'
-"$E" ledger verify "$work/ledger.jsonl" | sed 's/^/   /'
+"$E" ledger tail "$work/audit/ledger.jsonl" | sed 's/^/   /'
+"$E" ledger verify "$work/audit/ledger.jsonl" --public-key "$work/keys/ledger.pub" | sed 's/^/   /'
 
 say "5. revocation: ephemera identity remove orders"
 "$E" identity remove "$work/root" orders >/dev/null

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ephemera_shim::ledger::{Event, FileLedger, TransactionEvent};
+use ephemera_shim::ledger::{Event, FileLedger, LedgerKey, TransactionEvent};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -17,7 +17,9 @@ fn main() {
         "ephemera-ledger-bench-{}.jsonl",
         std::process::id()
     ));
-    let (ledger, _) = FileLedger::open(&path).expect("open ledger");
+    // Signed, as the shim runs it: one signature per batch.
+    let key = LedgerKey::generate().expect("randomness");
+    let (ledger, _) = FileLedger::open(&path, Some(key)).expect("open ledger");
     let start = Instant::now();
     let threads: Vec<_> = (0..writers)
         .map(|w| {

@@ -109,10 +109,7 @@ impl IdentitySource {
         for part in [id.as_str(), "\0", &bundle, "\0", &key_pem] {
             hash.update(part.as_bytes());
         }
-        let version: String = hash.finalize()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let version = hex::encode(&hash.finalize()[..12]);
         let current = self.served();
         let refused_before = self
             .refused

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::identity_source::IdentitySource;
+use crate::ledger::signing::configured_key;
 use crate::ledger::{Event, FileLedger, HmacKey, TransactionEvent};
 use crate::sensitive::Sensitive;
 
@@ -40,16 +41,22 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Opens the audit ledger of a configuration, if it has one.
-    pub fn open(config: &SecretsConfig) -> Result<Option<Self>, String> {
+    /// Opens the audit ledger of a configuration, if it has one; without a
+    /// signing key only when `unkeyed` was asked for.
+    pub fn open(config: &SecretsConfig, unkeyed: bool) -> Result<Option<Self>, String> {
         let Some(a) = &config.audit else {
             return Ok(None);
         };
         let salt = std::fs::read(&a.salt_file).map_err(|e| format!("{}: {e}", a.salt_file))?;
         let salt = HmacKey::new(salt)
             .ok_or_else(|| format!("{}: a salt needs at least 16 bytes", a.salt_file))?;
-        let (ledger, _) =
-            FileLedger::open(std::path::Path::new(&a.ledger)).map_err(|e| e.to_string())?;
+        let path = std::path::Path::new(&a.ledger);
+        let key = configured_key(
+            path,
+            a.signing_key_file.as_deref().map(std::path::Path::new),
+            unkeyed,
+        )?;
+        let (ledger, _) = FileLedger::open(path, key).map_err(|e| e.to_string())?;
         Ok(Some(Self {
             ledger,
             tenant: a.tenant.clone(),
@@ -176,8 +183,12 @@ fn egress() -> String {
 
 impl SecretsService {
     /// A service over a validated configuration.
-    pub fn new(config: SecretsConfig, identity: Arc<IdentitySource>) -> Result<Self, String> {
-        let audit = Audit::open(&config)?;
+    pub fn new(
+        config: SecretsConfig,
+        identity: Arc<IdentitySource>,
+        unkeyed_ledger: bool,
+    ) -> Result<Self, String> {
+        let audit = Audit::open(&config, unkeyed_ledger)?;
         let tenant = config
             .audit
             .as_ref()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ephemera_tests::net::get;
 use ephemera_tests::openbao::OpenBao;
-use ephemera_tests::workload::{EchoApp, Root, Sidecar};
+use ephemera_tests::workload::{EchoApp, Root, Sidecar, ledger_key};
 
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
@@ -27,8 +27,8 @@ fn main() {
         .ok();
     let ipt = dir.path().join("ipt.yaml");
     std::fs::write(&ipt, format!(
-        "ledger: {{ path: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
-        dir.path().join("ledger.jsonl").display(), bao.port, bao.shim_token_file.display())).expect("write");
+        "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
+        dir.path().join("ledger.jsonl").display(), ledger_key(dir.path()).0.display(), bao.port, bao.shim_token_file.display())).expect("write");
     let app = EchoApp::start(dir.path(), "app", 200);
     let filter = "inbound:\n  transactions:\n    - { path: \"/orders/{name}\", resource: \"secret/data/orders/{name}\", broker: vault, credential_headers: { token: x-vault-token } }\n";
     let ipt_arg = ipt.display().to_string();

@@ -210,6 +210,20 @@ pub fn stats(admin: impl Into<Target>) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// A ledger signing key made by `ephemera ledger keygen` in `dir/keys`
+/// (outside the directory the tests' ledgers live in): (private, public).
+/// Made once per directory.
+pub fn ledger_key(dir: &Path) -> (PathBuf, PathBuf) {
+    let keys = dir.join("keys");
+    let (private, public) = (keys.join("ledger.key"), keys.join("ledger.pub"));
+    if !private.exists() {
+        std::fs::create_dir_all(&keys).unwrap();
+        let (p, q) = (private.to_string_lossy(), public.to_string_lossy());
+        ephemera(&["ledger", "keygen", &p, &q], &[]).ok();
+    }
+    (private, public)
+}
+
 /// Where the shims of a test directory listen: a socket in a private
 /// directory the shim creates (a restarted shim takes the same path).
 pub fn shim_socket(dir: &Path) -> PathBuf {

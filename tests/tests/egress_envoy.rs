@@ -4,7 +4,7 @@
 //! use gives a local 403 and nothing leaves.
 
 use ephemera_tests::net::get;
-use ephemera_tests::workload::{EchoApp, Root, Sidecar};
+use ephemera_tests::workload::{EchoApp, Root, Sidecar, ledger_key};
 
 const SECRET: &str = "egress-secret-value-123";
 
@@ -22,10 +22,11 @@ fn the_upstream_receives_the_secret_the_app_never_held() {
     std::fs::write(
         &secrets,
         format!(
-            "stores:\n  files: {{ backend: file, dir: \"{}\", mount: creds }}\nrefs:\n  api_token: {{ store: files, path: api/token, policy: egress }}\n  cached_token: {{ store: files, path: api/token, policy: egress, cache_ttl_secs: 60 }}\n  billing_only: {{ store: files, path: api/token, policy: billing }}\npolicies:\n  egress: {{ allowed_principals: [orders] }}\n  billing: {{ allowed_principals: [billing] }}\nprincipals:\n  - {{ match: \"spiffe://example.org/orders\", principal: orders }}\n  - {{ match: \"spiffe://example.org/billing\", principal: billing }}\naudit: {{ ledger: \"{}\", tenant: acme, salt_file: \"{}\" }}\n",
+            "stores:\n  files: {{ backend: file, dir: \"{}\", mount: creds }}\nrefs:\n  api_token: {{ store: files, path: api/token, policy: egress }}\n  cached_token: {{ store: files, path: api/token, policy: egress, cache_ttl_secs: 60 }}\n  billing_only: {{ store: files, path: api/token, policy: billing }}\npolicies:\n  egress: {{ allowed_principals: [orders] }}\n  billing: {{ allowed_principals: [billing] }}\nprincipals:\n  - {{ match: \"spiffe://example.org/orders\", principal: orders }}\n  - {{ match: \"spiffe://example.org/billing\", principal: billing }}\naudit: {{ ledger: \"{}\", tenant: acme, salt_file: \"{}\", signing_key_file: \"{}\" }}\n",
             files.display(),
             ledger.display(),
-            salt.display()
+            salt.display(),
+            ledger_key(dir.path()).0.display()
         ),
     )
     .unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ephemera_tests::net::{get, wait_until};
 use ephemera_tests::openbao::OpenBao;
-use ephemera_tests::workload::{EchoApp, Root, Sidecar};
+use ephemera_tests::workload::{EchoApp, Root, Sidecar, ledger_key};
 
 const BILLING: &str = "spiffe://example.org/billing";
 
@@ -56,8 +56,9 @@ fn world_with(app_status: u16, filter: &str, ipt_extra: &str) -> World {
     std::fs::write(
         &ipt,
         format!(
-            "ledger: {{ path: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n{ipt_extra}",
+            "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n{ipt_extra}",
             ledger.display(),
+            ledger_key(dir.path()).0.display(),
             bao.port,
             bao.shim_token_file.display()
         ),

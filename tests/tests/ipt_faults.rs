@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ephemera_tests::net::get;
 use ephemera_tests::openbao::OpenBao;
-use ephemera_tests::workload::{EchoApp, Root, envoy_for_shim, serve, shim_socket};
+use ephemera_tests::workload::{EchoApp, Root, envoy_for_shim, ledger_key, serve, shim_socket};
 use ephemera_tests::{ephemera, run};
 use serde_json::Value;
 
@@ -40,8 +40,9 @@ fn ipt_config(dir: &Path, ledger: &Path, bao: &OpenBao) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "ledger: {{ path: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
+            "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
             ledger.display(),
+            ledger_key(dir).0.display(),
             bao.port,
             bao.shim_token_file.display()
         ),
@@ -97,7 +98,7 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
         .expect("the full ledger refuses transactions");
     assert!(
         statuses[first_503..].iter().all(|s| *s == 503),
-        "closed for appends: {statuses:?}"
+        "refused while the disk is full: {statuses:?}"
     );
     let ledger_text = std::fs::read_to_string(full.0.join("ledger.jsonl")).unwrap();
     let seen = app.requests();
@@ -116,7 +117,31 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
             "{name} unaudited"
         );
     }
-    let seen_before = seen.len();
+    // Space again: each failed batch was cut back to the last durable
+    // length, so appends resume and no partial line sits in the ledger.
+    std::fs::remove_file(full.0.join("filler")).unwrap();
+    assert_eq!(
+        get(
+            inbound,
+            "/orders/after",
+            &[("authorization", &bearer(&caller))]
+        )
+        .status,
+        200
+    );
+    let public = ledger_key(dir.path()).1;
+    let verify = ephemera(
+        &[
+            "ledger",
+            "verify",
+            &full.0.join("ledger.jsonl").to_string_lossy(),
+            "--public-key",
+            &public.to_string_lossy(),
+        ],
+        &[],
+    );
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    let seen_before = app.requests().len();
 
     // 2. A read-only ledger filesystem from the start.
     let ro = Mount::new(&dir.path().join("ro"), "ro,size=64k");
@@ -209,7 +234,17 @@ fn a_shim_killed_mid_burst_leaves_a_verifiable_ledger_covering_every_transaction
         "the burst spanned the outage: {statuses:?}"
     );
 
-    let verify = ephemera(&["ledger", "verify", &ledger.to_string_lossy()], &[]);
+    let public = ledger_key(dir.path()).1;
+    let verify = ephemera(
+        &[
+            "ledger",
+            "verify",
+            &ledger.to_string_lossy(),
+            "--public-key",
+            &public.to_string_lossy(),
+        ],
+        &[],
+    );
     assert_eq!(verify.code, 0, "{}", verify.stderr);
     let opened: BTreeSet<String> = std::fs::read_to_string(&ledger)
         .unwrap()

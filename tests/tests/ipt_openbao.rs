@@ -8,7 +8,7 @@ use std::time::Duration;
 use ephemera_tests::net::{get, send, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::procs::Proc;
-use ephemera_tests::workload::Root;
+use ephemera_tests::workload::{Root, ledger_key};
 use ephemera_tests::{ephemera, ephemera_bin};
 use serde_json::{Value, json};
 
@@ -26,7 +26,7 @@ fn shim(dir: &std::path::Path, root: &Root, bao: &OpenBao, ttl: u64) -> Shim {
     std::fs::write(&hmac_key, [7u8; 32]).unwrap();
     let config = format!(
         r#"
-ledger: {{ path: "{}", hmac_key_file: "{}" }}
+ledger: {{ path: "{}", hmac_key_file: "{}", signing_key_file: "{}" }}
 reap_interval_ms: 200
 brokers:
   vault: {{ kind: openbao, address: "http://127.0.0.1:{}", token_file: "{}", ttl_secs: {ttl}, num_uses: 3 }}
@@ -43,6 +43,7 @@ policy:
 "#,
         ledger.display(),
         hmac_key.display(),
+        ledger_key(dir).0.display(),
         bao.port,
         bao.shim_token_file.display(),
         bao.port,
@@ -202,7 +203,17 @@ fn a_transaction_token_reads_its_one_path_and_dies_at_close() {
         "the caller token as an HMAC reference"
     );
     assert_eq!(events[1]["refs"]["caller_token"].as_str(), Some(reference));
-    let verify = ephemera(&["ledger", "verify", &shim.ledger.to_string_lossy()], &[]);
+    let public = ledger_key(dir.path()).1;
+    let verify = ephemera(
+        &[
+            "ledger",
+            "verify",
+            &shim.ledger.to_string_lossy(),
+            "--public-key",
+            &public.to_string_lossy(),
+        ],
+        &[],
+    );
     assert!(verify.ok().starts_with("ok: 2 records"));
 
     // No credential or caller token in the ledger or the shim's output.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ephemera_tests::net::{free_port, get, send, wait_until};
 use ephemera_tests::procs::Proc;
-use ephemera_tests::workload::Root;
+use ephemera_tests::workload::{Root, ledger_key};
 use ephemera_tests::{ephemera_bin, python, repo_root, run};
 use serde_json::{Value, json};
 
@@ -54,8 +54,9 @@ fn shim(
 ) -> (std::path::PathBuf, Proc, std::path::PathBuf) {
     let ledger = dir.join(format!("ledger-{}.jsonl", free_port()));
     let config = format!(
-        "ledger: {{ path: \"{}\" }}\nbrokers:\n  aws: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"{}\" }}\n  nope: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"arn:aws:iam::123456789012:role/does-not-exist\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: aws }}\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: nope }}\n",
+        "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  aws: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"{}\" }}\n  nope: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"arn:aws:iam::123456789012:role/does-not-exist\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: aws }}\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: nope }}\n",
         ledger.display(),
+        ledger_key(dir).0.display(),
         moto.port,
         moto.keys["role_arn"].as_str().unwrap(),
         moto.port
@@ -218,8 +219,9 @@ fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
     std::fs::write(
         &ipt,
         format!(
-            "ledger: {{ path: \"{}\" }}\nbrokers:\n  aws: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read, write], broker: aws }}\n",
+            "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  aws: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"{}\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read, write], broker: aws }}\n",
             ledger.display(),
+            ledger_key(dir.path()).0.display(),
             moto.port,
             moto.keys["role_arn"].as_str().unwrap()
         ),

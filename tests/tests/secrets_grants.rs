@@ -10,7 +10,7 @@ use ephemera_core::token::create_proof;
 use ephemera_core::{PrivateKey, RustCrypto};
 use ephemera_tests::net::{send, wait_until};
 use ephemera_tests::spiffile_peer;
-use ephemera_tests::workload::{Root, serve_secrets};
+use ephemera_tests::workload::{Root, ledger_key, serve_secrets};
 
 const ONCE: &str = "grant-once-secret-value";
 const PAIR: &str = "grant-pair-secret-value";
@@ -190,12 +190,13 @@ principals:
   - {{ match: "spiffe://example.org/orders", principal: orders }}
   - {{ match: "spiffe://example.org/api", principal: api }}
   - {{ match: "spiffe://example.org/research", principal: research }}
-audit: {{ ledger: "{}", tenant: acme, salt_file: "{}" }}
+audit: {{ ledger: "{}", tenant: acme, salt_file: "{}", signing_key_file: "{}" }}
 "#,
             files.display(),
             files.join("later").display(),
             ledger.display(),
-            salt.display()
+            salt.display(),
+            ledger_key(dir.path()).0.display()
         ),
     )
     .unwrap();

@@ -6,6 +6,7 @@
 use ephemera_tests::ephemera;
 use ephemera_tests::net::CountingProxy;
 use ephemera_tests::openbao::OpenBao;
+use ephemera_tests::workload::ledger_key;
 
 const CONFIG: &str = r#"
 stores:
@@ -25,7 +26,7 @@ policies:
 principals:
   - { match: "spiffe://example.org/orders", principal: orders }
   - { match: "spiffe://example.org/*", principal: everyone }
-audit: { ledger: "LEDGER", tenant: acme, salt_file: "SALT" }
+audit: { ledger: "LEDGER", tenant: acme, salt_file: "SALT", signing_key_file: "SIGNING_KEY" }
 "#;
 
 #[test]
@@ -79,6 +80,10 @@ fn secrets_resolve_by_version_and_fail_with_distinct_errors() {
     std::fs::write(
         &config,
         CONFIG
+            .replace(
+                "SIGNING_KEY",
+                &ledger_key(dir.path()).0.display().to_string(),
+            )
             .replace("PORT", &proxy.port.to_string())
             .replace("TOKEN", &token_file.display().to_string())
             .replace("DIR", &files.display().to_string())
@@ -173,6 +178,10 @@ fn check_validates_and_plans_without_reading() {
     std::fs::write(
         &config,
         CONFIG
+            .replace(
+                "SIGNING_KEY",
+                &ledger_key(dir.path()).0.display().to_string(),
+            )
             .replace("PORT", "1")
             .replace("TOKEN", "/nonexistent")
             .replace("DIR", "/nonexistent"),

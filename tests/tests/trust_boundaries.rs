@@ -10,7 +10,7 @@ use std::time::Duration;
 use ephemera_tests::net::{free_port, get, request, send, wait_until};
 use ephemera_tests::procs::Proc;
 use ephemera_tests::workload::{
-    EchoApp, Root, Sidecar, envoy_for_shim, serve, serve_secrets, stats,
+    EchoApp, Root, Sidecar, envoy_for_shim, ledger_key, serve, serve_secrets, stats,
 };
 use ephemera_tests::{as_attacker, ephemera, ephemera_bin};
 
@@ -367,4 +367,93 @@ fn an_identity_the_shim_stops_confirming_goes_stale_and_nothing_passes() {
     for r in app.requests() {
         assert_eq!(r["headers"]["x-ephemera-caller"], ORDERS, "{r}");
     }
+}
+
+#[test]
+fn a_ledger_without_a_signing_key_or_with_a_second_writer_keeps_the_shim_from_starting() {
+    let dir = open_tempdir();
+    let root = Root::new(&dir.path().join("root"), &["billing"]);
+    let env = root.env("billing");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ledger = dir.path().join("ledger.jsonl");
+    let write_config = |name: &str, key: Option<&Path>| {
+        let path = dir.path().join(name);
+        let key = key
+            .map(|k| format!(", signing_key_file: \"{}\"", k.display()))
+            .unwrap_or_default();
+        std::fs::write(
+            &path,
+            format!(
+                "ledger: {{ path: \"{}\"{key} }}\nbrokers: {{}}\npolicy: []\n",
+                ledger.display()
+            ),
+        )
+        .unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let listen = |n: u32| {
+        format!(
+            "unix:{}",
+            dir.path().join(format!("run-{n}/shim.sock")).display()
+        )
+    };
+
+    let unkeyed = write_config("unkeyed.yaml", None);
+    let out = ephemera(
+        &["serve", "--listen", &listen(1), "--ipt-config", &unkeyed],
+        &env,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("no signing_key_file"), "{}", out.stderr);
+    assert!(!ledger.exists(), "nothing was written");
+
+    // A key in the ledger's own directory is the ledger writer's to replace.
+    let beside = dir.path().join("beside.key");
+    ephemera(
+        &[
+            "ledger",
+            "keygen",
+            &beside.to_string_lossy(),
+            &dir.path().join("beside.pub").to_string_lossy(),
+        ],
+        &[],
+    )
+    .ok();
+    let misplaced = write_config("misplaced.yaml", Some(&beside));
+    let out = ephemera(
+        &["serve", "--listen", &listen(2), "--ipt-config", &misplaced],
+        &env,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("outside the ledger's directory"),
+        "{}",
+        out.stderr
+    );
+
+    // One writer at a time.
+    let (key, _) = ledger_key(dir.path());
+    let keyed = write_config("keyed.yaml", Some(&key));
+    let first = serve(
+        dir.path(),
+        &root,
+        "billing",
+        "shim-1",
+        &["--ipt-config", &keyed],
+    );
+    assert_eq!(mode(&ledger), 0o600, "the ledger is owner-only");
+    let mut second = Proc::spawn(
+        "shim-2",
+        dir.path(),
+        std::process::Command::new(ephemera_bin())
+            .args(["serve", "--listen", &listen(3), "--ipt-config", &keyed])
+            .envs(root.env("billing")),
+    );
+    wait_until(Duration::from_secs(10), || !second.running()).expect("the second shim stops");
+    assert!(
+        second.stderr().contains("in use by another process"),
+        "{}",
+        second.stderr()
+    );
+    drop(first);
 }

@@ -1,4 +1,4 @@
-//! `ephemera ledger …`: check and read the audit ledger.
+//! `ephemera ledger …`: create the writer's key, check and read the audit ledger.
 
 use std::path::PathBuf;
 
@@ -7,14 +7,28 @@ use serde_json::Value;
 
 use super::Failure;
 use crate::ledger::chain::verify_lines;
+use crate::ledger::{LedgerKey, LedgerVerifier};
 
 /// Ledger commands.
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
-    /// Check the whole hash chain; report the first broken record.
+    /// Create a ledger signing key: the private key (0600, never
+    /// overwritten) for the shim, the public key for `verify`.
+    Keygen {
+        /// Where the private key goes (outside the ledger's directory).
+        private: PathBuf,
+        /// Where the public key goes.
+        public: PathBuf,
+    },
+    /// Check the whole hash chain and, with the writer's public key, that a
+    /// signature covers every record; report the first bad line.
     Verify {
         /// The ledger file.
         file: PathBuf,
+        /// The writer's public key (`ledger keygen`); without it only the
+        /// chain is checked, which a rewrite of the whole file passes.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
     },
     /// Print the last events, one per line.
     Tail {
@@ -30,12 +44,34 @@ impl LedgerCommand {
     /// Runs the command.
     pub fn run(self) -> Result<(), Failure> {
         match self {
-            Self::Verify { file } => {
+            Self::Keygen { private, public } => {
+                let key = LedgerKey::generate().map_err(Failure::config)?;
+                key.write(&private, &public).map_err(Failure::config)?;
+                println!(
+                    "ledger key: {} (private, 0600), {} (public)",
+                    private.display(),
+                    public.display()
+                );
+            }
+            Self::Verify { file, public_key } => {
+                let verifier = public_key
+                    .as_deref()
+                    .map(LedgerVerifier::load)
+                    .transpose()
+                    .map_err(Failure::config)?;
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| Failure::config(format!("{}: {e}", file.display())))?;
-                let head = verify_lines(&text)
+                let head = verify_lines(&text, verifier.as_ref())
                     .map_err(|e| Failure::rejected(format!("{}: broken at {e}", file.display())))?;
-                println!("ok: {} records, chain head {}", head.records, head.hash);
+                let checked = if verifier.is_some() {
+                    "signed by the writer's key"
+                } else {
+                    "chain only: give --public-key to check the signatures"
+                };
+                println!(
+                    "ok: {} records, chain head {} ({checked})",
+                    head.records, head.hash
+                );
             }
             Self::Tail { file, lines } => {
                 let text = std::fs::read_to_string(&file)

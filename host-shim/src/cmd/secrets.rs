@@ -44,6 +44,10 @@ pub enum SecretsCommand {
         /// The configuration (YAML).
         #[arg(long)]
         config: PathBuf,
+        /// Audit without a signing key: whoever can write the ledger can
+        /// then rewrite it unnoticed.
+        #[arg(long)]
+        insecure_unkeyed_ledger: bool,
     },
 }
 
@@ -157,11 +161,13 @@ impl SecretsCommand {
                 name,
                 caller,
                 config,
+                insecure_unkeyed_ledger,
             } => {
                 let c = load(&config)?;
                 let runtime = super::runtime()?;
                 let (value, _) = runtime.block_on(async {
-                    let audit = crate::secrets_api::Audit::open(&c).map_err(Failure::config)?;
+                    let audit = crate::secrets_api::Audit::open(&c, insecure_unkeyed_ledger)
+                        .map_err(Failure::config)?;
                     crate::secrets_api::resolve_audited(&c, audit.as_ref(), &name, &caller)
                         .await
                         .map_err(Failure::rejected)

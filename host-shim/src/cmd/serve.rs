@@ -11,6 +11,8 @@ use super::Failure;
 use crate::identity_files::IdentityPaths;
 use crate::identity_source::IdentitySource;
 use crate::ipt::{IptConfig, Transactions};
+use crate::ledger::signing::configured_key;
+use crate::ledger::{FileLedger, LedgerError};
 use crate::secrets_api::{Callers, SecretsService};
 use crate::serve::{self, Access, Listen, StartSecret, UnixPeers};
 use crate::watch;
@@ -56,6 +58,10 @@ pub struct ServeArgs {
     /// `POST /v1/secrets/resolve`.
     #[arg(long)]
     pub secrets_config: Option<PathBuf>,
+    /// Run ledgers without a signing key: whoever can write a ledger file
+    /// can then rewrite it unnoticed.
+    #[arg(long)]
+    pub insecure_unkeyed_ledger: bool,
 }
 
 /// The routers of both listeners.
@@ -73,6 +79,7 @@ impl ServeArgs {
         ipt_config: Option<PathBuf>,
         secrets_config: Option<PathBuf>,
         app_listen: Option<Listen>,
+        insecure_unkeyed_ledger: bool,
     ) -> Self {
         Self {
             listen,
@@ -83,6 +90,7 @@ impl ServeArgs {
             central_issuer: false,
             ipt_config,
             secrets_config,
+            insecure_unkeyed_ledger,
         }
     }
 
@@ -109,8 +117,9 @@ impl ServeArgs {
         let mut app = None;
         if let Some(path) = &self.secrets_config {
             let config = super::secrets::load(path)?;
-            let service =
-                Arc::new(SecretsService::new(config, source.clone()).map_err(Failure::config)?);
+            let service = SecretsService::new(config, source.clone(), self.insecure_unkeyed_ledger)
+                .map_err(Failure::config)?;
+            let service = Arc::new(service);
             envoy = envoy.merge(service.clone().routes(Callers::Workload));
             app = Some(serve::health(source.clone()).merge(service.routes(Callers::Bearer)));
         }
@@ -123,7 +132,21 @@ impl ServeArgs {
             return Ok(Routers { envoy, app });
         };
         let config = IptConfig::load(path).map_err(Failure::config)?;
-        let envoy = match Transactions::new(config, source) {
+        let key = configured_key(
+            &config.ledger.path,
+            config.ledger.signing_key_file.as_deref(),
+            self.insecure_unkeyed_ledger,
+        )
+        .map_err(Failure::config)?;
+        let opened = FileLedger::open(&config.ledger.path, key);
+        // A second writer is a configuration error, not an outage.
+        if let Err(e @ LedgerError::InUse(_)) = &opened {
+            return Err(Failure::config(e));
+        }
+        let service = opened
+            .map_err(|e| e.to_string())
+            .and_then(|opened| Transactions::new(config, source, opened));
+        let envoy = match service {
             Ok(service) => {
                 let service = Arc::new(service);
                 tokio::spawn(service.clone().run_reaper());

@@ -163,6 +163,10 @@ pub struct RunArgs {
     /// secrets API for the app, each call with its own JWT-SVID.
     #[arg(long)]
     app_listen: Option<Listen>,
+    /// Run ledgers without a signing key: whoever can write a ledger file
+    /// can then rewrite it unnoticed.
+    #[arg(long)]
+    insecure_unkeyed_ledger: bool,
 }
 
 impl RunArgs {
@@ -196,6 +200,7 @@ impl RunArgs {
                 self.ipt_config.clone(),
                 self.secrets_config.clone(),
                 self.app_listen.clone(),
+                self.insecure_unkeyed_ledger,
             );
             let source = serve_args.source()?;
             if source.served().is_none() {

@@ -19,6 +19,10 @@ pub struct LedgerConfig {
     /// to correlate a token with its transactions without storing it.
     #[serde(default)]
     pub hmac_key_file: Option<PathBuf>,
+    /// The writer's Ed25519 private key (PKCS#8 PEM, 0600, outside the
+    /// ledger's directory): every durable batch is signed with it.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// The whole IPT configuration.

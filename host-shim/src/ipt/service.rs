@@ -16,6 +16,7 @@ use super::policy;
 use crate::broker::{Broker, Revocation};
 use crate::clock::unix_now;
 use crate::identity_source::IdentitySource;
+use crate::ledger::file::Recovery;
 use crate::ledger::{Event, FileLedger, HmacKey, TransactionEvent};
 
 /// Why a transaction call failed; each maps to one HTTP status.
@@ -109,8 +110,13 @@ fn uuid_v4(id: &str) -> bool {
 }
 
 impl Transactions {
-    /// Builds the service: brokers, and the ledger (recovered on open).
-    pub fn new(config: IptConfig, identity: Arc<IdentitySource>) -> Result<Self, String> {
+    /// Builds the service: brokers, and the ledger `opened` (recovered on
+    /// open) by [`FileLedger::open`].
+    pub fn new(
+        config: IptConfig,
+        identity: Arc<IdentitySource>,
+        opened: (FileLedger, Recovery),
+    ) -> Result<Self, String> {
         let mut brokers = HashMap::new();
         for (name, c) in config.brokers {
             brokers.insert(name.clone(), Broker::new(&name, c)?);
@@ -124,8 +130,7 @@ impl Transactions {
                 })?)
             }
         };
-        let (ledger, recovery) =
-            FileLedger::open(&config.ledger.path).map_err(|e| e.to_string())?;
+        let (ledger, recovery) = opened;
         if recovery.truncated_bytes > 0 {
             tracing::warn!(
                 "ledger {}: truncated a torn last record ({} bytes)",

@@ -1,11 +1,14 @@
-//! The file ledger: one writer thread owns the file; concurrent appends are
-//! batched into one write and one `fdatasync` (group commit), and each caller
-//! is answered only once its record is durable. On open, a torn last line (a
-//! crash mid-write) is detected and truncated; any other damage refuses the
-//! file.
+//! The file ledger: one writer thread owns the file (0600, under an
+//! exclusive lock); concurrent appends are batched into one write and one
+//! `fdatasync` (group commit), the batch's last record signed, and each
+//! caller is answered only once its record is durable. A failed write is cut
+//! back to the last durable length before the next. On open, a final line
+//! without its newline (a crash mid-write) is truncated; any other damage
+//! refuses the file.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -13,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::chain::{ChainError, ChainHead, check_line};
 use super::record::{LedgerRecord, TransactionEvent};
+use super::signing::LedgerKey;
 
 /// Most records written in one batch.
 const MAX_BATCH: usize = 4096;
@@ -36,8 +40,11 @@ pub enum LedgerError {
         /// Where and how.
         error: ChainError,
     },
-    /// An earlier write failed; nothing more is appended until a restart
-    /// recovers the file.
+    /// Another process (a second shim) holds the ledger.
+    #[error("ledger {0} is in use by another process; one writer at a time")]
+    InUse(PathBuf),
+    /// An earlier write failed and could not be cut back; nothing more is
+    /// appended until a restart recovers the file.
     #[error("ledger {0} failed earlier and is closed for appends")]
     Closed(PathBuf),
 }
@@ -49,6 +56,8 @@ pub struct Recovery {
     pub records: u64,
     /// Bytes of a torn last line that were truncated.
     pub truncated_bytes: u64,
+    /// The file's length after recovery.
+    pub length: u64,
 }
 
 struct Append {
@@ -77,55 +86,51 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> LedgerError {
     }
 }
 
-/// Reads and verifies an existing ledger, truncating a torn last line.
-fn recover(path: &Path) -> Result<(ChainHead, Recovery), LedgerError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io_error(path, e)),
+/// Reads and verifies the locked ledger: a final line without its newline
+/// is a torn write and is truncated; a broken complete line, or (with a key)
+/// records no signature covers, refuse the file.
+fn recover(
+    file: &mut File,
+    path: &Path,
+    key: Option<&LedgerKey>,
+) -> Result<(ChainHead, Recovery), LedgerError> {
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
+    let verifier = key.map(LedgerKey::verifier);
+    let damaged = |error| LedgerError::Damaged {
+        path: path.to_owned(),
+        error,
     };
     let mut head = ChainHead::default();
     let mut good_len = 0usize;
-    let mut offset = 0usize;
-    let mut line_no = 0usize;
-    while offset < bytes.len() {
-        line_no += 1;
-        let end = bytes[offset..].iter().position(|&b| b == b'\n');
-        let (line, next) = match end {
-            Some(i) => (&bytes[offset..offset + i], offset + i + 1),
-            None => (&bytes[offset..], bytes.len()),
+    for (index, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+        let Some(line) = line.strip_suffix(b"\n") else {
+            // The last line, cut short by a crash: never acknowledged.
+            break;
         };
-        let complete = end.is_some();
-        let mut advanced = head.clone();
-        let checked = std::str::from_utf8(line)
+        let line_no = index + 1;
+        std::str::from_utf8(line)
             .map_err(|e| ChainError {
                 line: line_no,
                 reason: e.to_string(),
             })
-            .and_then(|text| check_line(&mut advanced, line_no, text));
-        match checked {
-            Ok(()) if complete => {
-                head = advanced;
-                good_len = next;
-            }
-            Err(error) if next < bytes.len() => {
-                return Err(LedgerError::Damaged {
-                    path: path.to_owned(),
-                    error,
-                });
-            }
-            // The last line, cut short by a crash (no newline, or not a
-            // record): it was never acknowledged, so it is dropped.
-            _ => break,
-        }
-        offset = next;
+            .and_then(|text| check_line(&mut head, line_no, text, verifier.as_ref()))
+            .map_err(damaged)?;
+        good_len += line.len() + 1;
+    }
+    if verifier.is_some() && head.signed < head.records {
+        return Err(damaged(ChainError {
+            line: usize::try_from(head.signed + 1).unwrap_or(usize::MAX),
+            reason: format!(
+                "{} records from here on carry no signature of this key (appended without \
+                 it, or written unkeyed)",
+                head.records - head.signed
+            ),
+        }));
     }
     let truncated = (bytes.len() - good_len) as u64;
     if truncated > 0 {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| io_error(path, e))?;
         file.set_len(good_len as u64)
             .map_err(|e| io_error(path, e))?;
         file.sync_all().map_err(|e| io_error(path, e))?;
@@ -136,6 +141,7 @@ fn recover(path: &Path) -> Result<(ChainHead, Recovery), LedgerError> {
         Recovery {
             records,
             truncated_bytes: truncated,
+            length: good_len as u64,
         },
     ))
 }
@@ -147,14 +153,23 @@ fn now_ms() -> u64 {
 }
 
 impl FileLedger {
-    /// Opens (creating) the ledger at `path`, recovering it first.
-    pub fn open(path: &Path) -> Result<(Self, Recovery), LedgerError> {
-        let (head, recovery) = recover(path)?;
-        let file = OpenOptions::new()
+    /// Opens (creating, 0600) and locks the ledger at `path`, recovering it
+    /// first; with `key`, every batch is signed and the existing records
+    /// must be signed by it.
+    pub fn open(path: &Path, key: Option<LedgerKey>) -> Result<(Self, Recovery), LedgerError> {
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(|e| io_error(path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(LedgerError::InUse(path.to_owned())),
+            Err(TryLockError::Error(e)) => return Err(io_error(path, e)),
+        }
+        let (head, recovery) = recover(&mut file, path, key.as_ref())?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -166,6 +181,8 @@ impl FileLedger {
             file,
             path: path.to_owned(),
             head,
+            durable_len: recovery.length,
+            key,
             broken: false,
             syncs: syncs.clone(),
         };
@@ -215,6 +232,9 @@ struct Writer {
     file: File,
     path: PathBuf,
     head: ChainHead,
+    /// The file's length after the last durable batch.
+    durable_len: u64,
+    key: Option<LedgerKey>,
     broken: bool,
     syncs: Arc<AtomicU64>,
 }
@@ -244,8 +264,13 @@ impl Writer {
         let mut head = self.head.clone();
         let mut text = String::new();
         let mut sealed = Vec::with_capacity(batch.len());
-        for a in batch {
-            let record = LedgerRecord::seal(head.records + 1, at_ms, &head.hash, a.event.clone());
+        let last = batch.len().saturating_sub(1);
+        for (i, a) in batch.into_iter().enumerate() {
+            let mut record =
+                LedgerRecord::seal(head.records + 1, at_ms, &head.hash, a.event.clone());
+            if i == last {
+                record.sig = self.key.as_ref().map(|k| k.sign(&record.hash));
+            }
             head.records += 1;
             head.hash = record.hash.clone();
             text.push_str(&serde_json::to_string(&record).unwrap_or_default());
@@ -260,18 +285,31 @@ impl Writer {
         match written {
             Ok(()) => {
                 self.head = head;
+                self.durable_len += text.len() as u64;
                 for (reply, record) in sealed {
                     let _ = reply.send(Ok(record));
                 }
             }
             Err(e) => {
-                // How much reached the disk is unknown: stop appending; the
-                // next open truncates a torn tail and re-verifies the chain.
-                self.broken = true;
-                tracing::error!(
-                    "ledger {} write failed: {e}; closed for appends",
-                    self.path.display()
-                );
+                // Part of the batch may sit in the file: cut it back so no
+                // partial line stays mid-file; if that fails too, stop.
+                let cut = self
+                    .file
+                    .set_len(self.durable_len)
+                    .and_then(|()| self.file.sync_all());
+                if let Err(cut_error) = cut {
+                    self.broken = true;
+                    tracing::error!(
+                        "ledger {} write failed ({e}) and cannot be cut back ({cut_error}); \
+                         closed for appends",
+                        self.path.display()
+                    );
+                } else {
+                    tracing::error!(
+                        "ledger {} write failed ({e}); the batch was cut back",
+                        self.path.display()
+                    );
+                }
                 for (reply, _) in sealed {
                     let _ = reply.send(Err(io_error(&self.path, &e)));
                 }
@@ -286,6 +324,21 @@ mod tests {
     use crate::ledger::chain::verify_lines;
     use crate::ledger::record::Event;
 
+    /// Opens again once the previous writer thread has let go of the file
+    /// (it does so when its last handle is dropped).
+    fn reopen(path: &Path, key: Option<LedgerKey>) -> Result<(FileLedger, Recovery), LedgerError> {
+        for _ in 0..200 {
+            if File::open(path)
+                .and_then(|f| f.try_lock().map_err(std::io::Error::from))
+                .is_ok()
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        FileLedger::open(path, key)
+    }
+
     fn event(i: usize) -> TransactionEvent {
         TransactionEvent::new(Event::Open, format!("tx-{i}"))
     }
@@ -294,23 +347,24 @@ mod tests {
     fn appends_are_chained_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.jsonl");
-        let (ledger, rec) = FileLedger::open(&path).unwrap();
+        let (ledger, rec) = FileLedger::open(&path, None).unwrap();
         assert_eq!(rec.records, 0);
         for i in 0..3 {
             assert_eq!(ledger.append_blocking(event(i)).unwrap().seq, i as u64 + 1);
         }
         drop(ledger);
-        let (ledger, rec) = FileLedger::open(&path).unwrap();
+        let (ledger, rec) = reopen(&path, None).unwrap();
         assert_eq!(
             rec,
             Recovery {
                 records: 3,
-                truncated_bytes: 0
+                truncated_bytes: 0,
+                length: std::fs::metadata(&path).unwrap().len(),
             }
         );
         assert_eq!(ledger.append_blocking(event(9)).unwrap().seq, 4);
         assert_eq!(
-            verify_lines(&std::fs::read_to_string(&path).unwrap())
+            verify_lines(&std::fs::read_to_string(&path).unwrap(), None)
                 .unwrap()
                 .records,
             4
@@ -321,18 +375,18 @@ mod tests {
     fn a_torn_last_line_is_truncated_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.jsonl");
-        let (ledger, _) = FileLedger::open(&path).unwrap();
+        let (ledger, _) = FileLedger::open(&path, None).unwrap();
         ledger.append_blocking(event(1)).unwrap();
         ledger.append_blocking(event(2)).unwrap();
         drop(ledger);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"seq":3,"at_ms":1,"status":"op"#).unwrap();
-        let (ledger, rec) = FileLedger::open(&path).unwrap();
+        let (ledger, rec) = reopen(&path, None).unwrap();
         assert_eq!(rec.records, 2);
         assert!(rec.truncated_bytes > 0);
         assert_eq!(ledger.append_blocking(event(3)).unwrap().seq, 3);
         assert_eq!(
-            verify_lines(&std::fs::read_to_string(&path).unwrap())
+            verify_lines(&std::fs::read_to_string(&path).unwrap(), None)
                 .unwrap()
                 .records,
             3
@@ -343,7 +397,7 @@ mod tests {
     fn damage_before_the_last_line_refuses_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.jsonl");
-        let (ledger, _) = FileLedger::open(&path).unwrap();
+        let (ledger, _) = FileLedger::open(&path, None).unwrap();
         for i in 0..3 {
             ledger.append_blocking(event(i)).unwrap();
         }
@@ -353,7 +407,7 @@ mod tests {
             .replacen("tx-1", "tx-X", 1);
         std::fs::write(&path, text).unwrap();
         assert!(matches!(
-            FileLedger::open(&path),
+            reopen(&path, None),
             Err(LedgerError::Damaged {
                 error: ChainError { line: 2, .. },
                 ..
@@ -365,7 +419,7 @@ mod tests {
     fn concurrent_appends_share_fsyncs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.jsonl");
-        let (ledger, _) = FileLedger::open(&path).unwrap();
+        let (ledger, _) = FileLedger::open(&path, None).unwrap();
         let threads: Vec<_> = (0..16)
             .map(|t| {
                 let ledger = ledger.clone();
@@ -380,7 +434,7 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(
-            verify_lines(&std::fs::read_to_string(&path).unwrap())
+            verify_lines(&std::fs::read_to_string(&path).unwrap(), None)
                 .unwrap()
                 .records,
             320
@@ -390,5 +444,64 @@ mod tests {
             "batched: {} syncs for 320 records",
             ledger.syncs()
         );
+    }
+
+    #[test]
+    fn a_complete_last_line_that_does_not_verify_is_damage_not_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let (ledger, _) = FileLedger::open(&path, None).unwrap();
+        for i in 0..3 {
+            ledger.append_blocking(event(i)).unwrap();
+        }
+        drop(ledger);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("tx-2", "tx-X", 1)).unwrap();
+        let Err(LedgerError::Damaged { error, .. }) = reopen(&path, None) else {
+            panic!("an edited last record was accepted");
+        };
+        assert_eq!(error.line, 3);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text.replacen("tx-2", "tx-X", 1),
+            "nothing was cut"
+        );
+    }
+
+    #[test]
+    fn one_writer_at_a_time_and_the_file_is_owner_only() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let (first, _) = FileLedger::open(&path, None).unwrap();
+        first.append_blocking(event(1)).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // The lock is per open file: a second open in this very process
+        // stands for a second shim.
+        assert!(matches!(
+            FileLedger::open(&path, None),
+            Err(LedgerError::InUse(_))
+        ));
+    }
+
+    #[test]
+    fn batches_are_signed_and_another_key_refuses_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let key = LedgerKey::generate().unwrap();
+        let verifier = key.verifier();
+        let (ledger, _) = FileLedger::open(&path, Some(key)).unwrap();
+        for i in 0..3 {
+            ledger.append_blocking(event(i)).unwrap();
+        }
+        drop(ledger);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(verify_lines(&text, Some(&verifier)).unwrap().records, 3);
+        assert!(text.lines().all(|l| l.contains("\"sig\":\"ed25519:")));
+        let other = LedgerKey::generate().unwrap();
+        assert!(matches!(
+            reopen(&path, Some(other)),
+            Err(LedgerError::Damaged { .. })
+        ));
     }
 }

@@ -1,14 +1,17 @@
 //! The audit ledger: append-only JSON lines, one record per transaction event,
 //! each carrying the SHA-256 of its predecessor (a hash chain), written
-//! durably with group commit. The local file is the embedded default.
+//! durably with group commit, the last record of every batch signed with
+//! the writer's Ed25519 key. The local file is the embedded default.
 
 pub mod canonical;
 pub mod chain;
 pub mod file;
 pub mod record;
 pub mod reference;
+pub mod signing;
 
 pub use chain::{ChainError, verify_lines};
 pub use file::{FileLedger, LedgerError};
 pub use record::{Event, LedgerRecord, Status, TransactionEvent};
 pub use reference::HmacKey;
+pub use signing::{KeyError, LedgerKey, LedgerVerifier};

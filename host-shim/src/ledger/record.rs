@@ -138,8 +138,12 @@ pub struct LedgerRecord {
     pub event: TransactionEvent,
     /// `hash` of the previous record ([`GENESIS_HASH`] for the first).
     pub prev_hash: String,
-    /// SHA-256 (hex) of this record's canonical JSON without `hash`.
+    /// SHA-256 (hex) of this record's canonical JSON without `hash` and `sig`.
     pub hash: String,
+    /// On the last record of each durable batch: the writer's Ed25519
+    /// signature over `hash` (and so over the chain up to here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 impl LedgerRecord {
@@ -152,6 +156,7 @@ impl LedgerRecord {
             event,
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
+            sig: None,
         };
         let value = serde_json::to_value(&record).unwrap_or(Value::Null);
         record.hash = hash_of(&value);
@@ -160,12 +165,13 @@ impl LedgerRecord {
 }
 
 /// The hash of a record given as JSON: SHA-256 of its canonical form
-/// without the `hash` member.
+/// without the `hash` and `sig` members.
 pub fn hash_of(record: &Value) -> String {
     let mut copy = record.clone();
     if let Some(map) = copy.as_object_mut() {
         map.remove("hash");
+        map.remove("sig");
     }
     let digest = Sha256::digest(canonical::to_string(&copy).as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest)
 }

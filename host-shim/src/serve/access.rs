@@ -20,8 +20,7 @@ impl StartSecret {
     pub fn generate() -> Result<Self, getrandom::Error> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Self(hex.into()))
+        Ok(Self(hex::encode(bytes).into()))
     }
 
     /// The secret, for the file the filter configuration is built from.

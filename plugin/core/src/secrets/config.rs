@@ -130,6 +130,10 @@ pub struct AuditConfig {
     pub tenant: String,
     /// File holding the tenant's salt (at least 16 bytes) for HMAC references.
     pub salt_file: String,
+    /// The writer's Ed25519 private key (PKCS#8 PEM, 0600, outside the
+    /// ledger's directory): every durable batch is signed with it.
+    #[serde(default)]
+    pub signing_key_file: Option<String>,
 }
 
 /// The whole configuration.
