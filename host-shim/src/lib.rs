@@ -8,6 +8,7 @@ pub mod identity_files;
 pub mod identity_source;
 pub mod ipt;
 pub mod ledger;
+pub mod provider_http;
 pub mod provision;
 pub mod secret_store;
 pub mod secrets_api;

@@ -63,7 +63,7 @@ async fn read_kv2(
         .header("X-Vault-Token", token.trim())
         .send()
         .await
-        .map_err(|e| unavailable(e.without_url().to_string()))?;
+        .map_err(|e| unavailable(crate::provider_http::describe(&e)))?;
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let metadata = &body["data"]["metadata"];

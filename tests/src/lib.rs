@@ -140,4 +140,5 @@ pub mod harness;
 pub mod net;
 pub mod openbao;
 pub mod procs;
+pub mod tls;
 pub mod workload;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ephemera_tests::net::{get, send, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::procs::Proc;
+use ephemera_tests::tls::{TestCa, TlsFront};
 use ephemera_tests::workload::{Root, ledger_key};
 use ephemera_tests::{ephemera, ephemera_bin};
 use serde_json::{Value, json};
@@ -21,33 +22,43 @@ struct Shim {
 }
 
 fn shim(dir: &std::path::Path, root: &Root, bao: &OpenBao, ttl: u64) -> Shim {
+    shim_with(dir, root, bao, ttl, &[])
+}
+
+/// A shim with the `vault` broker plus `extra` OpenBao brokers (name, the
+/// broker's flow-mapping fields besides kind and token), each allowed to
+/// `orders` for `secret/data/orders/*`.
+fn shim_with(
+    dir: &std::path::Path,
+    root: &Root,
+    bao: &OpenBao,
+    ttl: u64,
+    extra: &[(&str, String)],
+) -> Shim {
     let ledger = dir.join("ledger.jsonl");
     let hmac_key = dir.join("ledger-hmac.key");
     std::fs::write(&hmac_key, [7u8; 32]).unwrap();
+    let token = bao.shim_token_file.display();
+    let mut brokers = format!(
+        "  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{token}\", ttl_secs: {ttl}, num_uses: 3 }}\n",
+        bao.port
+    );
+    let mut policy = String::new();
+    for (name, fields) in [("vault", String::new())].iter().chain(extra) {
+        if !fields.is_empty() {
+            brokers.push_str(&format!(
+                "  {name}: {{ kind: openbao, token_file: \"{token}\", {fields} }}\n"
+            ));
+        }
+        policy.push_str(&format!(
+            "  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: {name} }}\n"
+        ));
+    }
     let config = format!(
-        r#"
-ledger: {{ path: "{}", hmac_key_file: "{}", signing_key_file: "{}" }}
-reap_interval_ms: 200
-brokers:
-  vault: {{ kind: openbao, address: "http://127.0.0.1:{}", token_file: "{}", ttl_secs: {ttl}, num_uses: 3 }}
-  tls: {{ kind: openbao, address: "https://127.0.0.1:{}", token_file: "{}" }}
-policy:
-  - callers: ["spiffe://example.org/orders"]
-    resources: ["secret/data/orders/*"]
-    actions: [read]
-    broker: vault
-  - callers: ["spiffe://example.org/orders"]
-    resources: ["secret/data/orders/*"]
-    actions: [read]
-    broker: tls
-"#,
+        "ledger: {{ path: \"{}\", hmac_key_file: \"{}\", signing_key_file: \"{}\" }}\nreap_interval_ms: 200\nbrokers:\n{brokers}policy:\n{policy}",
         ledger.display(),
         hmac_key.display(),
         ledger_key(dir).0.display(),
-        bao.port,
-        bao.shim_token_file.display(),
-        bao.port,
-        bao.shim_token_file.display()
     );
     let path = dir.join("ipt.yaml");
     std::fs::write(&path, config).unwrap();
@@ -355,22 +366,78 @@ fn openbao_down_means_503_and_a_fail_record() {
 }
 
 #[test]
-fn https_providers_are_reached_over_tls() {
+fn openbao_over_https_trusts_its_ca_file_and_names_a_certificate_it_cannot_trust() {
     let (dir, root, bao) = setup();
-    let shim = shim(dir.path(), &root, &bao, 60);
-    let caller = root.mint("orders", BILLING, &[]);
-    // The dev server speaks plain HTTP: a TLS client fails the handshake,
-    // which is a clear 503, never a plaintext request.
-    let body = json!({"transaction_id": txid(11), "token": caller, "resource": "secret/data/orders/a", "action": "read", "broker": "tls"});
-    let r = send(
-        &shim.socket,
-        "POST",
-        "/v1/transactions",
-        &[("content-type", "application/json")],
-        &body.to_string(),
+    let ca = TestCa::new(dir.path(), "ca");
+    let stranger = TestCa::new(dir.path(), "stranger");
+    let front = TlsFront::start(dir.path(), &ca, bao.port);
+    let address = format!("https://127.0.0.1:{}", front.port);
+    let shim = shim_with(
+        dir.path(),
+        &root,
+        &bao,
+        60,
+        &[
+            (
+                "tls",
+                format!("address: \"{address}\", ca_file: \"{}\"", ca.cert.display()),
+            ),
+            (
+                "stranger",
+                format!(
+                    "address: \"{address}\", ca_file: \"{}\"",
+                    stranger.cert.display()
+                ),
+            ),
+            ("platform", format!("address: \"{address}\"")),
+            // Plain HTTP to a TLS port is no fallback: it fails too.
+            (
+                "plain",
+                format!("address: \"http://127.0.0.1:{}\"", front.port),
+            ),
+        ],
     );
-    assert_eq!(r.status, 503, "{}", r.body);
-    assert!(r.body.contains("tls: provider unreachable"), "{}", r.body);
+    let caller = root.mint("orders", BILLING, &[]);
+    let open_on = |n: u8, broker: &str| {
+        let body = json!({"transaction_id": txid(n), "token": caller, "resource": "secret/data/orders/a", "action": "read", "broker": broker});
+        let r = send(
+            &shim.socket,
+            "POST",
+            "/v1/transactions",
+            &[("content-type", "application/json")],
+            &body.to_string(),
+        );
+        (
+            r.status,
+            serde_json::from_str::<Value>(&r.body).unwrap_or(Value::Null),
+        )
+    };
+
+    // With the CA: a token issued over TLS that reads its one path.
+    let (status, opened) = open_on(11, "tls");
+    assert_eq!(status, 200, "{opened}");
+    let token = opened["credential"]["token"].as_str().unwrap();
+    assert_eq!(
+        bao.with_token(token, "GET", "secret/data/orders/a", "")
+            .0
+            .status,
+        200
+    );
+
+    // Another CA or the platform's roots: refused before any request, with
+    // the certificate named as the reason.
+    for (n, broker) in [(12, "stranger"), (13, "platform")] {
+        let (status, body) = open_on(n, broker);
+        assert_eq!(status, 503, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{broker}: provider unreachable"))
+                && message.contains("invalid peer certificate: UnknownIssuer"),
+            "{message}"
+        );
+    }
+    let (status, body) = open_on(14, "plain");
+    assert_eq!(status, 503, "{body}");
 }
 
 /// The same token with its ECDSA signature's `s` replaced by `n−s`: a

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ephemera_tests::net::{free_port, get, send, wait_until};
 use ephemera_tests::procs::Proc;
+use ephemera_tests::tls::{TestCa, TlsFront};
 use ephemera_tests::workload::{Root, ledger_key};
 use ephemera_tests::{ephemera_bin, python, repo_root, run};
 use serde_json::{Value, json};
@@ -52,8 +53,20 @@ fn shim(
     moto: &Moto,
     secret: &str,
 ) -> (std::path::PathBuf, Proc, std::path::PathBuf) {
+    shim_with(dir, root, moto, secret, &[])
+}
+
+/// A shim with the `aws` and `nope` brokers plus `extra` ones (name, the
+/// broker's flow-mapping fields), each allowed for `orders`.
+fn shim_with(
+    dir: &std::path::Path,
+    root: &Root,
+    moto: &Moto,
+    secret: &str,
+    extra: &[(&str, String)],
+) -> (std::path::PathBuf, Proc, std::path::PathBuf) {
     let ledger = dir.join(format!("ledger-{}.jsonl", free_port()));
-    let config = format!(
+    let mut config = format!(
         "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  aws: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"{}\" }}\n  nope: {{ kind: sts, endpoint: \"http://127.0.0.1:{}\", role_arn: \"arn:aws:iam::123456789012:role/does-not-exist\" }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: aws }}\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: nope }}\n",
         ledger.display(),
         ledger_key(dir).0.display(),
@@ -61,6 +74,13 @@ fn shim(
         moto.keys["role_arn"].as_str().unwrap(),
         moto.port
     );
+    for (name, fields) in extra {
+        config = config.replacen(
+            "policy:\n",
+            &format!("  {name}: {{ kind: sts, role_arn: \"{}\", {fields} }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"arn:aws:s3:::reports/*\"], actions: [read], broker: {name} }}\n", moto.keys["role_arn"].as_str().unwrap()),
+            1,
+        );
+    }
     let path = dir.join(format!("ipt-{}.yaml", free_port()));
     std::fs::write(&path, config).unwrap();
     let port = free_port();
@@ -273,4 +293,62 @@ fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
     assert_eq!(records[0]["resource"], "arn:aws:s3:::reports/2026/q3.csv");
     assert_eq!(records[0]["action"], "read");
     assert_eq!(records[0]["revocation"], "none, ttl backstop");
+}
+
+#[test]
+fn sts_over_https_trusts_its_ca_file_and_names_a_certificate_it_cannot_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let moto = moto(dir.path());
+    let ca = TestCa::new(dir.path(), "ca");
+    let stranger = TestCa::new(dir.path(), "stranger");
+    let front = TlsFront::start(dir.path(), &ca, moto.port);
+    let endpoint = format!("https://127.0.0.1:{}", front.port);
+    let (socket, _proc, _) = shim_with(
+        dir.path(),
+        &root,
+        &moto,
+        moto.keys["secret_access_key"].as_str().unwrap(),
+        &[
+            (
+                "tls",
+                format!(
+                    "endpoint: \"{endpoint}\", ca_file: \"{}\"",
+                    ca.cert.display()
+                ),
+            ),
+            (
+                "stranger",
+                format!(
+                    "endpoint: \"{endpoint}\", ca_file: \"{}\"",
+                    stranger.cert.display()
+                ),
+            ),
+            ("platform", format!("endpoint: \"{endpoint}\"")),
+        ],
+    );
+    let caller = root.mint("orders", BILLING, &[]);
+
+    // Through TLS, signed for the TLS host: moto issues the session.
+    let (status, opened) = open(&socket, 4, &caller, "tls");
+    assert_eq!(status, 200, "{opened}");
+    assert!(
+        opened["credential"]["access_key_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ASIA"),
+        "{opened}"
+    );
+
+    // Another CA, or the platform's roots: no request, a named reason.
+    for (n, broker) in [(5, "stranger"), (6, "platform")] {
+        let (status, body) = open(&socket, n, &caller, broker);
+        assert_eq!(status, 503, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{broker}: provider unreachable"))
+                && message.contains("invalid peer certificate: UnknownIssuer"),
+            "{message}"
+        );
+    }
 }

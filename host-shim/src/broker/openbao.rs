@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{BrokerError, Issued, Revocation};
 use crate::clock::unix_now;
+use crate::provider_http;
 use crate::sensitive::Sensitive;
 
 /// Configuration of an OpenBao/Vault broker.
@@ -34,6 +35,9 @@ pub struct OpenBaoConfig {
     /// Request timeout, milliseconds.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// PEM CAs trusted for an `https://` address instead of the platform's.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_role() -> String {
@@ -109,10 +113,12 @@ impl OpenBaoBroker {
                 "broker {name}: ttl_secs and num_uses must be positive"
             ));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .build()
-            .map_err(|e| format!("broker {name}: {e}"))?;
+        let http = provider_http::client(
+            &config.address,
+            config.ca_file.as_deref(),
+            Duration::from_millis(config.timeout_ms),
+        )
+        .map_err(|e| format!("broker {name}: {e}"))?;
         Ok(Self {
             name: name.to_owned(),
             token: Sensitive::new(token),
@@ -140,7 +146,7 @@ impl OpenBaoBroker {
         }
         let response = request.send().await.map_err(|e| BrokerError::Unavailable {
             broker: self.name.clone(),
-            reason: e.without_url().to_string(),
+            reason: provider_http::describe(&e),
         })?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();

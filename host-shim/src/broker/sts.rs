@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::{BrokerError, Issued, Revocation};
 use crate::clock::unix_now;
+use crate::provider_http;
 use crate::sensitive::Sensitive;
 
 /// The shortest session STS grants.
@@ -40,6 +41,9 @@ pub struct StsConfig {
     /// Request timeout, milliseconds.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// PEM CAs trusted for an `https://` endpoint instead of the platform's.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_region() -> String {
@@ -101,20 +105,17 @@ impl StsBroker {
                 config.duration_secs
             ));
         }
-        if !config.endpoint.starts_with("http://") {
-            return Err(format!(
-                "broker {name}: endpoint must be http:// in this build (no TLS client)"
-            ));
-        }
         let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
         let access_key_id = var("AWS_ACCESS_KEY_ID")
             .ok_or_else(|| format!("broker {name}: AWS_ACCESS_KEY_ID is not set"))?;
         let secret = var("AWS_SECRET_ACCESS_KEY")
             .ok_or_else(|| format!("broker {name}: AWS_SECRET_ACCESS_KEY is not set"))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .build()
-            .map_err(|e| format!("broker {name}: {e}"))?;
+        let http = provider_http::client(
+            &config.endpoint,
+            config.ca_file.as_deref(),
+            Duration::from_millis(config.timeout_ms),
+        )
+        .map_err(|e| format!("broker {name}: {e}"))?;
         Ok(Self {
             name: name.to_owned(),
             config,
@@ -211,7 +212,7 @@ impl StsBroker {
         let response = request
             .send()
             .await
-            .map_err(|e| self.fail(e.without_url().to_string()))?;
+            .map_err(|e| self.fail(provider_http::describe(&e)))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -296,6 +297,7 @@ mod tests {
             duration_secs: 60,
             external_id: None,
             timeout_ms: 100,
+            ca_file: None,
         };
         let err = StsBroker::new("aws", config).unwrap_err();
         assert!(err.contains("below STS's minimum of 900"), "{err}");
