@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::identity_source::IdentitySource;
+use crate::ledger::Checkpointer;
 use crate::ledger::signing::configured_key;
 use crate::ledger::{Event, FileLedger, HmacKey, TransactionEvent};
 use crate::sensitive::Sensitive;
@@ -38,6 +39,7 @@ pub struct Audit {
     ledger: FileLedger,
     tenant: String,
     salt: HmacKey,
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl Audit {
@@ -56,12 +58,27 @@ impl Audit {
             a.signing_key_file.as_deref().map(std::path::Path::new),
             unkeyed,
         )?;
+        if a.checkpoint.is_some() && key.is_none() {
+            return Err(format!("{}: a checkpoint needs signing_key_file", a.ledger));
+        }
+        let checkpoint = a.checkpoint.as_ref().zip(key.clone());
         let (ledger, _) = FileLedger::open(path, key).map_err(|e| e.to_string())?;
+        let checkpointer = checkpoint
+            .map(|(config, key)| Checkpointer::start(ledger.clone(), key, config))
+            .transpose()?;
         Ok(Some(Self {
             ledger,
             tenant: a.tenant.clone(),
             salt,
+            checkpointer,
         }))
+    }
+
+    /// Checkpoints the ledger's head now, if it is checkpointed and moved.
+    pub async fn flush(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.flush().await;
+        }
     }
 }
 
@@ -182,6 +199,13 @@ fn egress() -> String {
 }
 
 impl SecretsService {
+    /// Checkpoints the audit ledger's head now (at shutdown).
+    pub async fn flush_audit(&self) {
+        if let Some(audit) = &self.audit {
+            audit.flush().await;
+        }
+    }
+
     /// A service over a validated configuration.
     pub fn new(
         config: SecretsConfig,

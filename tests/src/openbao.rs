@@ -86,6 +86,43 @@ impl OpenBao {
         bao
     }
 
+    /// A token that may only create keys under the KV v2 folder
+    /// `secret/<folder>` (no read, no overwrite, no delete), as a ledger's
+    /// checkpoint writer holds; also written to `file`.
+    pub fn create_only_token(&self, folder: &str, file: &Path) -> String {
+        let name = format!("create-only-{}", folder.replace('/', "-"));
+        let policy = format!(r#"path "secret/data/{folder}/*" {{ capabilities = ["create"] }}"#);
+        self.root(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            &serde_json::json!({ "policy": policy }).to_string(),
+        )
+        .ok();
+        let body = serde_json::json!({"policies": [name], "no_default_policy": true, "ttl": "1h"});
+        let created = self
+            .root("POST", "auth/token/create", &body.to_string())
+            .ok()
+            .json();
+        let token = created["auth"]["client_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        std::fs::write(file, &token).unwrap_or_else(|e| panic!("{e}"));
+        token
+    }
+
+    /// The newest key under the KV v2 folder `secret/<folder>`.
+    pub fn newest_key(&self, folder: &str) -> Option<String> {
+        let listed = self
+            .root("GET", &format!("secret/metadata/{folder}?list=true"), "")
+            .0;
+        listed.json()["data"]["keys"]
+            .as_array()?
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .max()
+    }
+
     /// A request with the root token.
     pub fn root(&self, method: &str, path: &str, body: &str) -> Checked {
         self.with_token("root", method, path, body)

@@ -22,18 +22,20 @@ struct Shim {
 }
 
 fn shim(dir: &std::path::Path, root: &Root, bao: &OpenBao, ttl: u64) -> Shim {
-    shim_with(dir, root, bao, ttl, &[])
+    shim_with(dir, root, bao, ttl, &[], "")
 }
 
 /// A shim with the `vault` broker plus `extra` OpenBao brokers (name, the
 /// broker's flow-mapping fields besides kind and token), each allowed to
-/// `orders` for `secret/data/orders/*`.
+/// `orders` for `secret/data/orders/*`; `ledger_extra` adds fields to the
+/// ledger's.
 fn shim_with(
     dir: &std::path::Path,
     root: &Root,
     bao: &OpenBao,
     ttl: u64,
     extra: &[(&str, String)],
+    ledger_extra: &str,
 ) -> Shim {
     let ledger = dir.join("ledger.jsonl");
     let hmac_key = dir.join("ledger-hmac.key");
@@ -55,7 +57,7 @@ fn shim_with(
         ));
     }
     let config = format!(
-        "ledger: {{ path: \"{}\", hmac_key_file: \"{}\", signing_key_file: \"{}\" }}\nreap_interval_ms: 200\nbrokers:\n{brokers}policy:\n{policy}",
+        "ledger: {{ path: \"{}\", hmac_key_file: \"{}\", signing_key_file: \"{}\"{ledger_extra} }}\nreap_interval_ms: 200\nbrokers:\n{brokers}policy:\n{policy}",
         ledger.display(),
         hmac_key.display(),
         ledger_key(dir).0.display(),
@@ -396,6 +398,7 @@ fn openbao_over_https_trusts_its_ca_file_and_names_a_certificate_it_cannot_trust
                 format!("address: \"http://127.0.0.1:{}\"", front.port),
             ),
         ],
+        "",
     );
     let caller = root.mint("orders", BILLING, &[]);
     let open_on = |n: u8, broker: &str| {
@@ -472,4 +475,100 @@ fn a_token_and_its_high_s_twin_share_one_ledger_reference() {
         .collect();
     assert_eq!(refs.len(), 2);
     assert_eq!(refs[0], refs[1], "one token, one reference");
+}
+
+#[test]
+fn a_ledger_cut_back_at_a_batch_boundary_fails_verify_against_its_checkpoint() {
+    let (dir, root, bao) = setup();
+    // The writer's checkpoint token may create keys under its folder and
+    // nothing else: no read, no overwrite, no delete.
+    let folder = "ephemera/checkpoints/orders";
+    let token_file = dir.path().join("checkpoint-token");
+    let writer_token = bao.create_only_token(folder, &token_file);
+    let mut shim = shim_with(
+        dir.path(),
+        &root,
+        &bao,
+        60,
+        &[],
+        &format!(
+            ", checkpoint: {{ address: \"http://127.0.0.1:{}\", token_file: \"{}\", path: \"{folder}\", interval_secs: 1 }}",
+            bao.port,
+            token_file.display()
+        ),
+    );
+    let caller = root.mint("orders", BILLING, &[]);
+    let newest_checkpoint = || bao.newest_key(folder);
+    // Each record is its own batch, each signed.
+    let transact = |n: u8| {
+        let (status, opened) = open(&shim, &txid(n), &caller, "secret/data/orders/a");
+        assert_eq!(status, 200, "{opened}");
+        let outcome = json!({"kind": "responded", "status": 200});
+        assert_eq!(close(&shim, &txid(n), outcome), 204);
+    };
+
+    transact(21);
+    transact(22);
+    wait_until(Duration::from_secs(10), || {
+        newest_checkpoint().as_deref() == Some("00000000000000000004")
+    })
+    .expect("a checkpoint of seq 4 within the interval");
+    transact(23);
+    transact(24);
+    // The head at shutdown is checkpointed too.
+    shim.proc.signal_and_wait("TERM");
+    assert_eq!(newest_checkpoint().as_deref(), Some("00000000000000000008"));
+
+    // The writer's token can neither overwrite, delete nor read a checkpoint.
+    let key = format!("secret/data/{folder}/00000000000000000008");
+    let forged = json!({"data": {"seq": 6, "head": "0", "time": 0, "sig": "ed25519:00"}});
+    for (method, path, body) in [
+        ("POST", key.clone(), forged.to_string()),
+        ("DELETE", key.clone(), String::new()),
+        (
+            "DELETE",
+            format!("secret/metadata/{folder}/00000000000000000008"),
+            String::new(),
+        ),
+        ("GET", key.clone(), String::new()),
+    ] {
+        let answer = bao.with_token(&writer_token, method, &path, &body).0;
+        assert_eq!(answer.status, 403, "{method} {path}: {}", answer.body);
+    }
+
+    let newest = dir.path().join("checkpoint.json");
+    std::fs::write(&newest, bao.root("GET", &key, "").ok().body).unwrap();
+    let public = ledger_key(dir.path()).1;
+    let ledger = shim.ledger.to_string_lossy().into_owned();
+    let public = public.to_string_lossy().into_owned();
+    let verify = |checkpoint: Option<&std::path::Path>| {
+        let mut args = vec!["ledger", "verify", &ledger, "--public-key", &public];
+        let checkpoint = checkpoint.map(|c| c.to_string_lossy().into_owned());
+        if let Some(c) = &checkpoint {
+            args.extend(["--checkpoint", c]);
+        }
+        ephemera(&args, &[])
+    };
+    let whole = verify(Some(&newest));
+    assert!(
+        whole.ok().contains("ok: 8 records") && whole.stdout.contains("checkpoint at seq 8"),
+        "{}",
+        whole.stdout
+    );
+
+    // Cut back two records: what is left is still a signed chain, so only
+    // the checkpoint can tell.
+    let text = std::fs::read_to_string(&shim.ledger).unwrap();
+    let kept: String = text.lines().take(6).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&shim.ledger, kept).unwrap();
+    let alone = verify(None);
+    assert!(alone.ok().contains("ok: 6 records"), "{}", alone.stdout);
+    let cut = verify(Some(&newest));
+    assert_ne!(cut.code, 0);
+    assert!(
+        cut.stderr
+            .contains("the ledger ends at seq 6, before the checkpoint at seq 8"),
+        "{}",
+        cut.stderr
+    );
 }

@@ -26,7 +26,8 @@ policies:
 principals:
   - { match: "spiffe://example.org/orders", principal: orders }
   - { match: "spiffe://example.org/*", principal: everyone }
-audit: { ledger: "LEDGER", tenant: acme, salt_file: "SALT", signing_key_file: "SIGNING_KEY" }
+audit: { ledger: "LEDGER", tenant: acme, salt_file: "SALT", signing_key_file: "SIGNING_KEY",
+         checkpoint: { address: "http://127.0.0.1:BAO_PORT", token_file: "CHECKPOINT_TOKEN", path: ephemera/checkpoints/secrets } }
 "#;
 
 #[test]
@@ -75,6 +76,8 @@ fn secrets_resolve_by_version_and_fail_with_distinct_errors() {
     std::os::unix::fs::symlink("/etc", files.join("link")).unwrap();
     let config = dir.path().join("secrets.yaml");
     let audit_ledger = dir.path().join("secrets-audit.jsonl");
+    let checkpoint_token = dir.path().join("checkpoint-token");
+    bao.create_only_token("ephemera/checkpoints/secrets", &checkpoint_token);
     let salt = dir.path().join("tenant-salt");
     std::fs::write(&salt, [42u8; 32]).unwrap();
     std::fs::write(
@@ -84,6 +87,8 @@ fn secrets_resolve_by_version_and_fail_with_distinct_errors() {
                 "SIGNING_KEY",
                 &ledger_key(dir.path()).0.display().to_string(),
             )
+            .replace("BAO_PORT", &bao.port.to_string())
+            .replace("CHECKPOINT_TOKEN", &checkpoint_token.display().to_string())
             .replace("PORT", &proxy.port.to_string())
             .replace("TOKEN", &token_file.display().to_string())
             .replace("DIR", &files.display().to_string())
@@ -165,9 +170,34 @@ fn secrets_resolve_by_version_and_fail_with_distinct_errors() {
     for forbidden in ["secret-value", "openbao+kv2://", "app/db", "tls/cert.pem"] {
         assert!(!text.contains(forbidden), "{forbidden} in the audit ledger");
     }
-    assert_eq!(
-        ephemera(&["ledger", "verify", &audit_ledger.to_string_lossy()], &[]).code,
-        0
+    // Each run checkpointed the head it left, the last one all 12 records.
+    let newest = bao
+        .newest_key("ephemera/checkpoints/secrets")
+        .expect("checkpoints");
+    assert_eq!(newest, "00000000000000000012");
+    let checkpoint = dir.path().join("checkpoint.json");
+    let stored = bao.root(
+        "GET",
+        &format!("secret/data/ephemera/checkpoints/secrets/{newest}"),
+        "",
+    );
+    std::fs::write(&checkpoint, stored.ok().body).unwrap();
+    let verified = ephemera(
+        &[
+            "ledger",
+            "verify",
+            &audit_ledger.to_string_lossy(),
+            "--public-key",
+            &ledger_key(dir.path()).1.to_string_lossy(),
+            "--checkpoint",
+            &checkpoint.to_string_lossy(),
+        ],
+        &[],
+    );
+    assert!(
+        verified.ok().contains("holds the checkpoint at seq 12"),
+        "{}",
+        verified.stdout
     );
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::Failure;
 use crate::ledger::chain::verify_lines;
-use crate::ledger::{LedgerKey, LedgerVerifier};
+use crate::ledger::{Checkpoint, LedgerKey, LedgerVerifier};
 
 /// Ledger commands.
 #[derive(Debug, Subcommand)]
@@ -29,6 +29,12 @@ pub enum LedgerCommand {
         /// chain is checked, which a rewrite of the whole file passes.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// The newest checkpoint (as stored, or as `bao kv get -format=json`
+        /// prints it): the ledger must still hold the record it signed,
+        /// which a ledger cut back at a batch boundary does not. Needs
+        /// --public-key.
+        #[arg(long, requires = "public_key")]
+        checkpoint: Option<PathBuf>,
     },
     /// Print the last events, one per line.
     Tail {
@@ -53,20 +59,39 @@ impl LedgerCommand {
                     public.display()
                 );
             }
-            Self::Verify { file, public_key } => {
+            Self::Verify {
+                file,
+                public_key,
+                checkpoint,
+            } => {
                 let verifier = public_key
                     .as_deref()
                     .map(LedgerVerifier::load)
                     .transpose()
                     .map_err(Failure::config)?;
-                let text = std::fs::read_to_string(&file)
+                let ledger_text = std::fs::read_to_string(&file)
                     .map_err(|e| Failure::config(format!("{}: {e}", file.display())))?;
-                let head = verify_lines(&text, verifier.as_ref())
+                let head = verify_lines(&ledger_text, verifier.as_ref())
                     .map_err(|e| Failure::rejected(format!("{}: broken at {e}", file.display())))?;
-                let checked = if verifier.is_some() {
-                    "signed by the writer's key"
+                let checkpoint = match (checkpoint, &verifier) {
+                    (Some(path), Some(verifier)) => {
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| Failure::config(format!("{}: {e}", path.display())))?;
+                        let checkpoint = Checkpoint::parse(&text)
+                            .map_err(|e| Failure::config(format!("{}: {e}", path.display())))?;
+                        checkpoint
+                            .check(verifier, &ledger_text)
+                            .map_err(|e| Failure::rejected(format!("{}: {e}", file.display())))?;
+                        Some(checkpoint.seq)
+                    }
+                    _ => None,
+                };
+                let checked = if let Some(seq) = checkpoint {
+                    format!("signed by the writer's key; holds the checkpoint at seq {seq}")
+                } else if verifier.is_some() {
+                    "signed by the writer's key".to_owned()
                 } else {
-                    "chain only: give --public-key to check the signatures"
+                    "chain only: give --public-key to check the signatures".to_owned()
                 };
                 println!(
                     "ok: {} records, chain head {} ({checked})",

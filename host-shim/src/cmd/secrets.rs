@@ -168,9 +168,14 @@ impl SecretsCommand {
                 let (value, _) = runtime.block_on(async {
                     let audit = crate::secrets_api::Audit::open(&c, insecure_unkeyed_ledger)
                         .map_err(Failure::config)?;
-                    crate::secrets_api::resolve_audited(&c, audit.as_ref(), &name, &caller)
-                        .await
-                        .map_err(Failure::rejected)
+                    let resolved =
+                        crate::secrets_api::resolve_audited(&c, audit.as_ref(), &name, &caller)
+                            .await
+                            .map_err(Failure::rejected);
+                    if let Some(audit) = &audit {
+                        audit.flush().await;
+                    }
+                    resolved
                 })?;
                 println!("{}", value.expose());
             }

@@ -12,7 +12,7 @@ use crate::identity_files::IdentityPaths;
 use crate::identity_source::IdentitySource;
 use crate::ipt::{IptConfig, Transactions};
 use crate::ledger::signing::configured_key;
-use crate::ledger::{FileLedger, LedgerError};
+use crate::ledger::{Checkpointer, FileLedger, LedgerError};
 use crate::secrets_api::{Callers, SecretsService};
 use crate::serve::{self, Access, Listen, StartSecret, UnixPeers};
 use crate::watch;
@@ -70,6 +70,27 @@ pub struct Routers {
     pub envoy: axum::Router,
     /// The app listener's, when secrets are configured.
     pub app: Option<axum::Router>,
+    /// What to do at shutdown: checkpoint the ledgers' heads.
+    pub on_shutdown: Shutdown,
+}
+
+/// The services that write a last checkpoint at shutdown.
+#[derive(Default)]
+pub struct Shutdown {
+    secrets: Option<Arc<SecretsService>>,
+    transactions: Option<Arc<Checkpointer>>,
+}
+
+impl Shutdown {
+    /// Checkpoints every checkpointed ledger whose head moved.
+    pub async fn run(&self) {
+        if let Some(secrets) = &self.secrets {
+            secrets.flush_audit().await;
+        }
+        if let Some(transactions) = &self.transactions {
+            transactions.flush().await;
+        }
+    }
 }
 
 impl ServeArgs {
@@ -115,11 +136,13 @@ impl ServeArgs {
     pub fn routers(&self, source: Arc<IdentitySource>) -> Result<Routers, Failure> {
         let mut envoy = serve::router(source.clone());
         let mut app = None;
+        let mut on_shutdown = Shutdown::default();
         if let Some(path) = &self.secrets_config {
             let config = super::secrets::load(path)?;
             let service = SecretsService::new(config, source.clone(), self.insecure_unkeyed_ledger)
                 .map_err(Failure::config)?;
             let service = Arc::new(service);
+            on_shutdown.secrets = Some(service.clone());
             envoy = envoy.merge(service.clone().routes(Callers::Workload));
             app = Some(serve::health(source.clone()).merge(service.routes(Callers::Bearer)));
         }
@@ -129,7 +152,11 @@ impl ServeArgs {
             ));
         }
         let Some(path) = &self.ipt_config else {
-            return Ok(Routers { envoy, app });
+            return Ok(Routers {
+                envoy,
+                app,
+                on_shutdown,
+            });
         };
         let config = IptConfig::load(path).map_err(Failure::config)?;
         let key = configured_key(
@@ -138,14 +165,25 @@ impl ServeArgs {
             self.insecure_unkeyed_ledger,
         )
         .map_err(Failure::config)?;
+        if config.ledger.checkpoint.is_some() && key.is_none() {
+            return Err(Failure::config(format!(
+                "{}: ledger.checkpoint needs ledger.signing_key_file",
+                path.display()
+            )));
+        }
+        let checkpoint = config.ledger.checkpoint.clone().zip(key.clone());
         let opened = FileLedger::open(&config.ledger.path, key);
         // A second writer is a configuration error, not an outage.
         if let Err(e @ LedgerError::InUse(_)) = &opened {
             return Err(Failure::config(e));
         }
-        let service = opened
-            .map_err(|e| e.to_string())
-            .and_then(|opened| Transactions::new(config, source, opened));
+        let service = opened.map_err(|e| e.to_string()).and_then(|opened| {
+            if let Some((checkpoint, key)) = checkpoint {
+                on_shutdown.transactions =
+                    Some(Checkpointer::start(opened.0.clone(), key, &checkpoint)?);
+            }
+            Transactions::new(config, source, opened)
+        });
         let envoy = match service {
             Ok(service) => {
                 let service = Arc::new(service);
@@ -158,7 +196,11 @@ impl ServeArgs {
                 envoy.merge(crate::ipt::api::unavailable(e))
             }
         };
-        Ok(Routers { envoy, app })
+        Ok(Routers {
+            envoy,
+            app,
+            on_shutdown,
+        })
     }
 
     /// The per-start secret of a TCP Envoy listener, written to
@@ -186,6 +228,7 @@ impl ServeArgs {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Failure> {
         let routers = self.routers(source.clone())?;
+        let on_shutdown = routers.on_shutdown;
         let secret = self.start_secret()?;
         let peers = UnixPeers {
             envoy_uid: self.envoy_uid,
@@ -230,7 +273,9 @@ impl ServeArgs {
         if let Some(app) = app_server {
             let _ = app.await;
         }
-        match envoy_server.await {
+        let served = envoy_server.await;
+        on_shutdown.run().await;
+        match served {
             Ok(result) => result.map_err(Failure::config),
             Err(e) => Err(Failure::config(e)),
         }

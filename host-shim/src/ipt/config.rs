@@ -23,6 +23,9 @@ pub struct LedgerConfig {
     /// ledger's directory): every durable batch is signed with it.
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
+    /// Where signed checkpoints of the ledger's head are kept.
+    #[serde(default)]
+    pub checkpoint: Option<ephemera_core::secrets::CheckpointConfig>,
 }
 
 /// The whole IPT configuration.

@@ -65,12 +65,22 @@ struct Append {
     reply: tokio::sync::oneshot::Sender<Result<LedgerRecord, LedgerError>>,
 }
 
+/// The last durable record: its `seq` and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableHead {
+    /// Records in the file (the last one's `seq`).
+    pub seq: u64,
+    /// The last record's hash.
+    pub hash: String,
+}
+
 /// A durable, hash-chained JSON-lines ledger.
 #[derive(Clone)]
 pub struct FileLedger {
     tx: mpsc::Sender<Append>,
     path: PathBuf,
     syncs: Arc<AtomicU64>,
+    head: tokio::sync::watch::Receiver<DurableHead>,
 }
 
 impl std::fmt::Debug for FileLedger {
@@ -177,7 +187,12 @@ impl FileLedger {
         }
         let (tx, rx) = mpsc::channel();
         let syncs = Arc::new(AtomicU64::new(0));
+        let (durable, head_rx) = tokio::sync::watch::channel(DurableHead {
+            seq: head.records,
+            hash: head.hash.clone(),
+        });
         let writer = Writer {
+            durable,
             file,
             path: path.to_owned(),
             head,
@@ -195,6 +210,7 @@ impl FileLedger {
                 tx,
                 path: path.to_owned(),
                 syncs,
+                head: head_rx,
             },
             recovery,
         ))
@@ -226,9 +242,20 @@ impl FileLedger {
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
+
+    /// The last durable record.
+    pub fn durable_head(&self) -> DurableHead {
+        self.head.borrow().clone()
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 struct Writer {
+    durable: tokio::sync::watch::Sender<DurableHead>,
     file: File,
     path: PathBuf,
     head: ChainHead,
@@ -284,6 +311,10 @@ impl Writer {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         match written {
             Ok(()) => {
+                self.durable.send_replace(DurableHead {
+                    seq: head.records,
+                    hash: head.hash.clone(),
+                });
                 self.head = head;
                 self.durable_len += text.len() as u64;
                 for (reply, record) in sealed {

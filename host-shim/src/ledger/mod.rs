@@ -5,13 +5,15 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod checkpoint;
 pub mod file;
 pub mod record;
 pub mod reference;
 pub mod signing;
 
 pub use chain::{ChainError, verify_lines};
-pub use file::{FileLedger, LedgerError};
+pub use checkpoint::{Checkpoint, CheckpointError, Checkpointer};
+pub use file::{DurableHead, FileLedger, LedgerError};
 pub use record::{Event, LedgerRecord, Status, TransactionEvent};
 pub use reference::HmacKey;
 pub use signing::{KeyError, LedgerKey, LedgerVerifier};

@@ -11,8 +11,24 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
 use ed25519_dalek::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
-/// Domain separation: a ledger signature means nothing anywhere else.
-const CONTEXT: &[u8] = b"ephemera-ledger-head-v1\0";
+/// What a signature covers; each signs under its own context, so a
+/// signature means nothing anywhere else.
+#[derive(Debug, Clone, Copy)]
+pub enum Signed {
+    /// A record's hash (the head of a durable batch).
+    Head,
+    /// A checkpoint's `seq`, `head` and `time`.
+    Checkpoint,
+}
+
+impl Signed {
+    fn context(self) -> &'static [u8] {
+        match self {
+            Self::Head => b"ephemera-ledger-head-v1\0",
+            Self::Checkpoint => b"ephemera-ledger-checkpoint-v1\0",
+        }
+    }
+}
 
 /// Prefix of a record's `sig`.
 const PREFIX: &str = "ed25519:";
@@ -35,6 +51,7 @@ pub enum KeyError {
 }
 
 /// The writer's private key.
+#[derive(Clone)]
 pub struct LedgerKey(SigningKey);
 
 impl std::fmt::Debug for LedgerKey {
@@ -111,7 +128,12 @@ impl LedgerKey {
 
     /// The `sig` of a record whose hash is `hash`.
     pub fn sign(&self, hash: &str) -> String {
-        let signature = self.0.sign(&message(hash));
+        self.sign_as(Signed::Head, hash)
+    }
+
+    /// A signature over `text` in the context `what`.
+    pub fn sign_as(&self, what: Signed, text: &str) -> String {
+        let signature = self.0.sign(&message(what, text));
         format!("{PREFIX}{}", hex::encode(signature.to_bytes()))
     }
 }
@@ -127,13 +149,20 @@ impl LedgerVerifier {
 
     /// True when `sig` signs the record hash `hash`.
     pub fn verify(&self, hash: &str, sig: &str) -> bool {
+        self.verify_as(Signed::Head, hash, sig)
+    }
+
+    /// True when `sig` signs `text` in the context `what`.
+    pub fn verify_as(&self, what: Signed, text: &str, sig: &str) -> bool {
         let Some(bytes) = sig.strip_prefix(PREFIX).and_then(|h| hex::decode(h).ok()) else {
             return false;
         };
         let Ok(signature) = Signature::from_slice(&bytes) else {
             return false;
         };
-        self.0.verify_strict(&message(hash), &signature).is_ok()
+        self.0
+            .verify_strict(&message(what, text), &signature)
+            .is_ok()
     }
 }
 
@@ -165,8 +194,8 @@ pub fn configured_key(
     }
 }
 
-fn message(hash: &str) -> Vec<u8> {
-    [CONTEXT, hash.as_bytes()].concat()
+fn message(what: Signed, text: &str) -> Vec<u8> {
+    [what.context(), text.as_bytes()].concat()
 }
 
 #[cfg(test)]

@@ -134,6 +134,41 @@ pub struct AuditConfig {
     /// ledger's directory): every durable batch is signed with it.
     #[serde(default)]
     pub signing_key_file: Option<String>,
+    /// Where signed checkpoints of the ledger's head are kept.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// A create-only OpenBao/Vault KV v2 path for a ledger's signed checkpoints:
+/// one new key per checkpoint (`<path>/<seq>`, written with `cas: 0`), under
+/// a token whose policy grants only `create` there, so the ledger's writer
+/// can add checkpoints but never overwrite or delete one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Server address, e.g. `https://bao.example:8200`.
+    pub address: String,
+    /// File holding the token (policy: `create` on `<mount>/data/<path>/*`).
+    pub token_file: String,
+    /// The KV v2 mount.
+    #[serde(default = "default_checkpoint_mount")]
+    pub mount: String,
+    /// The folder under the mount, one per ledger.
+    pub path: String,
+    /// Seconds between checkpoints (also written at shutdown).
+    #[serde(default = "default_checkpoint_interval")]
+    pub interval_secs: u64,
+    /// PEM CAs trusted for an `https://` address instead of the platform's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+fn default_checkpoint_mount() -> String {
+    "secret".into()
+}
+
+fn default_checkpoint_interval() -> u64 {
+    30
 }
 
 /// The whole configuration.

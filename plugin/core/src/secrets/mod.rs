@@ -8,6 +8,6 @@ pub mod gate;
 pub mod resolve;
 
 pub use audience::secrets_audience;
-pub use config::{ConfigProblem, GrantPolicy, SecretsConfig};
+pub use config::{CheckpointConfig, ConfigProblem, GrantPolicy, SecretsConfig};
 pub use gate::{Gate, GateRequest};
 pub use resolve::{Location, Plan, ResolveError};
