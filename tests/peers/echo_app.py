@@ -2,7 +2,9 @@
 with a JSON echo of what it received, and logs one JSON line per request.
 
 usage: echo_app.py PORT [--status N]
-A request header x-echo-delay-ms: N makes it answer N ms late.
+A request header x-echo-delay-ms: N makes it answer N ms late;
+x-echo-reflect: a,b makes it send request headers a and b back as response
+headers, values and all (a careless app that reflects what it was given).
 """
 
 import json
@@ -40,6 +42,10 @@ class Echo(BaseHTTPRequestHandler):
         payload = json.dumps(seen).encode()
         self.send_response(self.status)
         self.send_header("content-type", "application/json")
+        reflect = (self.headers.get("x-echo-reflect") or "").split(",")
+        for name in filter(None, (n.strip() for n in reflect)):
+            for value in self.headers.get_all(name) or []:
+                self.send_header(name, value)
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)

@@ -100,6 +100,44 @@ pub fn get(to: impl Into<Target>, path: &str, headers: &[(&str, &str)]) -> Respo
     request(to, "GET", path, headers)
 }
 
+/// `GET path` over HTTP/2 (cleartext, prior knowledge) with curl; status 0
+/// when the exchange failed.
+pub fn get_h2(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut command = std::process::Command::new("curl");
+    command.args([
+        "-s",
+        "--http2-prior-knowledge",
+        "-D",
+        "-",
+        "--max-time",
+        "10",
+    ]);
+    for (name, value) in headers {
+        command.arg("-H").arg(format!("{name}: {value}"));
+    }
+    command.arg(format!("http://127.0.0.1:{port}{path}"));
+    let output = command
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let (head, body) = output.split_once("\r\n\r\n").unwrap_or(("", ""));
+    let mut lines = head.lines();
+    // `HTTP/2 200`
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Response {
+        status,
+        headers: lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect(),
+        body: body.to_owned(),
+    }
+}
+
 /// One request on a fresh connection; status 0 when the exchange failed.
 pub fn request(
     to: impl Into<Target>,

@@ -123,6 +123,19 @@ impl OpenBao {
             .max()
     }
 
+    /// Whether `token` still exists, asked with the root token: the
+    /// token's own uses are not spent, and a token whose policy was deleted
+    /// but which was never revoked still counts as alive.
+    pub fn token_exists(&self, token: &str) -> bool {
+        let body = serde_json::json!({ "token": token }).to_string();
+        let answer = self.root("POST", "auth/token/lookup", &body).0;
+        match answer.status {
+            200 => true,
+            400 | 403 => false,
+            other => panic!("token lookup answered {other}: {}", answer.body),
+        }
+    }
+
     /// A request with the root token.
     pub fn root(&self, method: &str, path: &str, body: &str) -> Checked {
         self.with_token("root", method, path, body)

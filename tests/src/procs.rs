@@ -94,6 +94,32 @@ impl Proc {
         self.child.wait().ok().and_then(|s| s.code())
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The ids of its direct children.
+    pub fn children(&self) -> Vec<u32> {
+        let parent = self.child.id();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                // `pid (comm) state ppid …`: the comm may hold spaces.
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let after = stat.rsplit_once(')')?.1;
+                        after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                    })
+                    == Some(parent)
+            })
+            .collect()
+    }
+
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -339,7 +339,15 @@ fn rotation_keeps_old_tokens_and_removal_revokes_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
     let app = EchoApp::start(dir.path(), "app", 200);
-    let sidecar = Sidecar::start(dir.path(), &root, "billing", app.port, None, false);
+    let sidecar = Sidecar::start_with(
+        dir.path(),
+        &root,
+        "billing",
+        app.port,
+        None,
+        false,
+        &["--envoy-log-level", "info"],
+    );
     let old = root.mint("orders", BILLING, &["--ttl", "300"]);
     assert_eq!(
         get(sidecar.inbound, "/", &[("authorization", &bearer(&old))]).status,
@@ -347,6 +355,7 @@ fn rotation_keeps_old_tokens_and_removal_revokes_within_a_second() {
     );
 
     root.identity("rotate", "orders", &[]);
+    let rotated = std::time::Instant::now();
     let new = root.mint("orders", BILLING, &[]);
     let new_ok = wait_until(Duration::from_secs(5), || {
         get(sidecar.inbound, "/", &[("authorization", &bearer(&new))]).status == 200
@@ -355,6 +364,16 @@ fn rotation_keeps_old_tokens_and_removal_revokes_within_a_second() {
         new_ok.is_some(),
         "the rotated key is accepted without a restart"
     );
+    // Each worker polls the shim on its own: by the README's bound every
+    // one has the rotation a second after it.
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(rotated.elapsed()));
+    for _ in 0..8 {
+        assert_eq!(
+            get(sidecar.inbound, "/", &[("authorization", &bearer(&new))]).status,
+            200,
+            "a worker still lacks the rotation a second later"
+        );
+    }
     assert_eq!(
         get(sidecar.inbound, "/", &[("authorization", &bearer(&old))]).status,
         200,
@@ -365,11 +384,18 @@ fn rotation_keeps_old_tokens_and_removal_revokes_within_a_second() {
     let bundle = root.dir.join("bundle.json");
     let good = std::fs::read(&bundle).unwrap();
     std::fs::write(&bundle, b"{ not json").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        get(sidecar.inbound, "/", &[("authorization", &bearer(&new))]).status,
-        200
+    let refused = wait_until(Duration::from_secs(5), || {
+        sidecar
+            .proc
+            .stderr()
+            .contains("identity reload refused, keeping the last good one")
+    });
+    assert!(
+        refused.is_some(),
+        "the malformed bundle was read and refused"
     );
+    let r = get(sidecar.inbound, "/", &[("authorization", &bearer(&new))]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, sidecar.proc.stderr());
     std::fs::write(&bundle, &good).unwrap();
 
     root.identity("remove", "orders", &[]);
@@ -379,6 +405,12 @@ fn rotation_keeps_old_tokens_and_removal_revokes_within_a_second() {
     .expect("removal revokes the caller");
     println!(
         "revocation delay (identity remove -> first 401): {} ms",
+        delay.as_millis()
+    );
+    // The README's bound: the file watch, then the filter's next poll.
+    assert!(
+        delay < Duration::from_secs(1),
+        "removal took {} ms",
         delay.as_millis()
     );
     // Every worker picks the change up on its next tick (100 ms): the new

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ephemera_tests::net::get;
+use ephemera_tests::net::{get, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::workload::{EchoApp, Root, envoy_for_shim, ledger_key, serve, shim_socket};
 use ephemera_tests::{ephemera, run};
@@ -60,6 +60,9 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
     let bao = OpenBao::start(dir.path());
+    let tokens_before = bao.root("LIST", "auth/token/accessors", "").ok().json()["data"]["keys"]
+        .as_array()
+        .map_or(0, Vec::len);
     let app = EchoApp::start(dir.path(), "app", 200);
     let caller = root.mint("orders", BILLING, &["--ttl", "120"]);
 
@@ -100,6 +103,25 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
         statuses[first_503..].iter().all(|s| *s == 503),
         "refused while the disk is full: {statuses:?}"
     );
+    // Credentials issued for refused opens were revoked; the ones that
+    // reached the app were revoked at close (whose record cannot be
+    // written): no transaction policy or token is left in OpenBao.
+    let leftovers = || {
+        let policies = bao.root("LIST", "sys/policies/acl", "").ok().json()["data"]["keys"]
+            .as_array()
+            .map_or(0, |keys| {
+                keys.iter()
+                    .filter_map(|k| k.as_str())
+                    .filter(|k| k.starts_with("ephemera-") && *k != "ephemera-shim")
+                    .count()
+            });
+        let tokens = bao.root("LIST", "auth/token/accessors", "").ok().json()["data"]["keys"]
+            .as_array()
+            .map_or(0, Vec::len);
+        (policies, tokens)
+    };
+    let cleared = wait_until(Duration::from_secs(5), || leftovers() == (0, tokens_before));
+    assert!(cleared.is_some(), "left in OpenBao: {:?}", leftovers());
     let ledger_text = std::fs::read_to_string(full.0.join("ledger.jsonl")).unwrap();
     let seen = app.requests();
     assert_eq!(

@@ -42,7 +42,7 @@ fn shim_with(
     std::fs::write(&hmac_key, [7u8; 32]).unwrap();
     let token = bao.shim_token_file.display();
     let mut brokers = format!(
-        "  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{token}\", ttl_secs: {ttl}, num_uses: 3 }}\n",
+        "  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{token}\", ttl_secs: {ttl}, num_uses: 10 }}\n",
         bao.port
     );
     let mut policy = String::new();
@@ -177,22 +177,22 @@ fn a_transaction_token_reads_its_one_path_and_dies_at_close() {
         "no write"
     );
 
+    // Three uses spent of ten: the token is alive until the close.
+    assert!(
+        bao.token_exists(&token),
+        "alive while the transaction is open"
+    );
     assert_eq!(
         close(&shim, &txid(1), json!({"kind": "responded", "status": 200})),
         204
     );
+    assert!(!bao.token_exists(&token), "revoked at close");
     assert_eq!(
         bao.with_token(&token, "GET", "secret/data/orders/a", "")
             .0
             .status,
         403,
-        "dead after close"
-    );
-    assert_eq!(
-        bao.with_token(&token, "GET", "auth/token/lookup-self", "")
-            .0
-            .status,
-        403
+        "a thief holding it reads nothing"
     );
     assert_eq!(
         bao.root("GET", &format!("sys/policies/acl/ephemera-{}", txid(1)), "")
@@ -258,12 +258,7 @@ fn failures_revoke_too_and_are_recorded_as_fail() {
         assert_eq!(status, 200);
         let token = opened["credential"]["token"].as_str().unwrap().to_owned();
         assert_eq!(close(&shim, &txid(n), outcome), 204);
-        assert_eq!(
-            bao.with_token(&token, "GET", "secret/data/orders/a", "")
-                .0
-                .status,
-            403
-        );
+        assert!(!bao.token_exists(&token), "revoked after {n}");
     }
     let kinds: Vec<String> = ledger_events(&shim)
         .iter()
@@ -335,17 +330,62 @@ fn unclosed_transactions_are_reaped_when_their_credential_expires() {
         ledger_events(&shim).iter().any(|e| e["event"] == "expire")
     });
     assert!(reaped.is_some(), "reaped");
+    assert!(!bao.token_exists(&token));
+    // OpenBao drops the expired token itself; the policy only the reaper
+    // deletes.
     assert_eq!(
-        bao.with_token(&token, "GET", "secret/data/orders/a", "")
+        bao.root("GET", &format!("sys/policies/acl/ephemera-{}", txid(9)), "")
             .0
             .status,
-        403
+        404,
+        "the reaper deleted the transaction's policy"
     );
     assert_eq!(
         close(&shim, &txid(9), json!({"kind": "aborted"})),
         404,
         "already reaped"
     );
+}
+
+#[test]
+fn an_issued_token_unlike_the_request_is_revoked_and_recorded_as_fail() {
+    let (dir, root, bao) = setup();
+    // A role that caps the lifetime below the request: OpenBao issues the
+    // token with a warning, which the shim must not accept.
+    bao.root("POST", "auth/token/roles/ephemera", r#"{"allowed_policies_glob":["ephemera-*"],"orphan":true,"renewable":false,"token_no_default_policy":true,"token_explicit_max_ttl":"10s"}"#).ok();
+    let shim = shim(dir.path(), &root, &bao, 60);
+    let accessors = || {
+        bao.root("LIST", "auth/token/accessors", "").ok().json()["data"]["keys"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before = accessors();
+    let caller = root.mint("orders", BILLING, &[]);
+    let (status, body) = open(&shim, &txid(15), &caller, "secret/data/orders/a");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.get("credential").is_none());
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the request"),
+        "{body}"
+    );
+    assert_eq!(accessors(), before, "the issued token was revoked");
+    assert_eq!(
+        bao.root(
+            "GET",
+            &format!("sys/policies/acl/ephemera-{}", txid(15)),
+            ""
+        )
+        .0
+        .status,
+        404,
+        "its policy was deleted"
+    );
+    let events = ledger_events(&shim);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "fail");
 }
 
 #[test]

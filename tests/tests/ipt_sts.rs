@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ephemera_tests::net::{free_port, get, send, wait_until};
+use ephemera_tests::net::{free_port, get, get_h2, send, wait_until};
 use ephemera_tests::procs::Proc;
 use ephemera_tests::tls::{TestCa, TlsFront};
 use ephemera_tests::workload::{Root, ledger_key};
@@ -270,10 +270,47 @@ fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
     let (_envoy, inbound, _) =
         envoy_for_shim(dir.path(), app.port, &shim_socket(dir.path()), Some(filter));
     let caller = root.mint("orders", BILLING, &[]);
+    let auth = format!("Bearer {caller}");
+    // An app that reflects the headers it is given: the credentials come
+    // back in its response and are stripped before the client, over
+    // HTTP/1.1 and HTTP/2.
+    let reflect = [
+        ("authorization", auth.as_str()),
+        (
+            "x-echo-reflect",
+            "x-aws-access-key-id,x-aws-secret-access-key,x-aws-session-token,x-probe",
+        ),
+        ("x-probe", "reflected"),
+    ];
+    for (version, r) in [
+        ("HTTP/1.1", get(inbound, "/objects/reports/x.csv", &reflect)),
+        (
+            "HTTP/2",
+            get_h2(inbound, "/objects/reports/x.csv", &reflect),
+        ),
+    ] {
+        assert_eq!(r.status, 200, "{version}: {}", r.body);
+        assert_eq!(
+            r.headers.get("x-probe").map(String::as_str),
+            Some("reflected"),
+            "{version}"
+        );
+        for name in [
+            "x-aws-access-key-id",
+            "x-aws-secret-access-key",
+            "x-aws-session-token",
+        ] {
+            assert!(r.json()["headers"][name].is_string(), "{version}: {name}");
+            assert!(
+                !r.headers.contains_key(name),
+                "{version}: {name} reached the client"
+            );
+        }
+    }
     let r = get(
         inbound,
         "/objects/reports/2026/q3.csv",
-        &[("authorization", &format!("Bearer {caller}"))],
+        &[("authorization", &auth)],
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let seen = r.json();
@@ -290,9 +327,16 @@ fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records[0]["resource"], "arn:aws:s3:::reports/2026/q3.csv");
-    assert_eq!(records[0]["action"], "read");
-    assert_eq!(records[0]["revocation"], "none, ttl backstop");
+    let opened = |resource: &str| {
+        records
+            .iter()
+            .find(|r| r["event"] == "open" && r["resource"] == resource)
+            .cloned()
+            .unwrap_or_else(|| panic!("no open of {resource}: {records:?}"))
+    };
+    let record = opened("arn:aws:s3:::reports/2026/q3.csv");
+    assert_eq!(record["action"], "read");
+    assert_eq!(record["revocation"], "none, ttl backstop");
 }
 
 #[test]

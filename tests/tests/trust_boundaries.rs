@@ -268,6 +268,47 @@ fn a_sidecars_admin_and_shim_are_pipes_only_its_user_can_open() {
         get(admin, "/ready", &[]).status == 200,
         "its own user is served"
     );
+    use std::os::unix::fs::FileTypeExt as _;
+    let sockets: Vec<_> = std::fs::read_dir(private)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::metadata(p).unwrap().file_type().is_socket())
+        .collect();
+    assert_eq!(sockets.len(), 2, "Envoy's admin and the shim: {sockets:?}");
+    for socket in &sockets {
+        assert_eq!(mode(socket) & 0o077, 0, "{}", socket.display());
+    }
+}
+
+#[test]
+fn a_sidecar_stopped_by_sigterm_or_sigint_stops_its_envoy_too() {
+    let dir = open_tempdir();
+    let root = Root::new(&dir.path().join("root"), &["billing"]);
+    let app = EchoApp::start(dir.path(), "app", 200);
+    for signal in ["TERM", "INT"] {
+        let mut sidecar = Sidecar::start(dir.path(), &root, "billing", app.port, None, false);
+        let envoys: Vec<u32> = sidecar
+            .proc
+            .children()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim().starts_with("envoy"))
+            })
+            .collect();
+        assert_eq!(envoys.len(), 1, "one Envoy under the sidecar");
+        let code = sidecar.proc.signal_and_wait(signal);
+        assert_eq!(code, Some(0), "SIG{signal} is a clean stop");
+        let gone = wait_until(Duration::from_secs(5), || {
+            !Path::new(&format!("/proc/{}", envoys[0])).exists()
+        });
+        assert!(gone.is_some(), "Envoy outlived its sidecar (SIG{signal})");
+        assert_eq!(
+            get(sidecar.inbound, "/", &[]).status,
+            0,
+            "nothing listens after SIG{signal}"
+        );
+    }
 }
 
 const ROUTES: &str = r#"

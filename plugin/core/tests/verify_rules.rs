@@ -216,6 +216,8 @@ fn exp_nbf_and_iat_allow_thirty_seconds_of_leeway() {
     w.rejects(&w.with_claims(c), InvalidToken::NotYetValid);
 
     let mut c = claims();
+    c["iat"] = json!(NOW + 30);
+    assert!(w.check(&w.with_claims(c.clone())).is_ok());
     c["iat"] = json!(NOW + 31);
     w.rejects(&w.with_claims(c), InvalidToken::IssuedInFuture);
 }
@@ -249,6 +251,20 @@ fn critical_header_parameters_are_rejected() {
             &sign_raw(&w.orders, &h, &claims().to_string()),
             InvalidToken::Critical,
         );
+    }
+}
+
+#[test]
+fn typ_jwt_jose_or_absent_is_accepted() {
+    let w = world();
+    let kid = w.orders.public_key().kid();
+    for h in [
+        json!({"alg": "ES256", "kid": kid, "typ": "JWT"}),
+        json!({"alg": "ES256", "kid": kid, "typ": "JOSE"}),
+        json!({"alg": "ES256", "kid": kid}),
+    ] {
+        let token = sign_raw(&w.orders, &h.to_string(), &claims().to_string());
+        assert!(w.check(&token).is_ok(), "{h}");
     }
 }
 
