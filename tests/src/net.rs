@@ -274,6 +274,12 @@ pub struct CountingProxy {
 impl CountingProxy {
     /// Forwards every connection to `127.0.0.1:target`.
     pub fn start(target: u16) -> Self {
+        Self::start_delayed(target, Duration::ZERO)
+    }
+
+    /// As [`CountingProxy::start`], connecting upstream only `delay` after
+    /// each client connects (a slow provider).
+    pub fn start_delayed(target: u16, delay: Duration) -> Self {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
@@ -282,19 +288,22 @@ impl CountingProxy {
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 counter.fetch_add(1, Ordering::SeqCst);
-                let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let pipe = |mut from: TcpStream, mut to: TcpStream| {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                };
-                if let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) {
-                    pipe(client, upstream);
-                    pipe(u2, c2);
-                }
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                        return;
+                    };
+                    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Write);
+                        });
+                    };
+                    if let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) {
+                        pipe(client, upstream);
+                        pipe(u2, c2);
+                    }
+                });
             }
         });
         Self { port, connections }

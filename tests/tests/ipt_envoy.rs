@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ephemera_tests::net::{get, get_h2, wait_until};
+use ephemera_tests::net::{CountingProxy, get, get_h2, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::workload::{EchoApp, Root, Sidecar, ledger_key};
 
@@ -426,4 +426,75 @@ fn credentials_an_app_reflects_never_reach_the_client_over_http1_or_http2() {
             "{version}: the reflected credential reached the client"
         );
     }
+}
+
+#[test]
+fn an_open_the_shim_finishes_after_the_filter_gave_up_is_revoked_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let bao = OpenBao::start(dir.path());
+    let accessors = || {
+        bao.root("LIST", "auth/token/accessors", "").ok().json()["data"]["keys"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before = accessors();
+    // OpenBao answers the shim only after 1.5 s; the filter waits 300 ms.
+    let slow = CountingProxy::start_delayed(bao.port, Duration::from_millis(1500));
+    let ledger = dir.path().join("ledger.jsonl");
+    let ipt = dir.path().join("ipt.yaml");
+    std::fs::write(
+        &ipt,
+        format!(
+            "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\", timeout_ms: 5000 }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
+            ledger.display(),
+            ledger_key(dir.path()).0.display(),
+            slow.port,
+            bao.shim_token_file.display()
+        ),
+    )
+    .unwrap();
+    let app = EchoApp::start(dir.path(), "app", 200);
+    let ipt_arg = ipt.display().to_string();
+    let sidecar = Sidecar::start_with(
+        dir.path(),
+        &root,
+        "billing",
+        app.port,
+        Some(&format!("shim: {{ timeout_ms: 300 }}\n{FILTER}")),
+        false,
+        &["--ipt-config", &ipt_arg],
+    );
+    let caller = root.mint("orders", BILLING, &[]);
+    let r = get(
+        sidecar.inbound,
+        "/orders/a",
+        &[("authorization", &bearer(&caller))],
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(app.requests().is_empty(), "nothing reached the app");
+
+    // The shim issues the credential after the filter gave up; the close the
+    // filter sent meanwhile revokes it as soon as it exists.
+    let events = || {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let ended = wait_until(Duration::from_secs(10), || events().len() == 2);
+    assert!(ended.is_some(), "{:?}\n{}", events(), sidecar.proc.stderr());
+    let events = events();
+    assert_eq!(events[0]["event"], "open");
+    assert_eq!(events[1]["event"], "fail");
+    assert_eq!(events[1]["error"], "closed while opening");
+    assert_eq!(accessors(), before, "the late credential was revoked");
+    let id = events[0]["transaction_id"].as_str().unwrap();
+    assert_eq!(
+        bao.root("GET", &format!("sys/policies/acl/ephemera-{id}"), "")
+            .0
+            .status,
+        404
+    );
 }

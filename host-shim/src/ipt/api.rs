@@ -42,13 +42,24 @@ fn error(e: &TxError) -> Response {
         .into_response()
 }
 
+/// Runs `work` to its end even when the caller goes away (Envoy resets a
+/// call it stopped waiting for): a half-done open or close would leave an
+/// issued credential unrecorded or unrevoked.
+async fn to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T, TxError>> + Send + 'static,
+) -> Result<T, TxError> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(TxError::Unavailable(format!("task failed: {e}"))))
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TxError> {
     serde_json::from_slice(body).map_err(|e| TxError::BadRequest(e.to_string()))
 }
 
 async fn open(State(service): State<Arc<Transactions>>, body: axum::body::Bytes) -> Response {
     let result = match parse::<OpenRequest>(&body) {
-        Ok(request) => service.open(request).await,
+        Ok(request) => to_completion(async move { service.open(request).await }).await,
         Err(e) => Err(e),
     };
     match result {
@@ -66,7 +77,7 @@ async fn close(
     body: axum::body::Bytes,
 ) -> Response {
     let result = match parse::<CloseRequest>(&body) {
-        Ok(request) => service.close(&id, request).await,
+        Ok(request) => to_completion(async move { service.close(&id, request).await }).await,
         Err(e) => Err(e),
     };
     match result {

@@ -85,6 +85,34 @@ struct OpenTxn {
     _slot: Slot,
 }
 
+/// A transaction id's state in the shim.
+#[derive(Debug)]
+enum Entry {
+    /// Its credential is being issued and recorded; `closed` when a close
+    /// arrived meanwhile (the filter stopped waiting), so it is revoked as
+    /// soon as it exists.
+    Opening { closed: bool },
+    /// Issued, recorded and answered.
+    Open(Box<OpenTxn>),
+}
+
+/// Holds an id as [`Entry::Opening`]; dropped before the open completes
+/// (any failure), it frees the id.
+struct Reservation<'a> {
+    entries: &'a Mutex<HashMap<String, Entry>>,
+    id: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut entries) = self.entries.lock()
+            && matches!(entries.get(&self.id), Some(Entry::Opening { .. }))
+        {
+            entries.remove(&self.id);
+        }
+    }
+}
+
 /// Open transactions and what they need.
 pub struct Transactions {
     identity: Arc<IdentitySource>,
@@ -92,7 +120,7 @@ pub struct Transactions {
     rules: Vec<policy::Rule>,
     ledger: FileLedger,
     hmac: Option<HmacKey>,
-    open: Mutex<HashMap<String, OpenTxn>>,
+    entries: Mutex<HashMap<String, Entry>>,
     limit: CallerLimit,
     reap_interval: Duration,
 }
@@ -149,7 +177,7 @@ impl Transactions {
             rules: config.policy,
             ledger,
             hmac,
-            open: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
             limit: CallerLimit::new(config.max_open_per_caller),
             reap_interval: Duration::from_millis(config.reap_interval_ms.max(50)),
         })
@@ -185,6 +213,25 @@ impl Transactions {
                 "transaction_id must be a lower-case UUID v4".into(),
             ));
         }
+        // Reserved first, so a close that arrives while this open is under
+        // way (the filter stopped waiting) finds it.
+        let reservation = {
+            let mut entries = self
+                .entries
+                .lock()
+                .map_err(|_| TxError::Unavailable("state poisoned".into()))?;
+            if entries.contains_key(&request.transaction_id) {
+                return Err(TxError::Conflict);
+            }
+            entries.insert(
+                request.transaction_id.clone(),
+                Entry::Opening { closed: false },
+            );
+            Reservation {
+                entries: &self.entries,
+                id: request.transaction_id.clone(),
+            }
+        };
         // Defence in depth: the shim trusts nobody on its socket.
         let served = self
             .identity
@@ -228,15 +275,6 @@ impl Transactions {
             tracing::warn!("ipt: 429: {caller} has too many open transactions");
             return Err(TxError::TooMany);
         };
-        {
-            let open = self
-                .open
-                .lock()
-                .map_err(|_| TxError::Unavailable("state poisoned".into()))?;
-            if open.contains_key(&request.transaction_id) {
-                return Err(TxError::Conflict);
-            }
-        }
         let issued_at = unix_now();
         let issued = match broker
             .issue(&request.transaction_id, &request.resource, &request.action)
@@ -275,31 +313,51 @@ impl Transactions {
             scope,
             blast_radius: issued.blast_radius,
         };
-        if let Ok(mut open) = self.open.lock() {
-            open.insert(
-                request.transaction_id.clone(),
-                OpenTxn {
-                    caller,
-                    request,
-                    issued_at,
-                    expires_at: issued.expires_at,
-                    started: Instant::now(),
-                    revocation: issued.revocation,
-                    _slot: slot,
-                },
-            );
+        let txn = OpenTxn {
+            caller,
+            request,
+            issued_at,
+            expires_at: issued.expires_at,
+            started: Instant::now(),
+            revocation: issued.revocation,
+            _slot: slot,
+        };
+        {
+            let mut entries = self
+                .entries
+                .lock()
+                .map_err(|_| TxError::Unavailable("state poisoned".into()))?;
+            let id = &txn.request.transaction_id;
+            if !matches!(entries.get(id), Some(Entry::Opening { closed: true })) {
+                entries.insert(id.clone(), Entry::Open(Box::new(txn)));
+                return Ok(response);
+            }
         }
-        Ok(response)
+        // Closed while it was opening (the filter stopped waiting): nobody
+        // will use the credential.
+        drop(reservation);
+        self.finish(txn, Event::Fail, Some("closed while opening".into()))
+            .await;
+        Err(TxError::Unavailable("closed while opening".into()))
     }
 
-    /// Closes a transaction: revokes (always), then records.
+    /// Closes a transaction: revokes (always), then records. A transaction
+    /// still opening is marked, and revoked the moment it is open.
     pub async fn close(&self, transaction_id: &str, close: CloseRequest) -> Result<(), TxError> {
-        let txn = self
-            .open
-            .lock()
-            .map_err(|_| TxError::Unavailable("state poisoned".into()))?
-            .remove(transaction_id)
-            .ok_or(TxError::NotFound)?;
+        let txn = {
+            let mut entries = self
+                .entries
+                .lock()
+                .map_err(|_| TxError::Unavailable("state poisoned".into()))?;
+            match entries.remove(transaction_id) {
+                Some(Entry::Open(txn)) => *txn,
+                Some(Entry::Opening { .. }) => {
+                    entries.insert(transaction_id.to_owned(), Entry::Opening { closed: true });
+                    return Ok(());
+                }
+                None => return Err(TxError::NotFound),
+            }
+        };
         let failure = close
             .outcome
             .is_failure()
@@ -354,14 +412,19 @@ impl Transactions {
     /// Revokes and records every transaction whose credential has expired.
     pub async fn reap(&self) {
         let now = unix_now();
-        let expired: Vec<OpenTxn> = match self.open.lock() {
-            Ok(mut open) => {
-                let ids: Vec<String> = open
+        let expired: Vec<OpenTxn> = match self.entries.lock() {
+            Ok(mut entries) => {
+                let ids: Vec<String> = entries
                     .iter()
-                    .filter(|(_, t)| t.expires_at <= now)
+                    .filter(|(_, e)| matches!(e, Entry::Open(t) if t.expires_at <= now))
                     .map(|(id, _)| id.clone())
                     .collect();
-                ids.iter().filter_map(|id| open.remove(id)).collect()
+                ids.iter()
+                    .filter_map(|id| match entries.remove(id) {
+                        Some(Entry::Open(txn)) => Some(*txn),
+                        _ => None,
+                    })
+                    .collect()
             }
             Err(_) => Vec::new(),
         };

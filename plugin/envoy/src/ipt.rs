@@ -65,9 +65,13 @@ pub fn open_response(worker: &Worker, token: u32, headers: usize, body_size: usi
     };
     let status = host::call_status(headers);
     let body = host::call_response_body(body_size);
+    // Opened, or maybe opened: no answer in time (Envoy's own 504, or
+    // none), and the shim finishes every open it started. Either way it is
+    // closed if the request cannot use it.
+    let maybe_open = matches!(status.as_deref(), Some("200" | "504") | None);
     if !host::set_effective_context(pending.context_id) {
-        // The stream is gone: if the shim opened the transaction, close it.
-        if status.as_deref() == Some("200") {
+        // The stream is gone.
+        if maybe_open {
             queue_close(worker, pending.transaction_id, TransactionOutcome::Aborted);
         }
         return true;
@@ -122,6 +126,9 @@ pub fn open_response(worker: &Worker, token: u32, headers: usize, body_size: usi
         other => {
             worker.stats.transaction_failed();
             log::warn!("ephemera ipt: 503: transaction not opened (shim answered {other:?})");
+            if maybe_open {
+                queue_close(worker, pending.transaction_id, TransactionOutcome::Aborted);
+            }
             reply_unavailable(worker);
         }
     }
