@@ -264,11 +264,13 @@ pub fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> Option<
     None
 }
 
-/// A TCP proxy on loopback that counts the connections it forwards.
+/// A TCP proxy on loopback that counts the connections it forwards and
+/// keeps what clients sent through it.
 pub struct CountingProxy {
     /// Where it listens.
     pub port: u16,
     connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl CountingProxy {
@@ -285,28 +287,52 @@ impl CountingProxy {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let connections = std::sync::Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = sent.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 counter.fetch_add(1, Ordering::SeqCst);
+                let record = record.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);
                     let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
                         return;
                     };
-                    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    type Kept = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+                    let pipe = |mut from: TcpStream, mut to: TcpStream, keep: Option<Kept>| {
                         std::thread::spawn(move || {
-                            let _ = std::io::copy(&mut from, &mut to);
+                            let mut buf = [0u8; 16 * 1024];
+                            while let Ok(n) = from.read(&mut buf) {
+                                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                if let Some(Ok(mut kept)) = keep.as_ref().map(|k| k.lock()) {
+                                    kept.extend_from_slice(&buf[..n]);
+                                }
+                            }
                             let _ = to.shutdown(std::net::Shutdown::Write);
                         });
                     };
                     if let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) {
-                        pipe(client, upstream);
-                        pipe(u2, c2);
+                        pipe(client, upstream, Some(record));
+                        pipe(u2, c2, None);
                     }
                 });
             }
         });
-        Self { port, connections }
+        Self {
+            port,
+            connections,
+            sent,
+        }
+    }
+
+    /// Everything clients sent through the proxy so far, as text.
+    pub fn sent(&self) -> String {
+        self.sent
+            .lock()
+            .map(|s| String::from_utf8_lossy(&s).into_owned())
+            .unwrap_or_default()
     }
 
     /// Connections forwarded so far.

@@ -22,8 +22,9 @@ fn the_upstream_receives_the_secret_the_app_never_held() {
     std::fs::write(
         &secrets,
         format!(
-            "stores:\n  files: {{ backend: file, dir: \"{}\", mount: creds }}\nrefs:\n  api_token: {{ store: files, path: api/token, policy: egress }}\n  cached_token: {{ store: files, path: api/token, policy: egress, cache_ttl_secs: 60 }}\n  billing_only: {{ store: files, path: api/token, policy: billing }}\npolicies:\n  egress: {{ allowed_principals: [orders] }}\n  billing: {{ allowed_principals: [billing] }}\nprincipals:\n  - {{ match: \"spiffe://example.org/orders\", principal: orders }}\n  - {{ match: \"spiffe://example.org/billing\", principal: billing }}\naudit: {{ ledger: \"{}\", tenant: acme, salt_file: \"{}\", signing_key_file: \"{}\" }}\n",
+            "stores:\n  files: {{ backend: file, dir: \"{}\", mount: creds }}\n  gone: {{ backend: file, dir: \"{}/not-mounted\", mount: gone }}\nrefs:\n  gone_token: {{ store: gone, path: api/token, policy: egress }}\n  api_token: {{ store: files, path: api/token, policy: egress }}\n  cached_token: {{ store: files, path: api/token, policy: egress, cache_ttl_secs: 60 }}\n  billing_only: {{ store: files, path: api/token, policy: billing }}\npolicies:\n  egress: {{ allowed_principals: [orders] }}\n  billing: {{ allowed_principals: [billing] }}\nprincipals:\n  - {{ match: \"spiffe://example.org/orders\", principal: orders }}\n  - {{ match: \"spiffe://example.org/billing\", principal: billing }}\naudit: {{ ledger: \"{}\", tenant: acme, salt_file: \"{}\", signing_key_file: \"{}\" }}\n",
             files.display(),
+            dir.path().display(),
             ledger.display(),
             salt.display(),
             ledger_key(dir.path()).0.display()
@@ -33,7 +34,7 @@ fn the_upstream_receives_the_secret_the_app_never_held() {
     let api = EchoApp::start(dir.path(), "external-api", 200);
     let app = EchoApp::start(dir.path(), "orders-app", 200);
     let config = format!(
-        "outbound:\n  egress:\n    - {{ host: api.example.com, address: \"127.0.0.1:{0}\", secret: api_token, inject: {{ as: bearer }} }}\n    - {{ host: basic.example.com, address: \"127.0.0.1:{0}\", secret: api_token, inject: {{ as: basic, username: svc }} }}\n    - {{ host: forbidden.example.com, address: \"127.0.0.1:{0}\", secret: billing_only, inject: {{ as: header, header: x-api-key }} }}\n    - {{ host: cached.example.com, address: \"127.0.0.1:{0}\", secret: cached_token, inject: {{ as: header, header: x-api-key }} }}\n",
+        "outbound:\n  egress:\n    - {{ host: api.example.com, address: \"127.0.0.1:{0}\", secret: api_token, inject: {{ as: bearer }} }}\n    - {{ host: basic.example.com, address: \"127.0.0.1:{0}\", secret: api_token, inject: {{ as: basic, username: svc }} }}\n    - {{ host: forbidden.example.com, address: \"127.0.0.1:{0}\", secret: billing_only, inject: {{ as: header, header: x-api-key }} }}\n    - {{ host: cached.example.com, address: \"127.0.0.1:{0}\", secret: cached_token, inject: {{ as: header, header: x-api-key }} }}\n    - {{ host: gone.example.com, address: \"127.0.0.1:{0}\", secret: gone_token, inject: {{ as: bearer }} }}\n",
         api.port
     );
     let secrets_arg = secrets.display().to_string();
@@ -73,6 +74,11 @@ fn the_upstream_receives_the_secret_the_app_never_held() {
     assert!(r.body.contains("not authorized"));
     assert_eq!(api.requests().len(), before, "nothing was sent upstream");
 
+    // The secret's store is unavailable: 503, and nothing leaves without it.
+    let r = get(out, "/v1/x", &[("host", "gone.example.com")]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(api.requests().len(), before, "nothing was sent upstream");
+
     // A ref that allows caching is resolved once per worker, not per request:
     // the shim (which audits every resolution) is asked at most once per worker.
     let allows = || {
@@ -100,6 +106,7 @@ fn the_upstream_receives_the_secret_the_app_never_held() {
     let s = sidecar.stats();
     assert_eq!(s["ephemera.outbound.egress.injected"], 10);
     assert_eq!(s["ephemera.outbound.egress.denied"], 1);
+    assert_eq!(s["ephemera.outbound.egress.failed"], 1);
     // The value never appears in logs or stats.
     let logs = format!("{}{}", sidecar.proc.stdout(), sidecar.proc.stderr());
     assert!(!logs.contains(SECRET), "secret in the sidecar's output");

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ephemera_tests::net::{free_port, get, get_h2, send, wait_until};
+use ephemera_tests::net::{CountingProxy, free_port, get, get_h2, send, wait_until};
 use ephemera_tests::procs::Proc;
 use ephemera_tests::tls::{TestCa, TlsFront};
 use ephemera_tests::workload::{Root, ledger_key};
@@ -395,4 +395,54 @@ fn sts_over_https_trusts_its_ca_file_and_names_a_certificate_it_cannot_trust() {
             "{message}"
         );
     }
+}
+
+#[test]
+fn assume_role_carries_the_session_policy_and_external_id_on_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let moto = moto(dir.path());
+    // moto ignores both parameters: read them where they leave the shim.
+    let wire = CountingProxy::start(moto.port);
+    let (socket, _proc, _) = shim_with(
+        dir.path(),
+        &root,
+        &moto,
+        moto.keys["secret_access_key"].as_str().unwrap(),
+        &[(
+            "wired",
+            format!(
+                "endpoint: \"http://127.0.0.1:{}\", external_id: \"ext-4711\"",
+                wire.port
+            ),
+        )],
+    );
+    let caller = root.mint("orders", BILLING, &[]);
+    let (status, opened) = open(&socket, 7, &caller, "wired");
+    assert_eq!(status, 200, "{opened}");
+    let sent = wire.sent();
+    let form = sent.rsplit("\r\n\r\n").next().unwrap_or_default();
+    let fields: std::collections::BTreeMap<String, String> =
+        form_urlencoded::parse(form.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(
+        fields.get("ExternalId").map(String::as_str),
+        Some("ext-4711")
+    );
+    let policy: Value = serde_json::from_str(&fields["Policy"]).unwrap();
+    assert_eq!(
+        policy,
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::reports/2026/q3.csv"]}]})
+    );
+    assert!(
+        fields["RoleSessionName"].starts_with("ephemera-6a1f0c2e-"),
+        "{fields:?}"
+    );
+    assert!(
+        sent.to_ascii_lowercase()
+            .contains("authorization: aws4-hmac-sha256"),
+        "signed with SigV4"
+    );
 }

@@ -365,6 +365,30 @@ fn a_weaker_routes_token_reaches_no_stronger_route_in_any_spelling() {
         .collect();
     assert_eq!(seen, ["/orders/1"], "the app saw only the admitted call");
 
+    // Envoy normalizes before the filter: merged slashes reach the app as
+    // one path; escaped slashes are refused by Envoy itself (the filter's
+    // bad_path counter does not move), `;` by the filter.
+    let bad_path = || {
+        sidecar
+            .stats()
+            .get("ephemera.inbound.rejected.bad_path")
+            .copied()
+            .unwrap_or(0)
+    };
+    let counted = bad_path();
+    assert_eq!(call("//orders//2"), 200);
+    assert_eq!(app.requests().pop().unwrap()["path"], "/orders/2");
+    for path in [
+        "/orders%2F..%2Fadmin/x",
+        "/admin%2fx",
+        "/orders%5C..%5Cadmin",
+    ] {
+        assert_eq!(call(path), 400, "{path}");
+    }
+    assert_eq!(bad_path(), counted, "Envoy refused these before the filter");
+    assert_eq!(call("/orders;x/3"), 400);
+    assert_eq!(bad_path(), counted + 1, "the filter refused this one");
+
     // An unauthenticated path in another case needs a token.
     assert_eq!(request(sidecar.inbound, "GET", "/HEALTHZ", &[]).status, 401);
     // On an unauthenticated path the token still does not reach the app.
