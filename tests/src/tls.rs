@@ -11,6 +11,13 @@ use crate::procs::Proc;
 use crate::run;
 use crate::workload::envoy;
 
+/// True when a broker's error says it could not reach the provider because
+/// the provider's certificate is not one it trusts.
+pub fn untrusted_certificate(message: &str, broker: &str) -> bool {
+    message.contains(&format!("{broker}: provider unreachable"))
+        && message.contains("invalid peer certificate: UnknownIssuer")
+}
+
 /// A certificate authority that exists only for one test.
 pub struct TestCa {
     /// Its certificate (PEM), what a client's `ca_file` names.

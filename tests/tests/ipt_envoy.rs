@@ -51,19 +51,7 @@ fn world_with(app_status: u16, filter: &str, ipt_extra: &str) -> World {
         r#"{"data":{"v":"beta-secret-value"}}"#,
     )
     .ok();
-    let ledger = dir.path().join("ledger.jsonl");
-    let ipt = dir.path().join("ipt.yaml");
-    std::fs::write(
-        &ipt,
-        format!(
-            "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\", num_uses: 10 }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n{ipt_extra}",
-            ledger.display(),
-            ledger_key(dir.path()).0.display(),
-            bao.port,
-            bao.shim_token_file.display()
-        ),
-    )
-    .unwrap();
+    let (ledger, ipt) = ipt_config(dir.path(), &bao, bao.port, "num_uses: 10", ipt_extra);
     let app = EchoApp::start(dir.path(), "app", app_status);
     let ipt_arg = ipt.display().to_string();
     let sidecar = Sidecar::start_with(
@@ -83,6 +71,32 @@ fn world_with(app_status: u16, filter: &str, ipt_extra: &str) -> World {
         sidecar,
         ledger,
     }
+}
+
+/// Writes the IPT configuration: one OpenBao broker `vault` reached at
+/// `port` (`broker_extra`: more of its fields), `orders` may read
+/// `secret/data/orders/*`, then `ipt_extra` (YAML lines). Returns the
+/// ledger's and the configuration's paths.
+fn ipt_config(
+    dir: &std::path::Path,
+    bao: &OpenBao,
+    port: u16,
+    broker_extra: &str,
+    ipt_extra: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ledger = dir.join("ledger.jsonl");
+    let ipt = dir.join("ipt.yaml");
+    std::fs::write(
+        &ipt,
+        format!(
+            "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{port}\", token_file: \"{}\", {broker_extra} }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n{ipt_extra}",
+            ledger.display(),
+            ledger_key(dir).0.display(),
+            bao.shim_token_file.display()
+        ),
+    )
+    .unwrap();
+    (ledger, ipt)
 }
 
 fn bearer(t: &str) -> String {
@@ -441,19 +455,7 @@ fn an_open_the_shim_finishes_after_the_filter_gave_up_is_revoked_at_once() {
     let before = accessors();
     // OpenBao answers the shim only after 1.5 s; the filter waits 300 ms.
     let slow = CountingProxy::start_delayed(bao.port, Duration::from_millis(1500));
-    let ledger = dir.path().join("ledger.jsonl");
-    let ipt = dir.path().join("ipt.yaml");
-    std::fs::write(
-        &ipt,
-        format!(
-            "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\", timeout_ms: 5000 }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
-            ledger.display(),
-            ledger_key(dir.path()).0.display(),
-            slow.port,
-            bao.shim_token_file.display()
-        ),
-    )
-    .unwrap();
+    let (ledger, ipt) = ipt_config(dir.path(), &bao, slow.port, "timeout_ms: 5000", "");
     let app = EchoApp::start(dir.path(), "app", 200);
     let ipt_arg = ipt.display().to_string();
     let sidecar = Sidecar::start_with(

@@ -110,6 +110,11 @@ mod tests {
     use crate::ledger::record::{Event, LedgerRecord, TransactionEvent};
     use crate::ledger::signing::LedgerKey;
 
+    /// Transaction ids with the third record's edited.
+    fn edit_third(seq: u64) -> String {
+        if seq == 3 { "tx-X" } else { "tx-{}" }.into()
+    }
+
     fn ledger(n: u64) -> Vec<String> {
         chain(n, |_| "tx-{}".into(), None, &[])
     }
@@ -151,51 +156,13 @@ mod tests {
         // Rewritten and re-chained (every hash recomputed), re-signed with
         // another key: the writer's signature no longer matches.
         let thief = LedgerKey::generate().unwrap();
-        let rewritten = chain(
-            5,
-            |s| {
-                if s == 3 {
-                    "tx-X".into()
-                } else {
-                    "tx-{}".into()
-                }
-            },
-            Some(&thief),
-            &[2, 5],
-        );
+        let rewritten = chain(5, edit_third, Some(&thief), &[2, 5]);
         assert_eq!(check(&rewritten).unwrap_err().line, 2);
-        let unsigned = chain(
-            5,
-            |s| {
-                if s == 3 {
-                    "tx-X".into()
-                } else {
-                    "tx-{}".into()
-                }
-            },
-            None,
-            &[],
-        );
+        let unsigned = chain(5, edit_third, None, &[]);
         assert_eq!(check(&unsigned).unwrap_err().line, 1);
         // Honest up to 2, rewritten after: the signature at 5 fails.
         let mut spliced = honest.clone();
-        spliced.splice(
-            2..,
-            chain(
-                5,
-                |s| {
-                    if s == 3 {
-                        "tx-X".into()
-                    } else {
-                        "tx-{}".into()
-                    }
-                },
-                None,
-                &[],
-            )
-            .into_iter()
-            .skip(2),
-        );
+        spliced.splice(2.., chain(5, edit_third, None, &[]).into_iter().skip(2));
         assert!(check(&spliced).is_err());
         // Appended without the key.
         let mut appended = chain(6, |_| "tx-{}".into(), Some(&key), &[2, 5]);

@@ -374,6 +374,17 @@ mod tests {
         TransactionEvent::new(Event::Open, format!("tx-{i}"))
     }
 
+    /// A closed ledger of three unkeyed records: its directory and path.
+    fn three_records() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let (ledger, _) = FileLedger::open(&path, None).unwrap();
+        for i in 0..3 {
+            ledger.append_blocking(event(i)).unwrap();
+        }
+        (dir, path)
+    }
+
     #[test]
     fn appends_are_chained_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -426,13 +437,7 @@ mod tests {
 
     #[test]
     fn damage_before_the_last_line_refuses_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.jsonl");
-        let (ledger, _) = FileLedger::open(&path, None).unwrap();
-        for i in 0..3 {
-            ledger.append_blocking(event(i)).unwrap();
-        }
-        drop(ledger);
+        let (_dir, path) = three_records();
         let text = std::fs::read_to_string(&path)
             .unwrap()
             .replacen("tx-1", "tx-X", 1);
@@ -479,13 +484,7 @@ mod tests {
 
     #[test]
     fn a_complete_last_line_that_does_not_verify_is_damage_not_a_torn_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.jsonl");
-        let (ledger, _) = FileLedger::open(&path, None).unwrap();
-        for i in 0..3 {
-            ledger.append_blocking(event(i)).unwrap();
-        }
-        drop(ledger);
+        let (_dir, path) = three_records();
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replacen("tx-2", "tx-X", 1)).unwrap();
         let Err(LedgerError::Damaged { error, .. }) = reopen(&path, None) else {
