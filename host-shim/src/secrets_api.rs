@@ -167,9 +167,7 @@ async fn release(
         if let Err(err) = audit.ledger.append(e).await {
             // An unaudited release is no release.
             tracing::error!("secrets audit: {err}");
-            return Err(ResolveError::StoreUnavailable(
-                "audit ledger unavailable".into(),
-            ));
+            return Err(ResolveError::AuditUnavailable);
         }
     }
     result
@@ -396,8 +394,10 @@ async fn resolve(
                 .into_response()
         }
         Err(e) => {
+            // Nothing was read: the use and the jti are not spent. A read
+            // that could not be audited stays spent (`AuditUnavailable`):
+            // a failing audit must not let one token read again and again.
             if admitted && matches!(e, ResolveError::StoreUnavailable(_)) {
-                // Nothing was read: the use and the jti are not spent.
                 gate().refund(&service.config, &read);
             }
             tracing::info!("secret {:?} not released: {e}", request.name);

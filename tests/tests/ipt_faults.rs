@@ -1,15 +1,17 @@
-//! Identity-Per-Transaction under faults, through real Envoy: a ledger that
-//! cannot be written, and a shim killed mid-burst.
+//! Audit under faults: an IPT ledger that cannot be written (through real
+//! Envoy), a shim killed mid-burst, and a secrets audit ledger that fills up.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ephemera_tests::net::{get, wait_until};
+use ephemera_tests::net::{get, send, wait_until};
 use ephemera_tests::openbao::OpenBao;
-use ephemera_tests::workload::{EchoApp, Root, envoy_for_shim, ledger_key, serve, shim_socket};
-use ephemera_tests::{ephemera, run};
+use ephemera_tests::workload::{
+    EchoApp, Root, envoy_for_shim, ledger_key, serve, serve_secrets, shim_socket,
+};
+use ephemera_tests::{ephemera, run, spiffile_peer};
 use serde_json::Value;
 
 const BILLING: &str = "spiffe://example.org/billing";
@@ -287,4 +289,90 @@ fn a_shim_killed_mid_burst_leaves_a_verifiable_ledger_covering_every_transaction
             "the app saw {name} without an open record"
         );
     }
+}
+
+#[test]
+fn a_secret_read_that_cannot_be_audited_is_refused_and_its_token_stays_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "api"]);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(files.join("api")).unwrap();
+    std::fs::write(files.join("api/token"), "audited-secret-value\n").unwrap();
+    let salt = dir.path().join("salt");
+    std::fs::write(&salt, [5u8; 32]).unwrap();
+    let full = Mount::new(&dir.path().join("audit"), "size=64k");
+    let ledger = full.0.join("secrets.jsonl");
+    let config = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "stores:\n  files: {{ backend: file, dir: \"{}\", mount: creds }}\nrefs:\n  api_token: {{ store: files, path: api/token, policy: p }}\npolicies:\n  p: {{ allowed_principals: [orders] }}\nprincipals:\n  - {{ match: \"spiffe://example.org/orders\", principal: orders }}\naudit: {{ ledger: \"{}\", tenant: acme, salt_file: \"{}\", signing_key_file: \"{}\" }}\n",
+            files.display(),
+            ledger.display(),
+            salt.display(),
+            ledger_key(dir.path()).0.display()
+        ),
+    )
+    .unwrap();
+    let shim = serve_secrets(dir.path(), &root, "api", &config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |jti: &str| {
+        let claims = serde_json::json!({"sub": "spiffe://example.org/orders",
+            "aud": "spiffe://example.org/api/ephemera-secrets", "iat": now, "exp": now + 60, "jti": jti});
+        spiffile_peer(&[
+            "sign-claims",
+            &root.dir.to_string_lossy(),
+            "orders",
+            &claims.to_string(),
+        ])
+        .ok()
+        .to_owned()
+    };
+    let resolve = |token: &str| {
+        let auth = format!("Bearer {token}");
+        send(
+            &shim.app_socket,
+            "POST",
+            "/v1/secrets/resolve",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", auth.as_str()),
+            ],
+            r#"{"name": "api_token", "purpose": "egress"}"#,
+        )
+    };
+    assert_eq!(resolve(&token("before")).status, 200);
+
+    // The audit ledger's disk fills: the read happens, the release does not.
+    let _ = std::fs::write(full.0.join("filler"), vec![0u8; 128 * 1024]);
+    // The ledger's last page may still take a few records.
+    let (spent, refused) = (0..30)
+        .map(|i| token(&format!("while-full-{i}")))
+        .map(|t| {
+            let r = resolve(&t);
+            (t, r)
+        })
+        .find(|(_, r)| r.status != 200)
+        .expect("a full audit ledger refuses reads");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.body.contains("audit unavailable"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("audited-secret-value"));
+
+    // Space again: the same token does not get a second read.
+    std::fs::remove_file(full.0.join("filler")).unwrap();
+    let again = resolve(&spent);
+    assert_ne!(again.status, 200, "{}", again.body);
+    assert!(again.body.contains("token replayed"), "{}", again.body);
+    assert_eq!(
+        resolve(&token("after")).status,
+        200,
+        "fresh tokens read again"
+    );
 }

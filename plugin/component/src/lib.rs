@@ -143,7 +143,11 @@ impl Filter {
         let credential = match broker::issue(&id, token, &scope) {
             Ok(c) => c,
             Err(broker::BrokerError::Denied(_)) => return reply(LocalReply::forbidden()),
-            Err(broker::BrokerError::Unavailable(_)) => return reply(LocalReply::unavailable()),
+            // The host may still finish the issue: revoke whatever it made.
+            Err(broker::BrokerError::Unavailable(_)) => {
+                broker::revoke(&id);
+                return reply(LocalReply::unavailable());
+            }
         };
         let issued = OpenResponse {
             transaction_id: id.clone(),

@@ -65,10 +65,10 @@ pub fn open_response(worker: &Worker, token: u32, headers: usize, body_size: usi
     };
     let status = host::call_status(headers);
     let body = host::call_response_body(body_size);
-    // Opened, or maybe opened: no answer in time (Envoy's own 504, or
-    // none), and the shim finishes every open it started. Either way it is
-    // closed if the request cannot use it.
-    let maybe_open = matches!(status.as_deref(), Some("200" | "504") | None);
+    // Only a refusal (4xx) says for sure that nothing was opened: after a
+    // timeout (Envoy's own 504), no answer or a 5xx the shim may still
+    // finish the open. Whatever the request cannot use is closed.
+    let maybe_open = !status.as_deref().is_some_and(|s| s.starts_with('4'));
     if !host::set_effective_context(pending.context_id) {
         // The stream is gone.
         if maybe_open {

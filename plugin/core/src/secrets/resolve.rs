@@ -23,9 +23,13 @@ pub enum ResolveError {
     /// The ref's store or location is not usable (configuration).
     #[error("secret {0:?} is misconfigured: {1}")]
     Misconfigured(String, String),
-    /// The store could not be reached.
+    /// The store could not be reached: nothing was read.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// The value was read but its audit record could not be written, so
+    /// it is not released.
+    #[error("audit unavailable: the secret was not released")]
+    AuditUnavailable,
     /// No secret at that location (or that version does not exist).
     #[error("secret not found")]
     NotFound,
