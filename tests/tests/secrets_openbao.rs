@@ -1,12 +1,13 @@
 //! Secret resolution against a real OpenBao: version pins, soft-deleted and
-//! destroyed versions, a missing field, and an unauthorized caller refused
-//! with zero requests to OpenBao (counted by a proxy in front of it: OpenBao
-//! 2.x only enables audit devices from its configuration file).
+//! destroyed versions, a missing field, and refused callers — through the
+//! CLI and through the shim's HTTP gate — with zero requests to OpenBao
+//! (counted by a proxy in front of it: OpenBao 2.x only enables audit
+//! devices from its configuration file).
 
-use ephemera_tests::ephemera;
-use ephemera_tests::net::CountingProxy;
+use ephemera_tests::net::{CountingProxy, send};
 use ephemera_tests::openbao::OpenBao;
-use ephemera_tests::workload::ledger_key;
+use ephemera_tests::workload::{Root, ledger_key, serve_secrets};
+use ephemera_tests::{ephemera, spiffile_peer};
 
 const CONFIG: &str = r#"
 stores:
@@ -283,4 +284,105 @@ fn env_stores_read_prefixed_variables() {
     let r = get("gone");
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("secret not found"), "{}", r.stderr);
+}
+
+#[test]
+fn the_http_gate_reads_nothing_for_denied_remembered_replayed_or_exhausted_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "research", "api"]);
+    let bao = OpenBao::start(dir.path());
+    bao.root(
+        "POST",
+        "secret/data/app/db",
+        r#"{"data":{"password":"gate-secret-value"}}"#,
+    )
+    .ok();
+    bao.root(
+        "POST",
+        "secret/data/app/once",
+        r#"{"data":{"password":"once-secret-value"}}"#,
+    )
+    .ok();
+    let proxy = CountingProxy::start(bao.port);
+    let kv_token = dir.path().join("kv-token");
+    std::fs::write(&kv_token, "root").unwrap();
+    let config = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "stores:\n  red: {{ backend: openbao, address: \"http://127.0.0.1:{}\", mount: secret, token_file: \"{}\" }}\nrefs:\n  db: {{ store: red, path: app/db, field: password, policy: app }}\n  once: {{ store: red, path: app/once, field: password, policy: once }}\npolicies:\n  app: {{ allowed_principals: [orders] }}\n  once: {{ allowed_principals: [orders], grant: {{ ttl_secs: 300, max_uses: 1 }} }}\nprincipals:\n  - {{ match: \"spiffe://example.org/orders\", principal: orders }}\n  - {{ match: \"spiffe://example.org/*\", principal: everyone }}\n",
+            proxy.port,
+            kv_token.display()
+        ),
+    )
+    .unwrap();
+    let shim = serve_secrets(dir.path(), &root, "api", &config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |caller: &str, jti: &str| {
+        let claims = serde_json::json!({"sub": format!("spiffe://example.org/{caller}"),
+            "aud": "spiffe://example.org/api/ephemera-secrets", "iat": now, "exp": now + 60, "jti": jti});
+        spiffile_peer(&[
+            "sign-claims",
+            &root.dir.to_string_lossy(),
+            caller,
+            &claims.to_string(),
+        ])
+        .ok()
+        .to_owned()
+    };
+    let resolve = |name: &str, token: &str| {
+        let auth = format!("Bearer {token}");
+        let r = send(
+            &shim.app_socket,
+            "POST",
+            "/v1/secrets/resolve",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", auth.as_str()),
+            ],
+            &serde_json::json!({"name": name, "purpose": "egress"}).to_string(),
+        );
+        (r.status, r.body)
+    };
+
+    let first = token("orders", "o-1");
+    assert_eq!(resolve("db", &first).0, 200);
+    assert_eq!(resolve("once", &token("orders", "o-2")).0, 200);
+    let reads = proxy.connections();
+    assert!(reads >= 2, "authorized reads reach OpenBao");
+    for (what, name, token, reason) in [
+        (
+            "denied",
+            "db",
+            token("research", "r-1"),
+            "is not authorized",
+        ),
+        (
+            "remembered",
+            "db",
+            token("research", "r-2"),
+            "recently denied",
+        ),
+        ("replayed", "db", first.clone(), "token replayed"),
+        (
+            "exhausted",
+            "once",
+            token("orders", "o-3"),
+            "uses exhausted",
+        ),
+        ("unknown", "nope", token("orders", "o-4"), "unknown secret"),
+    ] {
+        let (status, body) = resolve(name, &token);
+        assert_ne!(status, 200, "{what}: {body}");
+        assert!(body.contains(reason), "{what}: {body}");
+        assert_eq!(proxy.connections(), reads, "{what}: OpenBao was asked");
+    }
+    assert_eq!(resolve("db", &token("orders", "o-5")).0, 200);
+    assert!(
+        proxy.connections() > reads,
+        "a fresh authorized read does reach it"
+    );
 }
