@@ -18,6 +18,28 @@ pub struct Root {
 }
 
 impl Root {
+    /// A JWT-SVID from `caller` for the secrets audience of `service`'s
+    /// shim, carrying `jti` and living 60 s (signed by the spiffile
+    /// reference implementation).
+    pub fn secrets_token(&self, caller: &str, service: &str, jti: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = serde_json::json!({
+            "sub": format!("spiffe://example.org/{caller}"),
+            "aud": format!("spiffe://example.org/{service}/ephemera-secrets"),
+            "iat": now, "exp": now + 60, "jti": jti,
+        });
+        crate::spiffile_peer(&[
+            "sign-claims",
+            &self.dir.to_string_lossy(),
+            caller,
+            &claims.to_string(),
+        ])
+        .ok()
+        .to_owned()
+    }
+
     /// Initializes `dir` for `example.org` and adds `services`.
     pub fn new(dir: &Path, services: &[&str]) -> Self {
         let d = dir.to_string_lossy();
@@ -239,6 +261,24 @@ pub struct Shim {
     pub app_socket: PathBuf,
     /// The process.
     pub proc: Proc,
+}
+
+impl Shim {
+    /// `POST /v1/secrets/resolve` of `name` on the app listener, presenting
+    /// `token`.
+    pub fn resolve_secret(&self, name: &str, token: &str) -> crate::net::Response {
+        let auth = format!("Bearer {token}");
+        crate::net::send(
+            &self.app_socket,
+            "POST",
+            "/v1/secrets/resolve",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", auth.as_str()),
+            ],
+            &serde_json::json!({ "name": name, "purpose": "egress" }).to_string(),
+        )
+    }
 }
 
 /// Starts Envoy on a bootstrap rendered by `ephemera bootstrap` for the

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ephemera_tests::net::{get, send, wait_until};
+use ephemera_tests::net::{get, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::workload::{
     EchoApp, Root, envoy_for_shim, ledger_key, serve, serve_secrets, shim_socket,
 };
-use ephemera_tests::{ephemera, run, spiffile_peer};
+use ephemera_tests::{ephemera, run};
 use serde_json::Value;
 
 const BILLING: &str = "spiffe://example.org/billing";
@@ -315,35 +315,8 @@ fn a_secret_read_that_cannot_be_audited_is_refused_and_its_token_stays_spent() {
     )
     .unwrap();
     let shim = serve_secrets(dir.path(), &root, "api", &config);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = |jti: &str| {
-        let claims = serde_json::json!({"sub": "spiffe://example.org/orders",
-            "aud": "spiffe://example.org/api/ephemera-secrets", "iat": now, "exp": now + 60, "jti": jti});
-        spiffile_peer(&[
-            "sign-claims",
-            &root.dir.to_string_lossy(),
-            "orders",
-            &claims.to_string(),
-        ])
-        .ok()
-        .to_owned()
-    };
-    let resolve = |token: &str| {
-        let auth = format!("Bearer {token}");
-        send(
-            &shim.app_socket,
-            "POST",
-            "/v1/secrets/resolve",
-            &[
-                ("content-type", "application/json"),
-                ("authorization", auth.as_str()),
-            ],
-            r#"{"name": "api_token", "purpose": "egress"}"#,
-        )
-    };
+    let token = |jti: &str| root.secrets_token("orders", "api", jti);
+    let resolve = |token: &str| shim.resolve_secret("api_token", token);
     assert_eq!(resolve(&token("before")).status, 200);
 
     // The audit ledger's disk fills: the read happens, the release does not.

@@ -4,10 +4,10 @@
 //! (counted by a proxy in front of it: OpenBao 2.x only enables audit
 //! devices from its configuration file).
 
-use ephemera_tests::net::{CountingProxy, send};
+use ephemera_tests::ephemera;
+use ephemera_tests::net::CountingProxy;
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::workload::{Root, ledger_key, serve_secrets};
-use ephemera_tests::{ephemera, spiffile_peer};
 
 const CONFIG: &str = r#"
 stores:
@@ -317,34 +317,9 @@ fn the_http_gate_reads_nothing_for_denied_remembered_replayed_or_exhausted_reque
     )
     .unwrap();
     let shim = serve_secrets(dir.path(), &root, "api", &config);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = |caller: &str, jti: &str| {
-        let claims = serde_json::json!({"sub": format!("spiffe://example.org/{caller}"),
-            "aud": "spiffe://example.org/api/ephemera-secrets", "iat": now, "exp": now + 60, "jti": jti});
-        spiffile_peer(&[
-            "sign-claims",
-            &root.dir.to_string_lossy(),
-            caller,
-            &claims.to_string(),
-        ])
-        .ok()
-        .to_owned()
-    };
+    let token = |caller: &str, jti: &str| root.secrets_token(caller, "api", jti);
     let resolve = |name: &str, token: &str| {
-        let auth = format!("Bearer {token}");
-        let r = send(
-            &shim.app_socket,
-            "POST",
-            "/v1/secrets/resolve",
-            &[
-                ("content-type", "application/json"),
-                ("authorization", auth.as_str()),
-            ],
-            &serde_json::json!({"name": name, "purpose": "egress"}).to_string(),
-        );
+        let r = shim.resolve_secret(name, token);
         (r.status, r.body)
     };
 
