@@ -121,21 +121,28 @@ pub fn get_h2(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     let (head, body) = output.split_once("\r\n\r\n").unwrap_or(("", ""));
+    let (status, headers) = parse_head(head);
+    Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// The status and the (lower-cased) headers of a response head, as in
+/// `HTTP/1.1 200 OK` or `HTTP/2 200`; status 0 when there is none.
+fn parse_head(head: &str) -> (u16, BTreeMap<String, String>) {
     let mut lines = head.lines();
-    // `HTTP/2 200`
     let status = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    Response {
-        status,
-        headers: lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect(),
-        body: body.to_owned(),
-    }
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
 }
 
 /// One request on a fresh connection; status 0 when the exchange failed.
@@ -189,17 +196,7 @@ pub fn send(
             Ok(n) => raw.extend_from_slice(&buf[..n]),
         }
     };
-    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect::<BTreeMap<_, _>>();
+    let (status, headers) = parse_head(&String::from_utf8_lossy(&raw[..head_end]));
     let mut body_bytes = raw[head_end + 4..].to_vec();
     let length: Option<usize> = headers.get("content-length").and_then(|l| l.parse().ok());
     let chunked = headers

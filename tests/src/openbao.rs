@@ -136,6 +136,13 @@ impl OpenBao {
         }
     }
 
+    /// How many tokens exist (accessors, listed with the root token).
+    pub fn token_count(&self) -> usize {
+        self.root("LIST", "auth/token/accessors", "").ok().json()["data"]["keys"]
+            .as_array()
+            .map_or(0, Vec::len)
+    }
+
     /// A request with the root token.
     pub fn root(&self, method: &str, path: &str, body: &str) -> Checked {
         self.with_token("root", method, path, body)

@@ -62,9 +62,7 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
     let bao = OpenBao::start(dir.path());
-    let tokens_before = bao.root("LIST", "auth/token/accessors", "").ok().json()["data"]["keys"]
-        .as_array()
-        .map_or(0, Vec::len);
+    let tokens_before = bao.token_count();
     let app = EchoApp::start(dir.path(), "app", 200);
     let caller = root.mint("orders", BILLING, &["--ttl", "120"]);
 
@@ -117,10 +115,7 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
                     .filter(|k| k.starts_with("ephemera-") && *k != "ephemera-shim")
                     .count()
             });
-        let tokens = bao.root("LIST", "auth/token/accessors", "").ok().json()["data"]["keys"]
-            .as_array()
-            .map_or(0, Vec::len);
-        (policies, tokens)
+        (policies, bao.token_count())
     };
     let cleared = wait_until(Duration::from_secs(5), || leftovers() == (0, tokens_before));
     assert!(cleared.is_some(), "left in OpenBao: {:?}", leftovers());
