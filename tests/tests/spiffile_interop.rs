@@ -244,3 +244,51 @@ fn token_verify_reads_stdin_and_defaults_the_audience_to_itself() {
     assert_eq!(run.code, 1);
     assert!(!run.stderr.contains(&token));
 }
+
+/// `identity rotate` writes the bundle before the key, so no token signed by
+/// the new key can reach a peer that does not know it yet. A rotation whose
+/// key write fails therefore leaves the new key already published.
+#[test]
+fn rotation_publishes_the_new_key_before_the_service_can_sign_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let r = root.to_string_lossy();
+    ephemera_ok(&["identity", "init", &r, "--trust-domain", "example.org"]);
+    ephemera_ok(&["identity", "add", &r, "orders"]);
+    let env = env_of(&root, "orders");
+    let path_of = |name: &str| {
+        let (_, path) = env.iter().find(|(k, _)| k == name).unwrap();
+        std::path::PathBuf::from(path)
+    };
+    let (bundle, key) = (
+        path_of("SPIFFILE_BUNDLE_FILE"),
+        path_of("SPIFFILE_KEY_FILE"),
+    );
+    let kids = || -> Vec<String> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+        doc["identities"][ORDERS]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = kids();
+
+    // A directory where the key file was: renaming the new key onto it fails
+    // for every user, root included.
+    std::fs::remove_file(&key).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    let run = ephemera(&["identity", "rotate", &r, "orders"], &[]);
+    assert_ne!(run.code, 0, "the key write failed: {}", run.stdout);
+
+    let after = kids();
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "new key published: {after:?}"
+    );
+    assert_eq!(after[1..], before[..], "old keys kept for overlap");
+    assert!(key.is_dir(), "nothing wrote a key");
+}
