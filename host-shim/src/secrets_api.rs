@@ -21,11 +21,11 @@ use ephemera_core::filter::inbound::bearer_token;
 use ephemera_core::filter::transaction::new_transaction_id;
 use ephemera_core::filter::workload_identity::WorkloadIdentity;
 use ephemera_core::grants::{EnforcementOptions, SenderBinding};
+use ephemera_core::secrets::wire::{ResolveRequest, ResolveResponse};
 use ephemera_core::secrets::{
     Gate, GateRequest, Plan, ResolveError, SecretsConfig, secrets_audience,
 };
 use ephemera_core::token::{DpopRequest, TokenVerifier, VerifyOptions, verify_dpop};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::identity_source::IdentitySource;
@@ -181,19 +181,6 @@ pub struct SecretsService {
     gate: Mutex<Gate>,
     options: EnforcementOptions,
     cache: ValueCache,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResolveRequest {
-    name: String,
-    /// Part of the grant key; the filter's egress injection uses the default.
-    #[serde(default = "egress")]
-    purpose: String,
-}
-
-fn egress() -> String {
-    "egress".into()
 }
 
 impl SecretsService {
@@ -389,10 +376,11 @@ async fn resolve(
     )
     .await
     {
-        Ok((value, plan)) => {
-            axum::Json(json!({"value": value.expose(), "cache_ttl_secs": plan.cache_ttl_secs}))
-                .into_response()
-        }
+        Ok((value, plan)) => axum::Json(ResolveResponse {
+            value: value.expose().to_owned(),
+            cache_ttl_secs: plan.cache_ttl_secs,
+        })
+        .into_response(),
         Err(e) => {
             // Nothing was read: the use and the jti are not spent. A read
             // that could not be audited stays spent (`AuditUnavailable`):

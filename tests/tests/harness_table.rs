@@ -15,7 +15,9 @@ use ephemera_tests::harness::proxy_wasm_driver::ProxyWasmDriver;
 use ephemera_tests::harness::scenario::{
     Build, Driver, Run, Scenario, Verdict, parse_table, run_scenario, verdicts,
 };
-use ephemera_tests::harness::world::{Signer, World, plugin_path, redact_jwts, require};
+use ephemera_tests::harness::world::{
+    SecretAnswer, Signer, World, plugin_path, redact_jwts, require,
+};
 use ephemera_tests::repo_root;
 
 fn plugin() -> &'static Plugin {
@@ -238,5 +240,63 @@ fn the_table_holds_with_native_crypto_and_a_host_that_verifies_anything_is_refus
         );
         let failed = failures(proxy_wasm(), &scenarios);
         assert!(failed.is_empty(), "{crypto:?}: {failed:#?}");
+    }
+}
+
+/// A client that leaves before the shim answers leaves nothing behind: the
+/// transaction its request may have opened is closed on the next tick, and
+/// the next request finds no trace of the abandoned one.
+#[test]
+fn a_client_that_leaves_before_the_shim_answers_leaves_no_state() {
+    let ipt = br#"{"direction":"inbound","inbound":{"transactions":[{"path":"/objects/{key}",
+        "resource":"secret/data/{key}","broker":"vault","credential_headers":{"token":"x-vault-token"}}]}}"#;
+    let egress = br#"{"direction":"outbound","outbound":{"secrets":[
+        {"host":"api.example.com","secret":"api_token","inject":{"as":"bearer"}}]}}"#;
+    for (config, call, close) in [
+        (
+            &ipt[..],
+            "POST /v1/transactions",
+            Some("POST /v1/transactions/{id}/close"),
+        ),
+        (&egress[..], "POST /v1/secrets/resolve", None),
+    ] {
+        let mut world = World::new("api", &["orders"]).unwrap();
+        world
+            .script
+            .secret_values
+            .insert("api_token".into(), SecretAnswer::Value("tok-1".into()));
+        let mut driver =
+            ProxyWasmDriver::start(plugin(), config, world, 1, HostCrypto::Absent).unwrap();
+        driver.advance(1000).unwrap();
+        let api = driver.world().id("api").unwrap();
+        let now = driver.now_ms() / 1000;
+        let token = driver
+            .world()
+            .token("orders", Signer::Current("orders"), &api, now, 600)
+            .unwrap();
+        let headers = |path: &str| -> Vec<(String, Vec<u8>)> {
+            [
+                (":method", "GET"),
+                (":path", path),
+                (":authority", "api.example.com"),
+                ("authorization", &format!("Bearer {token}")),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+        };
+        assert_eq!(driver.leave_at_once(headers("/objects/a")).unwrap(), [call]);
+        let before = driver.calls_by_worker()[0].len();
+        driver.advance(1000).unwrap();
+        let after: Vec<String> = driver.calls_by_worker()[0][before..]
+            .iter()
+            .filter(|c| *c != "GET /v1/identity")
+            .cloned()
+            .collect();
+        assert_eq!(after, close.into_iter().collect::<Vec<_>>(), "{call}");
+
+        let verdict = driver.request(headers("/objects/b"), None, 200).unwrap();
+        assert_eq!(verdict.status, 200, "{call}: {verdict:?}");
+        assert_eq!(verdict.calls[0], call, "asked afresh, nothing left over");
     }
 }

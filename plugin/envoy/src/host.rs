@@ -3,6 +3,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use ephemera_core::filter::LocalReply;
+use ephemera_core::filter::exchange::Edits;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
@@ -20,11 +22,6 @@ pub fn request_header(name: &str) -> Option<Result<String, ()>> {
         Ok(Some(bytes)) => Some(String::from_utf8(bytes).map_err(|_| ())),
         _ => None,
     }
-}
-
-/// A request header that must be UTF-8 to be useful.
-pub fn request_header_text(name: &str) -> Option<String> {
-    request_header(name).and_then(Result::ok)
 }
 
 /// Every value of a request header, in order (UTF-8 ones; a non-UTF-8
@@ -75,6 +72,13 @@ pub fn call_status(headers: usize) -> Option<String> {
     }
 }
 
+/// The status and body of the current HTTP call response; no status when
+/// the call failed.
+pub fn call_answer(headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {
+    let status = call_status(headers).and_then(|s| s.parse().ok());
+    (status, call_response_body(body_size))
+}
+
 /// A header of the current HTTP call response.
 pub fn call_response_header(name: &str) -> Option<String> {
     match hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name) {
@@ -100,12 +104,27 @@ pub fn property(path: &[&str]) -> Option<String> {
 }
 
 /// Sends a local reply on the current (effective) stream.
-pub fn send_reply(status: u16, headers: &[(String, String)], body: &str) {
-    let headers: Vec<(&str, &str)> = headers
+pub fn send_reply(reply: &LocalReply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()));
+    let _ = hostcalls::send_http_response(
+        u32::from(reply.status),
+        headers,
+        Some(reply.body.as_bytes()),
+    );
+}
+
+/// Applies a forward's header edits to the current stream: removals, then sets.
+pub fn edit_request(edits: &Edits) {
+    for name in &edits.remove {
+        remove_request_header(name);
+    }
+    for (name, value) in &edits.set {
+        set_request_header(name, value);
+    }
 }
 
 /// Resumes the current (effective) paused request.

@@ -1,8 +1,10 @@
 //! ephemera's Envoy filter: a thin proxy-wasm adapter over `ephemera-core`.
 //!
-//! Inbound it verifies callers' JWT-SVIDs and authorizes routes; outbound it
-//! mints a JWT-SVID for the destination. The identity (ID, bundle, key) comes
-//! from the host shim over an Envoy cluster and is shared between workers.
+//! Each stream feeds its events to the core's exchange and carries out the
+//! steps it returns; the root context fetches the identity from the host
+//! shim over an Envoy cluster (each worker its own copy, never through
+//! shared data), resumes streams that waited for it, and sends the closes
+//! of ended streams.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -12,9 +14,7 @@
     reason = "proxy_wasm::main! generates the undocumented _initialize export"
 )]
 
-mod egress;
 mod host;
-mod ipt;
 mod native_crypto;
 mod protobuf;
 mod root;

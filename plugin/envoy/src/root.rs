@@ -11,11 +11,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
+use ephemera_core::{Es256, RustCrypto};
+
 use crate::host;
-use crate::native_crypto;
+use crate::native_crypto::{self, EnvoyCrypto};
 use crate::stats::Stats;
-use crate::stream::{Stream, handle, reply_unavailable};
-use crate::worker::{Backend, Worker};
+use crate::stream::{self, HostRequest, Origin, Stream, StreamCell};
+use crate::worker::Worker;
 
 /// Tick period: how often fetches are due and waiting streams expire.
 const TICK: Duration = Duration::from_millis(100);
@@ -48,26 +50,24 @@ impl Root {
             ephemera_core::filter::Direction::Inbound => "inbound",
             ephemera_core::filter::Direction::Outbound => "outbound",
         };
-        let backend = match config.crypto {
-            CryptoChoice::Rust => Backend::Rust,
+        let crypto: &'static dyn Es256 = match config.crypto {
+            CryptoChoice::Rust => &RustCrypto,
             CryptoChoice::Auto => match native_crypto::self_test() {
-                Ok(()) => Backend::Envoy,
+                Ok(()) => &EnvoyCrypto,
                 Err(e) => {
                     log::warn!("ephemera: native crypto unavailable ({e}); using pure Rust");
-                    Backend::Rust
+                    &RustCrypto
                 }
             },
         };
+        let native = crypto.name() == EnvoyCrypto.name();
         let stats = Stats::define(direction);
-        stats.crypto_backend(matches!(backend, Backend::Envoy));
+        stats.crypto_backend(native);
         log::info!(
             "ephemera: {direction} filter configured (crypto: {})",
-            match backend {
-                Backend::Envoy => "envoy native",
-                Backend::Rust => "pure rust",
-            }
+            if native { "envoy native" } else { "pure rust" }
         );
-        self.worker = Some(Worker::new(config, backend, stats));
+        self.worker = Some(Worker::new(config, crypto, stats));
         Ok(())
     }
 
@@ -77,15 +77,27 @@ impl Root {
             identity.id(),
             identity.generation
         );
-        worker.install(identity);
+        let generation = identity.generation;
+        if let Ok(mut state) = worker.state.try_borrow_mut() {
+            state.install(identity);
+        }
+        worker.stats.identity_loaded(generation);
         let waiting = worker
-            .state
+            .held
             .try_borrow_mut()
-            .map(|mut s| std::mem::take(&mut s.waiting))
+            .map(|mut held| std::mem::take(&mut held.waiting))
             .unwrap_or_default();
-        for (context_id, _) in waiting {
-            if host::set_effective_context(context_id) {
-                handle(worker, context_id, true);
+        let now_ms = host::now_ms();
+        for cell in waiting.into_iter().filter_map(|(_, cell)| cell.upgrade()) {
+            if !host::set_effective_context(cell.context_id) {
+                continue;
+            }
+            let turn = stream::with_exchange(worker, &cell, |exchange, state| {
+                exchange.on_identity(&worker.filter, state, &HostRequest, now_ms)
+            })
+            .flatten();
+            if let Some(turn) = turn {
+                stream::apply(worker, &cell, turn, Origin::Root);
             }
         }
         // Later calls (the next fetch) must belong to the root, not to the
@@ -94,7 +106,7 @@ impl Root {
     }
 
     fn maybe_fetch(&mut self, worker: &Worker, now_ms: u64) {
-        let shim = &worker.config.shim;
+        let shim = &worker.filter.config().shim;
         if let Some((_, deadline)) = self.call {
             if now_ms < deadline {
                 return;
@@ -131,21 +143,63 @@ impl Root {
         self.failing = true;
     }
 
+    /// Answers 503 to the streams whose wait for the identity ran out.
     fn expire_waiting(&self, worker: &Worker, now_ms: u64) {
-        let expired: Vec<u32> = match worker.state.try_borrow_mut() {
-            Ok(mut state) => {
-                let (gone, keep): (Vec<_>, Vec<_>) = state
-                    .waiting
-                    .drain(..)
-                    .partition(|(_, deadline)| *deadline <= now_ms);
-                state.waiting = keep;
-                gone.into_iter().map(|(id, _)| id).collect()
+        let expired: Vec<_> = match worker.held.try_borrow_mut() {
+            Ok(mut held) => {
+                let (gone, keep) = std::mem::take(&mut held.waiting)
+                    .into_iter()
+                    .partition(|(deadline, _)| *deadline <= now_ms);
+                held.waiting = keep;
+                gone
             }
             Err(_) => Vec::new(),
         };
-        for context_id in expired {
-            if host::set_effective_context(context_id) {
-                reply_unavailable(worker);
+        for cell in expired.into_iter().filter_map(|(_, cell)| cell.upgrade()) {
+            let turn = cell
+                .exchange
+                .try_borrow_mut()
+                .ok()
+                .and_then(|mut exchange| exchange.on_identity_timeout());
+            if let Some(turn) = turn
+                && host::set_effective_context(cell.context_id)
+            {
+                stream::apply(worker, &cell, turn, Origin::Root);
+            }
+        }
+        host::set_effective_context(self.context_id);
+    }
+
+    /// Hands the answer to a call dispatched for a resumed stream to it.
+    fn relay(
+        &self,
+        worker: &Worker,
+        cell: &std::rc::Rc<StreamCell>,
+        headers: usize,
+        body_size: usize,
+    ) {
+        let (status, body) = host::call_answer(headers, body_size);
+        if host::set_effective_context(cell.context_id) {
+            stream::answer(worker, cell, status, &body, Origin::Root);
+        }
+        host::set_effective_context(self.context_id);
+    }
+
+    /// Sends the closes of ended streams.
+    fn send_closes(&self, worker: &Worker) {
+        let closes = worker
+            .held
+            .try_borrow_mut()
+            .map(|mut held| std::mem::take(&mut held.closes))
+            .unwrap_or_default();
+        let shim = &worker.filter.config().shim;
+        for close in closes {
+            match host::call_shim(shim, &close.path, &[], Some(&close.body)) {
+                Ok(_) => worker.stats.transaction_closed(),
+                // The shim's reaper revokes it when the credential expires.
+                Err(status) => log::warn!(
+                    "ephemera ipt: cannot send a close ({status:?}); the shim will reap it"
+                ),
             }
         }
     }
@@ -160,13 +214,26 @@ impl Context for Root {
         _trailers: usize,
     ) {
         if self.call.map(|(t, _)| t) != Some(token) {
-            // An open dispatched while resuming a stream, or a close.
-            if let Some(worker) = self.worker.clone()
-                && !crate::ipt::open_response(&worker, token, headers, body_size)
-            {
-                let status = host::call_status(headers);
-                if !matches!(status.as_deref(), Some("204" | "404")) {
-                    log::warn!("ephemera ipt: the shim answered a close with {status:?}");
+            let Some(worker) = self.worker.clone() else {
+                return;
+            };
+            // A call of a stream the root resumed, or a close.
+            let relayed = worker
+                .held
+                .try_borrow_mut()
+                .ok()
+                .and_then(|mut held| held.relayed.remove(&token));
+            match relayed {
+                Some(cell) => {
+                    if let Some(cell) = cell.upgrade() {
+                        self.relay(&worker, &cell, headers, body_size);
+                    }
+                }
+                None => {
+                    let status = host::call_status(headers);
+                    if !matches!(status.as_deref(), Some("204" | "404")) {
+                        log::warn!("ephemera ipt: the shim answered a close with {status:?}");
+                    }
                 }
             }
             return;
@@ -182,7 +249,9 @@ impl Context for Root {
                 match WorkloadIdentity::from_json(&body) {
                     Ok(identity) => {
                         self.failing = false;
-                        worker.confirmed(host::now_ms());
+                        if let Ok(mut state) = worker.state.try_borrow_mut() {
+                            state.confirm(host::now_ms());
+                        }
                         if worker.version().as_deref() != Some(identity.version.as_str()) {
                             self.install(&worker, identity);
                         }
@@ -192,7 +261,9 @@ impl Context for Root {
             }
             Some("304") => {
                 self.failing = false;
-                worker.confirmed(host::now_ms());
+                if let Ok(mut state) = worker.state.try_borrow_mut() {
+                    state.confirm(host::now_ms());
+                }
             }
             Some(other) => self.fetch_failed(&worker, &format!("shim answered {other}")),
             None => self.fetch_failed(&worker, "shim unreachable or timed out"),
@@ -225,7 +296,7 @@ impl RootContext for Root {
         let now_ms = host::now_ms();
         self.maybe_fetch(&worker, now_ms);
         self.expire_waiting(&worker, now_ms);
-        crate::ipt::send_closes(&worker);
+        self.send_closes(&worker);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -1,24 +1,10 @@
 //! The filter's Envoy stats (shown by Envoy under `wasmcustom.`).
 
+use ephemera_core::filter::Note;
+use ephemera_core::filter::Rejection;
+use ephemera_core::filter::note::REJECTION_CODES;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
-
-/// Every rejection code the core reports, for per-reason counters.
-const REJECTION_CODES: [&str; 13] = [
-    "bad_path",
-    "missing_token",
-    "malformed",
-    "too_large",
-    "bad_header",
-    "bad_claims",
-    "bad_subject",
-    "unknown_identity",
-    "wrong_audience",
-    "expired",
-    "not_yet_valid",
-    "bad_signature",
-    "crypto_error",
-];
 
 /// Metric ids, defined once per root context.
 #[derive(Debug, Default, Clone)]
@@ -74,6 +60,33 @@ fn set(id: u32, value: u64) {
 }
 
 impl Stats {
+    /// Counts a note of the core; `backend` is the signature backend's name.
+    pub fn note(&self, note: &Note, backend: &str) {
+        match note {
+            Note::Verified { cached } => self.verified(*cached, backend),
+            Note::Rejected(Rejection::IdentityStale) => bump(self.identity_stale),
+            Note::Rejected(rejection) => {
+                self.rejected(rejection.code(), note.ran_crypto().then_some(backend))
+            }
+            Note::Forbidden(_) => bump(self.forbidden),
+            Note::Unauthenticated => bump(self.unauthenticated_path),
+            Note::BadPath => self.rejected("bad_path", None),
+            Note::AwaitedIdentity => bump(self.awaited_identity),
+            Note::Unavailable => bump(self.unavailable),
+            Note::TransactionUnmappable(_) => bump(self.txn_unmappable),
+            Note::TransactionOpened => bump(self.txn_opened),
+            Note::TransactionDenied(_) => bump(self.txn_denied),
+            Note::TransactionLimited => bump(self.txn_limited),
+            Note::TransactionFailed(_) => bump(self.txn_failed),
+            Note::Minted { reused } => self.minted(*reused, backend),
+            Note::Unmapped { .. } => bump(self.unmapped),
+            Note::MintFailed(_) => {}
+            Note::EgressInjected => bump(self.egress_injected),
+            Note::EgressDenied(_) => bump(self.egress_denied),
+            Note::EgressFailed(..) => bump(self.egress_failed),
+        }
+    }
+
     /// Defines the metrics under `ephemera.<direction>.`.
     pub fn define(direction: &str) -> Self {
         let n = |s: &str| format!("ephemera.{direction}.{s}");
@@ -113,7 +126,7 @@ impl Stats {
     }
 
     /// A caller was verified (`cached`: by the cache; else by `backend`).
-    pub fn verified(&self, cached: bool, backend: &str) {
+    fn verified(&self, cached: bool, backend: &str) {
         bump(self.verified);
         if cached {
             bump(self.cache_hits);
@@ -125,7 +138,7 @@ impl Stats {
     }
 
     /// A request was rejected with 401 for `code`.
-    pub fn rejected(&self, code: &str, verified_by: Option<&str>) {
+    fn rejected(&self, code: &str, verified_by: Option<&str>) {
         if let Some((_, id)) = self.rejected.iter().find(|(c, _)| *c == code) {
             bump(*id);
         }
@@ -136,18 +149,8 @@ impl Stats {
         }
     }
 
-    /// An authenticated caller was refused by route authorization.
-    pub fn forbidden(&self) {
-        bump(self.forbidden);
-    }
-
-    /// A request on an unauthenticated path.
-    pub fn unauthenticated_path(&self) {
-        bump(self.unauthenticated_path);
-    }
-
     /// A token was attached (`reused`, or minted by `backend`).
-    pub fn minted(&self, reused: bool, backend: &str) {
+    fn minted(&self, reused: bool, backend: &str) {
         if reused {
             bump(self.mint_reused);
         } else {
@@ -158,26 +161,6 @@ impl Stats {
                 self.mint_rust
             });
         }
-    }
-
-    /// A call to an unmapped destination.
-    pub fn unmapped(&self) {
-        bump(self.unmapped);
-    }
-
-    /// A request waited for the first identity.
-    pub fn awaited_identity(&self) {
-        bump(self.awaited_identity);
-    }
-
-    /// A request got 503: the identity was not confirmed recently enough.
-    pub fn identity_stale(&self) {
-        bump(self.identity_stale);
-    }
-
-    /// A request got 503 (no identity in time).
-    pub fn unavailable(&self) {
-        bump(self.unavailable);
     }
 
     /// A new identity was loaded.
@@ -196,48 +179,8 @@ impl Stats {
         set(self.crypto_native, u64::from(native));
     }
 
-    /// A transaction was opened and its credential handed to the app.
-    pub fn transaction_opened(&self) {
-        bump(self.txn_opened);
-    }
-
-    /// The shim's policy denied a transaction.
-    pub fn transaction_denied(&self) {
-        bump(self.txn_denied);
-    }
-
-    /// A transaction could not be opened (shim, broker or ledger failure).
-    pub fn transaction_failed(&self) {
-        bump(self.txn_failed);
-    }
-
     /// A close was sent to the shim.
     pub fn transaction_closed(&self) {
         bump(self.txn_closed);
-    }
-
-    /// A request on a transaction route could not be mapped (400).
-    pub fn transaction_unmappable(&self) {
-        bump(self.txn_unmappable);
-    }
-
-    /// The caller had too many transactions open (429).
-    pub fn transaction_limited(&self) {
-        bump(self.txn_limited);
-    }
-
-    /// An egress secret was injected.
-    pub fn egress_injected(&self) {
-        bump(self.egress_injected);
-    }
-
-    /// The shim refused an egress secret (403).
-    pub fn egress_denied(&self) {
-        bump(self.egress_denied);
-    }
-
-    /// An egress secret was unavailable (503).
-    pub fn egress_failed(&self) {
-        bump(self.egress_failed);
     }
 }

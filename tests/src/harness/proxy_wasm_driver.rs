@@ -128,6 +128,20 @@ impl ProxyWasmDriver {
             .collect()
     }
 
+    /// A client that sends `headers` to worker 0 and leaves before anything
+    /// is answered: the stream ends at once, its calls are cancelled as
+    /// Envoy cancels them. Returns the calls the request made.
+    pub fn leave_at_once(&mut self, headers: Headers) -> Result<Vec<String>, String> {
+        let vm = &mut self.workers[0].vm;
+        let before = vm.state().dispatched.len();
+        let (id, _) = vm.request(headers).map_err(|e| format!("{e:#}"))?;
+        vm.end(id).map_err(|e| format!("{e:#}"))?;
+        Ok(vm.state().dispatched[before..]
+            .iter()
+            .map(|c| call_line(&c.headers))
+            .collect())
+    }
+
     fn now(&self) -> u64 {
         self.workers[0].vm.state().now_ms
     }

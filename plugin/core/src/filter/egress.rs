@@ -1,6 +1,9 @@
 //! Egress secret injection: outbound calls to a named host carry a secret
 //! the app never holds, resolved by the shim for this workload's identity.
 
+use std::collections::HashMap;
+use std::fmt;
+
 use serde::Deserialize;
 
 use base64::Engine as _;
@@ -116,6 +119,37 @@ fn rule_for<'r>(
         .find(|(_, r)| r.host.eq_ignore_ascii_case(host))
 }
 
+/// Egress secrets a ref allows caching, by rule index, each until a
+/// deadline (Unix ms). Cleared when the identity changes.
+#[derive(Default)]
+pub struct SecretCache(HashMap<usize, (String, u64)>);
+
+impl SecretCache {
+    /// The value of rule `rule`, if cached and not lapsed at `now_ms`.
+    pub fn get(&self, rule: usize, now_ms: u64) -> Option<&str> {
+        self.0
+            .get(&rule)
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(value, _)| value.as_str())
+    }
+
+    /// Keeps rule `rule`'s value until `until_ms`.
+    pub fn put(&mut self, rule: usize, value: String, until_ms: u64) {
+        self.0.insert(rule, (value, until_ms));
+    }
+
+    /// Forgets every value.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl fmt::Debug for SecretCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretCache({} values)", self.0.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +193,16 @@ mod tests {
             decide(&rules, Some("other.example.com"), "TRACE"),
             EgressDecision::NotEgress
         );
+    }
+
+    #[test]
+    fn a_cached_secret_lapses_and_never_shows_in_debug_output() {
+        let mut cache = SecretCache::default();
+        cache.put(0, "s3cr3t".into(), 1_000);
+        assert_eq!(cache.get(0, 999), Some("s3cr3t"));
+        assert_eq!(cache.get(0, 1_000), None);
+        assert_eq!(cache.get(1, 0), None);
+        assert!(!format!("{cache:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -48,6 +48,16 @@ impl Rejection {
             Self::IdentityStale => "identity_stale",
         }
     }
+
+    /// The reply's status: 503 when nothing could be decided (a failing
+    /// signature backend, a host that could not decide, a stale identity),
+    /// else 401.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Verify(VerifyError::Crypto(_)) | Self::Undecided(_) | Self::IdentityStale => 503,
+            _ => 401,
+        }
+    }
 }
 
 /// The inbound verdict, before it becomes an [`Outcome`].
@@ -284,11 +294,9 @@ impl Inbound {
                 }
             }
             // A failing signature backend is no verdict on the token.
-            InboundVerdict::Rejected(
-                Rejection::Verify(VerifyError::Crypto(_))
-                | Rejection::Undecided(_)
-                | Rejection::IdentityStale,
-            ) => Outcome::Reply(LocalReply::unavailable()),
+            InboundVerdict::Rejected(r) if r.status() == 503 => {
+                Outcome::Reply(LocalReply::unavailable())
+            }
             InboundVerdict::Rejected(_) => Outcome::Reply(LocalReply::unauthorized()),
             InboundVerdict::BadPath => Outcome::Reply(LocalReply::bad_request()),
             InboundVerdict::Forbidden { .. } => Outcome::Reply(LocalReply::forbidden()),

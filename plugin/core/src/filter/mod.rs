@@ -1,11 +1,17 @@
-//! The filter's decisions, independent of any host: configuration, inbound
-//! authentication and authorization, outbound minting, the verified-token
-//! cache and the identity document the shim serves.
+//! The filter, independent of any host. [`exchange`] is a request's whole
+//! life — the events a host reports and the steps it takes — built on the
+//! single decisions: configuration, inbound authentication and
+//! authorization ([`inbound`]), transactions ([`transaction`]), outbound
+//! minting ([`outbound`]), egress secrets ([`egress`]), the verified-token
+//! cache and the identity document the shim serves. [`note`] says what
+//! happened, for counters and logs.
 
 pub mod caller_pattern;
 pub mod config;
 pub mod egress;
+pub mod exchange;
 pub mod inbound;
+pub mod note;
 pub mod outbound;
 pub mod outcome;
 pub mod path_rule;
@@ -15,7 +21,9 @@ pub mod workload_identity;
 
 pub use caller_pattern::CallerPattern;
 pub use config::{ConfigError, CryptoChoice, Direction, FilterConfig};
+pub use exchange::{Exchange, Filter, RequestView, ShimAnswer, ShimCall, Step, Turn, WorkerState};
 pub use inbound::{Inbound, InboundRequest, InboundVerdict, Rejection};
+pub use note::Note;
 pub use outbound::{MintedTokens, Outbound, OutboundRequest, OutboundVerdict};
 pub use outcome::{LocalReply, Outcome};
 pub use path_rule::PathRule;

@@ -6,6 +6,7 @@ pub mod audience;
 pub mod config;
 pub mod gate;
 pub mod resolve;
+pub mod wire;
 
 pub use audience::secrets_audience;
 pub use config::{CheckpointConfig, ConfigProblem, GrantPolicy, SecretsConfig};

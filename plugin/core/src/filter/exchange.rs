@@ -1,0 +1,687 @@
+//! One request's life. The host reports events — the request's headers, the
+//! identity arriving, the shim's answer, the upstream's response, the end —
+//! and the exchange answers each with the one step the host takes next:
+//! forward (with header edits), reply locally, call the shim and wait, or
+//! wait for the identity. Nothing here performs I/O.
+//!
+//! Inbound: verify the caller → open a transaction at the shim when a
+//! transaction route covers the request → forward with the caller (and the
+//! credential) → strip credential headers from the response → close the
+//! transaction when the stream ends, however it ends.
+//!
+//! Outbound: inject an egress secret (cached, or resolved at the shim) for
+//! an egress host; otherwise attach a token minted for the destination.
+
+use super::config::FilterConfig;
+use super::egress::{self, EgressDecision, SecretCache};
+use super::inbound::{Inbound, InboundRequest, InboundVerdict, bearer_token};
+use super::note::{Note, OpenFailure};
+use super::outbound::{MintedTokens, Outbound, OutboundRequest};
+use super::outcome::{LocalReply, Outcome};
+use super::token_cache::TokenCache;
+use super::transaction::{TransactionMapping, TransactionPlan, TransactionRoutes};
+use super::workload_identity::WorkloadIdentity;
+use crate::crypto::Es256;
+use crate::ipt::{CloseRequest, OpenResponse, TransactionOutcome};
+use crate::secrets::wire::{ResolveRequest, ResolveResponse};
+
+/// The shim's path for opening transactions.
+pub const OPEN_PATH: &str = "/v1/transactions";
+/// The shim's path for resolving secrets.
+pub const RESOLVE_PATH: &str = "/v1/secrets/resolve";
+
+/// A request as the host shows it, read lazily: a decision that needs two
+/// headers costs two reads.
+pub trait RequestView {
+    /// A header: `None` absent, `Some(Err(()))` present but not UTF-8.
+    fn header(&self, name: &str) -> Option<Result<String, ()>>;
+    /// Every value of a header, in order.
+    fn header_values(&self, name: &str) -> Vec<String>;
+    /// The upstream cluster, when the host knows it.
+    fn cluster(&self) -> Option<String>;
+}
+
+/// A configured filter: its configuration, the decisions of its direction
+/// and the signature backend, fixed at configure time.
+pub struct Filter {
+    config: FilterConfig,
+    side: Side,
+    crypto: &'static dyn Es256,
+}
+
+enum Side {
+    Inbound(Inbound),
+    Outbound(Outbound),
+}
+
+impl Filter {
+    /// A filter for `config`, signing and verifying with `crypto`.
+    pub fn new(config: FilterConfig, crypto: &'static dyn Es256) -> Self {
+        let side = match config.direction {
+            super::Direction::Inbound => Side::Inbound(Inbound::new(config.inbound.clone())),
+            super::Direction::Outbound => Side::Outbound(Outbound::new(config.outbound.clone())),
+        };
+        Self {
+            config,
+            side,
+            crypto,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FilterConfig {
+        &self.config
+    }
+
+    /// The signature backend's name (`envoy`, `rust`).
+    pub fn crypto_name(&self) -> &'static str {
+        self.crypto.name()
+    }
+
+    fn transactions(&self) -> Option<&TransactionRoutes> {
+        match &self.side {
+            Side::Inbound(inbound) => Some(inbound.transactions()),
+            Side::Outbound(_) => None,
+        }
+    }
+}
+
+/// What outlives a request on one worker: the identity in force, when the
+/// shim last confirmed it, and the caches.
+#[derive(Debug)]
+pub struct WorkerState {
+    identity: Option<WorkloadIdentity>,
+    confirmed_ms: u64,
+    cache: TokenCache,
+    minted: MintedTokens,
+    secrets: SecretCache,
+}
+
+impl WorkerState {
+    /// An empty state for `config`.
+    pub fn new(config: &FilterConfig) -> Self {
+        Self {
+            identity: None,
+            confirmed_ms: 0,
+            cache: TokenCache::new(config.inbound.cache_size),
+            minted: MintedTokens::default(),
+            secrets: SecretCache::default(),
+        }
+    }
+
+    /// Puts `identity` in force and forgets everything decided under the old one.
+    pub fn install(&mut self, identity: WorkloadIdentity) {
+        self.identity = Some(identity);
+        self.cache.clear();
+        self.minted.clear();
+        self.secrets.clear();
+    }
+
+    /// Records that the shim confirmed the identity in force at `now_ms`.
+    pub fn confirm(&mut self, now_ms: u64) {
+        self.confirmed_ms = now_ms;
+    }
+
+    /// The identity in force.
+    pub fn identity(&self) -> Option<&WorkloadIdentity> {
+        self.identity.as_ref()
+    }
+}
+
+/// Header changes for a forwarded request: removals, then sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edits {
+    /// Header names to remove.
+    pub remove: Vec<String>,
+    /// Headers to set (replacing any value).
+    pub set: Vec<(String, String)>,
+}
+
+/// A `POST` of a JSON body to the shim.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ShimCall {
+    /// The path.
+    pub path: String,
+    /// The JSON body; may carry a token, so it is never logged.
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for ShimCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShimCall")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shim's answer to a [`ShimCall`].
+#[derive(Debug, Clone, Copy)]
+pub struct ShimAnswer<'a> {
+    /// The HTTP status; `None` when the call failed or got no answer.
+    pub status: Option<u16>,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+/// What the host does next with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Apply the edits and send the request on (resuming it if paused).
+    Forward(Edits),
+    /// Answer locally; nothing goes upstream.
+    Reply(LocalReply),
+    /// Apply the edits, make the call, and hold the request until the
+    /// shim's answer is fed back with [`Exchange::on_shim_answer`].
+    Call(Edits, ShimCall),
+    /// Hold the request until the identity arrives
+    /// ([`Exchange::on_identity`]) or `until_ms` passes
+    /// ([`Exchange::on_identity_timeout`]).
+    AwaitIdentity {
+        /// The deadline, Unix ms.
+        until_ms: u64,
+    },
+}
+
+/// A step and what happened on the way to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Turn {
+    /// The step.
+    pub step: Step,
+    /// At most two notes, in order.
+    pub notes: [Option<Note>; 2],
+}
+
+impl Turn {
+    fn new(step: Step, note: Option<Note>) -> Self {
+        Self {
+            step,
+            notes: [note, None],
+        }
+    }
+
+    fn and(mut self, note: Note) -> Self {
+        if self.notes[0].is_none() {
+            self.notes[0] = Some(note);
+        } else {
+            self.notes[1] = Some(note);
+        }
+        self
+    }
+
+    /// The notes.
+    pub fn notes(&self) -> impl Iterator<Item = &Note> {
+        self.notes.iter().flatten()
+    }
+}
+
+/// Where a request is in its life.
+#[derive(Debug, Default)]
+enum State {
+    /// Nothing decided yet.
+    #[default]
+    New,
+    /// Held for the first identity.
+    AwaitingIdentity,
+    /// Held for the shim's answer to a transaction open.
+    Opening {
+        transaction_id: String,
+        plan: TransactionPlan,
+    },
+    /// Held for the shim's answer to an egress secret.
+    Resolving { rule: usize },
+    /// Sent on with a transaction open; `status` once the upstream answered.
+    Open {
+        transaction_id: String,
+        status: Option<u16>,
+    },
+    /// Sent on, or answered locally; `close` names a transaction the shim
+    /// may have opened although the request could not use it.
+    Settled { close: Option<String> },
+    /// Ended.
+    Ended,
+}
+
+/// One request's life on one filter.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    state: State,
+}
+
+impl Exchange {
+    /// A request that has not been seen yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True while the request is held for the shim's answer.
+    pub fn awaits_shim(&self) -> bool {
+        matches!(self.state, State::Opening { .. } | State::Resolving { .. })
+    }
+
+    /// The request's headers arrived.
+    pub fn on_request(
+        &mut self,
+        filter: &Filter,
+        worker: &mut WorkerState,
+        request: &impl RequestView,
+        now_ms: u64,
+    ) -> Turn {
+        match &filter.side {
+            Side::Inbound(inbound) => self.inbound(filter, inbound, worker, request, now_ms),
+            Side::Outbound(outbound) => self.outbound(filter, outbound, worker, request, now_ms),
+        }
+    }
+
+    /// The identity arrived while the request was held for it: decides it
+    /// now. `None` when the request was not waiting.
+    pub fn on_identity(
+        &mut self,
+        filter: &Filter,
+        worker: &mut WorkerState,
+        request: &impl RequestView,
+        now_ms: u64,
+    ) -> Option<Turn> {
+        matches!(self.state, State::AwaitingIdentity)
+            .then(|| self.on_request(filter, worker, request, now_ms))
+    }
+
+    /// The wait for the identity ran out: 503. `None` when the request was
+    /// not waiting.
+    pub fn on_identity_timeout(&mut self) -> Option<Turn> {
+        matches!(self.state, State::AwaitingIdentity).then(|| self.unavailable(Note::Unavailable))
+    }
+
+    /// The shim answered the call of the last [`Step::Call`]. `None` when
+    /// the request was not waiting for one.
+    pub fn on_shim_answer(
+        &mut self,
+        filter: &Filter,
+        worker: &mut WorkerState,
+        answer: ShimAnswer<'_>,
+        now_ms: u64,
+    ) -> Option<Turn> {
+        match std::mem::replace(&mut self.state, State::Ended) {
+            State::Opening {
+                transaction_id,
+                plan,
+            } => Some(self.opened(filter, transaction_id, &plan, answer)),
+            State::Resolving { rule } => Some(self.resolved(filter, worker, rule, answer, now_ms)),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// The upstream answered; `status` reads its `:status` (only when a
+    /// transaction needs it). Returns the response headers to remove:
+    /// credentials never travel back to the client.
+    pub fn on_response<'f, S: FnOnce() -> Option<u16>>(
+        &mut self,
+        filter: &'f Filter,
+        status: S,
+    ) -> impl Iterator<Item = &'f str> + use<'f, S> {
+        if let State::Open { status: seen, .. } = &mut self.state {
+            *seen = status();
+        }
+        filter
+            .transactions()
+            .into_iter()
+            .flat_map(TransactionRoutes::credential_headers)
+    }
+
+    /// The stream ended, answered or not. Returns the close of the
+    /// request's transaction, if it has one open or possibly opening: the
+    /// host sends it even though the stream is gone.
+    pub fn on_end(&mut self) -> Option<ShimCall> {
+        let (transaction_id, outcome) = match std::mem::replace(&mut self.state, State::Ended) {
+            State::Open {
+                transaction_id,
+                status,
+            } => (
+                transaction_id,
+                status.map_or(TransactionOutcome::Aborted, |status| {
+                    TransactionOutcome::Responded { status }
+                }),
+            ),
+            State::Opening { transaction_id, .. }
+            | State::Settled {
+                close: Some(transaction_id),
+            } => (transaction_id, TransactionOutcome::Aborted),
+            _ => return None,
+        };
+        close_call(&transaction_id, outcome)
+    }
+
+    fn inbound(
+        &mut self,
+        filter: &Filter,
+        inbound: &Inbound,
+        worker: &mut WorkerState,
+        request: &impl RequestView,
+        now_ms: u64,
+    ) -> Turn {
+        let path = request
+            .header(":path")
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let authorization = request.header("authorization");
+        let authorization = authorization.as_ref().map(|a| a.as_deref().map_err(|_| ()));
+        let stale = worker.identity.is_some()
+            && now_ms.saturating_sub(worker.confirmed_ms) > filter.config.shim.max_identity_age_ms;
+        let verdict = inbound.decide(
+            &InboundRequest {
+                path: &path,
+                authorization,
+            },
+            worker.identity.as_ref(),
+            stale,
+            &mut worker.cache,
+            now_ms / 1000,
+            filter.crypto,
+        );
+        let note = Note::inbound(&verdict);
+        let outcome = inbound.outcome(&verdict);
+        if !matches!(verdict, InboundVerdict::Allowed { .. }) || inbound.transactions().is_empty() {
+            return self.settle(outcome, note, filter, now_ms);
+        }
+        let method = request
+            .header(":method")
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let plan = match inbound.transactions().map(
+            &path,
+            &method,
+            !inbound.config().case_sensitive,
+            |name| request.header_values(name),
+        ) {
+            TransactionMapping::None => return self.settle(outcome, note, filter, now_ms),
+            TransactionMapping::Unmappable(reason) => {
+                self.state = State::Settled { close: None };
+                return Turn::new(Step::Reply(LocalReply::bad_request()), note)
+                    .and(Note::TransactionUnmappable(reason));
+            }
+            TransactionMapping::Plan(plan) => plan,
+        };
+        let Some(transaction_id) = super::transaction::new_transaction_id() else {
+            return self
+                .unavailable(Note::TransactionFailed(OpenFailure::NoRandomness))
+                .with_first(note);
+        };
+        let token = authorization
+            .and_then(Result::ok)
+            .and_then(bearer_token)
+            .unwrap_or_default()
+            .to_owned();
+        let open = TransactionRoutes::open_request(
+            &plan,
+            transaction_id.clone(),
+            token,
+            filter.config.inbound.audience.as_ref(),
+        );
+        let Ok(body) = serde_json::to_vec(&open) else {
+            return self
+                .unavailable(Note::TransactionFailed(OpenFailure::ShimUnreachable))
+                .with_first(note);
+        };
+        let Outcome::Forward { remove, set } = outcome else {
+            return self.settle(outcome, note, filter, now_ms);
+        };
+        self.state = State::Opening {
+            transaction_id,
+            plan,
+        };
+        Turn::new(
+            Step::Call(
+                Edits { remove, set },
+                ShimCall {
+                    path: OPEN_PATH.to_owned(),
+                    body,
+                },
+            ),
+            note,
+        )
+    }
+
+    fn outbound(
+        &mut self,
+        filter: &Filter,
+        outbound: &Outbound,
+        worker: &mut WorkerState,
+        request: &impl RequestView,
+        now_ms: u64,
+    ) -> Turn {
+        let authority = request.header(":authority").and_then(Result::ok);
+        let method = request
+            .header(":method")
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let rules = &filter.config.outbound.secrets;
+        match egress::decide(rules, authority.as_deref(), &method) {
+            EgressDecision::NotEgress => {}
+            EgressDecision::Refuse(reply) => {
+                self.state = State::Settled { close: None };
+                return Turn::new(Step::Reply(reply), None);
+            }
+            EgressDecision::Inject(rule, spec) => {
+                if let Some(secret) = worker.secrets.get(rule, now_ms) {
+                    self.state = State::Settled { close: None };
+                    return Turn::new(
+                        Step::Forward(inject(spec, secret)),
+                        Some(Note::EgressInjected),
+                    );
+                }
+                let Ok(body) = serde_json::to_vec(&ResolveRequest::egress(&spec.secret)) else {
+                    return self.unavailable(Note::EgressFailed(spec.secret.clone(), None));
+                };
+                self.state = State::Resolving { rule };
+                return Turn::new(
+                    Step::Call(
+                        Edits::default(),
+                        ShimCall {
+                            path: RESOLVE_PATH.to_owned(),
+                            body,
+                        },
+                    ),
+                    None,
+                );
+            }
+        }
+        let cluster = if filter.config.outbound.clusters.is_empty() {
+            None
+        } else {
+            request.cluster()
+        };
+        let verdict = outbound.decide(
+            &OutboundRequest {
+                authority: authority.as_deref(),
+                cluster: cluster.as_deref(),
+            },
+            worker.identity.as_ref(),
+            &mut worker.minted,
+            now_ms / 1000,
+            filter.crypto,
+        );
+        self.settle(
+            outbound.outcome(&verdict),
+            Note::outbound(&verdict),
+            filter,
+            now_ms,
+        )
+    }
+
+    /// The shim's answer to a transaction open.
+    fn opened(
+        &mut self,
+        filter: &Filter,
+        transaction_id: String,
+        plan: &TransactionPlan,
+        answer: ShimAnswer<'_>,
+    ) -> Turn {
+        // Only a refusal (4xx) says for sure that nothing was opened: after
+        // a timeout, no answer or a 5xx the shim may still finish the open.
+        let maybe_open = !answer.status.is_some_and(|s| (400..500).contains(&s));
+        let close = maybe_open.then_some(transaction_id.clone());
+        let failed = |why| Note::TransactionFailed(why);
+        match answer.status {
+            Some(200) => {
+                let credential = serde_json::from_slice::<OpenResponse>(answer.body)
+                    .ok()
+                    .zip(filter.transactions())
+                    .and_then(|(response, routes)| routes.credential_for_app(plan, &response));
+                match credential {
+                    Some(set) => {
+                        self.state = State::Open {
+                            transaction_id,
+                            status: None,
+                        };
+                        Turn::new(
+                            Step::Forward(Edits {
+                                remove: Vec::new(),
+                                set,
+                            }),
+                            Some(Note::TransactionOpened),
+                        )
+                    }
+                    None => {
+                        self.state = State::Settled { close };
+                        reply_unavailable(failed(OpenFailure::CredentialIncomplete))
+                    }
+                }
+            }
+            Some(403) => {
+                self.state = State::Settled { close: None };
+                Turn::new(
+                    Step::Reply(LocalReply::forbidden()),
+                    Some(Note::TransactionDenied(plan.resource.clone())),
+                )
+            }
+            Some(429) => {
+                self.state = State::Settled { close: None };
+                Turn::new(
+                    Step::Reply(LocalReply::too_many_requests()),
+                    Some(Note::TransactionLimited),
+                )
+            }
+            status => {
+                self.state = State::Settled { close };
+                reply_unavailable(failed(
+                    status.map_or(OpenFailure::ShimUnreachable, OpenFailure::ShimAnswered),
+                ))
+            }
+        }
+    }
+
+    /// The shim's answer to an egress secret.
+    fn resolved(
+        &mut self,
+        filter: &Filter,
+        worker: &mut WorkerState,
+        rule: usize,
+        answer: ShimAnswer<'_>,
+        now_ms: u64,
+    ) -> Turn {
+        self.state = State::Settled { close: None };
+        let Some(spec) = filter.config.outbound.secrets.get(rule) else {
+            return reply_unavailable(Note::EgressFailed(String::new(), answer.status));
+        };
+        let failed = || Note::EgressFailed(spec.secret.clone(), answer.status);
+        match answer.status {
+            Some(200) => match serde_json::from_slice::<ResolveResponse>(answer.body) {
+                Ok(resolved) => {
+                    let edits = inject(spec, &resolved.value);
+                    if let Some(ttl) = resolved.cache_ttl_secs.filter(|t| *t > 0) {
+                        let until = now_ms.saturating_add(ttl.saturating_mul(1000));
+                        worker.secrets.put(rule, resolved.value, until);
+                    }
+                    Turn::new(Step::Forward(edits), Some(Note::EgressInjected))
+                }
+                Err(_) => reply_unavailable(failed()),
+            },
+            Some(403) => {
+                let mut reply = LocalReply::forbidden();
+                reply.body = format!(
+                    "egress secret {:?} is not authorized for this workload\n",
+                    spec.secret
+                );
+                Turn::new(
+                    Step::Reply(reply),
+                    Some(Note::EgressDenied(spec.secret.clone())),
+                )
+            }
+            _ => reply_unavailable(failed()),
+        }
+    }
+
+    /// Turns a decided outcome into the step, moving to its state.
+    fn settle(
+        &mut self,
+        outcome: Outcome,
+        note: Option<Note>,
+        filter: &Filter,
+        now_ms: u64,
+    ) -> Turn {
+        match outcome {
+            Outcome::Forward { remove, set } => {
+                self.state = State::Settled { close: None };
+                Turn::new(Step::Forward(Edits { remove, set }), note)
+            }
+            Outcome::Reply(reply) => {
+                self.state = State::Settled { close: None };
+                Turn::new(Step::Reply(reply), note)
+            }
+            // Decided again after the identity arrived, and still none.
+            Outcome::AwaitIdentity if matches!(self.state, State::AwaitingIdentity) => {
+                self.unavailable(Note::Unavailable)
+            }
+            Outcome::AwaitIdentity => {
+                self.state = State::AwaitingIdentity;
+                Turn::new(
+                    Step::AwaitIdentity {
+                        until_ms: now_ms.saturating_add(filter.config.startup_wait_ms),
+                    },
+                    Some(Note::AwaitedIdentity),
+                )
+            }
+        }
+    }
+
+    fn unavailable(&mut self, note: Note) -> Turn {
+        self.state = State::Settled { close: None };
+        reply_unavailable(note)
+    }
+}
+
+impl Turn {
+    /// Puts `note` before the turn's own note.
+    fn with_first(mut self, note: Option<Note>) -> Self {
+        if note.is_some() {
+            self.notes = [note, self.notes[0].take()];
+        }
+        self
+    }
+}
+
+fn reply_unavailable(note: Note) -> Turn {
+    Turn::new(Step::Reply(LocalReply::unavailable()), Some(note))
+}
+
+/// The edits that put an egress rule's secret on the request, replacing any
+/// value the app supplied.
+fn inject(rule: &egress::EgressRule, secret: &str) -> Edits {
+    let header = rule.header().to_owned();
+    Edits {
+        remove: vec![header.clone()],
+        set: vec![(header, rule.value(secret))],
+    }
+}
+
+/// The shim call that closes `transaction_id`.
+fn close_call(transaction_id: &str, outcome: TransactionOutcome) -> Option<ShimCall> {
+    let body = serde_json::to_vec(&CloseRequest { outcome }).ok()?;
+    Some(ShimCall {
+        path: format!("{OPEN_PATH}/{transaction_id}/close"),
+        body,
+    })
+}
