@@ -18,9 +18,9 @@ use axum::routing::post;
 use ephemera_core::RustCrypto;
 use ephemera_core::SpiffeId;
 use ephemera_core::filter::inbound::bearer_token;
-use ephemera_core::filter::transaction::new_transaction_id;
 use ephemera_core::filter::workload_identity::WorkloadIdentity;
 use ephemera_core::grants::{EnforcementOptions, SenderBinding};
+use ephemera_core::ipt::TransactionId;
 use ephemera_core::secrets::wire::{ResolveRequest, ResolveResponse};
 use ephemera_core::secrets::{
     Gate, GateRequest, Plan, ResolveError, SecretsConfig, secrets_audience,
@@ -150,7 +150,12 @@ async fn release(
             ) => Event::Deny,
             Err(_) => Event::Error,
         };
-        let mut e = TransactionEvent::new(event, new_transaction_id().unwrap_or_default());
+        let mut e = TransactionEvent::new(
+            event,
+            TransactionId::generate()
+                .map(String::from)
+                .unwrap_or_default(),
+        );
         e.caller = Some(caller.to_string());
         e.action = Some("read-secret".into());
         e.refs.insert("tenant".into(), audit.tenant.clone());

@@ -6,7 +6,7 @@
 # token, same direct 200 response, wrk load. Prints req/s, Envoy CPU µs per
 # request, and the req/s ratio to jwt_authn with the same caching (no cache
 # vs no cache, cache vs cache), outbound to no filter.
-#   usage: [VARIANTS="none ephemera-out-mint …"] tests/bench/envoy_bench.sh [SECONDS]
+#   usage: [VARIANTS="none ephemera-out-mint …"] [WASM=other.wasm] tests/bench/envoy_bench.sh [SECONDS]
 #          (default 5 s per variant; the ratios need their base variant in the run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,7 +17,7 @@ secs=${1:-5}
 cargo build -q --release -p ephemera-shim
 cargo build -q --release -p ephemera-envoy --target wasm32-wasip1
 E="$PWD/target/release/ephemera"
-WASM="$PWD/target/wasm32-wasip1/release/ephemera_envoy.wasm"
+WASM=${WASM:-"$PWD/target/wasm32-wasip1/release/ephemera_envoy.wasm"}
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$E" identity init "$work/root" --trust-domain example.org >/dev/null

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use ephemera_core::ipt::{CloseRequest, OpenRequest};
+use ephemera_core::ipt::{CloseRequest, OpenRequest, TransactionId};
 use serde_json::json;
 
 use super::service::{Transactions, TxError};
@@ -76,9 +76,13 @@ async fn close(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let result = match parse::<CloseRequest>(&body) {
-        Ok(request) => to_completion(async move { service.close(&id, request).await }).await,
-        Err(e) => Err(e),
+    // An id that is not one was never opened.
+    let result = match (TransactionId::parse(&id), parse::<CloseRequest>(&body)) {
+        (Err(_), _) => Err(TxError::NotFound),
+        (Ok(id), Ok(request)) => {
+            to_completion(async move { service.close(&id, request).await }).await
+        }
+        (_, Err(e)) => Err(e),
     };
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use ephemera_core::filter::config::Unmapped;
 use ephemera_core::filter::egress::{self, EgressDecision};
-use ephemera_core::filter::transaction::new_transaction_id;
 use ephemera_core::filter::{
     Direction, FilterConfig, Inbound, InboundRequest, InboundVerdict, LocalReply, Outbound,
     OutboundRequest, OutboundVerdict, Outcome, Rejection, TransactionMapping,
 };
+use ephemera_core::ipt::TransactionId;
 use ephemera_core::ipt::wire::{OpenResponse, Outcome as StreamOutcome};
 use ephemera_core::token::MintError;
 use ephemera_core::{CryptoError, SpiffeId};
@@ -129,9 +129,10 @@ impl Filter {
             TransactionMapping::Unmappable(_) => return reply(LocalReply::bad_request()),
             TransactionMapping::Plan(plan) => plan,
         };
-        let Some(id) = new_transaction_id() else {
+        let Some(transaction_id) = TransactionId::generate() else {
             return reply(LocalReply::unavailable());
         };
+        let id = transaction_id.to_string();
         let token = authorization
             .and_then(ephemera_core::filter::inbound::bearer_token)
             .unwrap_or_default();
@@ -150,7 +151,7 @@ impl Filter {
             }
         };
         let issued = OpenResponse {
-            transaction_id: id.clone(),
+            transaction_id,
             credential: credential.fields.into_iter().collect::<BTreeMap<_, _>>(),
             expires_at: credential.expires_at,
             scope: format!("{}:{}", scope.action, scope.resource),

@@ -2,7 +2,8 @@
 //! `openbao+kv2://<mount>/<path>#<field>?version=<n>`, `hashicorp+kv2://…`.
 //!
 //! Parsing is strict: allow-listed providers and engines, path segments of
-//! `[A-Za-z0-9._-]+` (no `.`/`..`, no empty segment, no percent-encoding),
+//! `[A-Za-z0-9._-]+` (no `.`, no `..` anywhere, no empty segment, no
+//! percent-encoding),
 //! no wildcards, one fragment at most, no duplicate or unknown query keys,
 //! no `mount` in the query, and the mount must be one the tenant may use.
 //! The canonical form lower-cases the scheme and sorts query parameters.
@@ -41,8 +42,9 @@ impl Provider {
 /// stable code operators and tools match on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UriError {
-    /// A path segment, mount or field is empty, `.`/`..`, percent-encoded or
-    /// holds a character outside `[A-Za-z0-9._-]`; or a second `#`.
+    /// A path segment, mount or field is empty, `.`, holds `..`, is
+    /// percent-encoded or holds a character outside `[A-Za-z0-9._-]`; a
+    /// second `#`; a scheme without `://`, or an empty one.
     #[error("ILLEGAL_SEGMENT: {0}")]
     IllegalSegment(String),
     /// A wildcard (`*`).
@@ -95,8 +97,8 @@ fn check_segment(what: &str, segment: &str) -> Result<(), UriError> {
     if segment.is_empty() {
         return bad("is empty");
     }
-    if segment == "." || segment == ".." {
-        return bad("is a relative segment");
+    if segment == "." || segment.contains("..") {
+        return bad("is or holds a relative segment");
     }
     if segment.contains('%') {
         return bad("is percent-encoded");
@@ -118,12 +120,15 @@ impl SecretUri {
             return Err(UriError::InvalidWildcard);
         }
         let (scheme, rest) = text.split_once("://").ok_or_else(|| {
-            UriError::UnsupportedEngine("missing <provider>+<engine>:// scheme".into())
+            UriError::IllegalSegment("missing the \"://\" after <provider>+<engine>".into())
         })?;
+        if scheme.is_empty() {
+            return Err(UriError::IllegalSegment("empty scheme".into()));
+        }
         let provider = match scheme.to_ascii_lowercase().as_str() {
             "file" => Provider::File,
             "openbao+kv2" => Provider::OpenBaoKv2,
-            "hashicorp+kv2" | "vault+kv2" => Provider::HashiCorpKv2,
+            "hashicorp+kv2" => Provider::HashiCorpKv2,
             other => {
                 return Err(UriError::UnsupportedEngine(format!(
                     "{other:?} (supported: file, openbao+kv2, hashicorp+kv2)"

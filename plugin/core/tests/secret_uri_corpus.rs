@@ -92,7 +92,14 @@ const CORPUS: &[(&str, Tenant, &str, &str)] = &[
         OK,
         "openbao+kv2://secret/app/db#password?version=3",
     ),
-    ("vault+kv2://kv/a#f", Any, OK, "hashicorp+kv2://kv/a#f"),
+    // Deliberate deviations from the reference (README, "Secret URIs"):
+    // the field may follow the query; query keys are case-insensitive.
+    (
+        "openbao+kv2://secret/app/db?version=3#password",
+        Any,
+        OK,
+        "openbao+kv2://secret/app/db#password?version=3",
+    ),
     // Case matters in mounts, paths and fields (they are distinct secrets).
     (
         "openbao+kv2://Secret/App/DB#Password",
@@ -264,8 +271,55 @@ const CORPUS: &[(&str, Tenant, &str, &str)] = &[
         "UNSUPPORTED_ENGINE",
         "",
     ),
-    ("secret/app/db", Any, "UNSUPPORTED_ENGINE", ""),
-    ("", Any, "UNSUPPORTED_ENGINE", ""),
+    // `vault` is no provider of the reference's: no alias for hashicorp.
+    ("vault+kv2://kv/a#f", Any, "UNSUPPORTED_ENGINE", ""),
+    // Malformed scheme separators name no scheme at all.
+    ("secret/app/db", Any, "ILLEGAL_SEGMENT", ""),
+    ("", Any, "ILLEGAL_SEGMENT", ""),
+    ("openbao+kv2:/secret/app/db", Any, "ILLEGAL_SEGMENT", ""),
+    ("openbao+kv2//secret/app/db", Any, "ILLEGAL_SEGMENT", ""),
+    ("openbao+kv2:secret/app/db", Any, "ILLEGAL_SEGMENT", ""),
+    ("://secret/app/db", Any, "ILLEGAL_SEGMENT", ""),
+    // `..` anywhere in a segment, as in the reference.
+    ("openbao+kv2://secret/a..b/db", Any, "ILLEGAL_SEGMENT", ""),
+    ("openbao+kv2://secret/app/db..", Any, "ILLEGAL_SEGMENT", ""),
+    ("file://creds/..hidden", Any, "ILLEGAL_SEGMENT", ""),
+    // Deliberate deviations: stricter than the reference.
+    ("openbao+kv2://secret/app/db/", Any, "ILLEGAL_SEGMENT", ""),
+    (
+        "openbao+kv2://secret/app/db?owner=ops",
+        Any,
+        "AMBIGUOUS_QUERY",
+        "",
+    ),
+    (
+        "openbao+kv2://secret/app/db?version",
+        Any,
+        "AMBIGUOUS_QUERY",
+        "",
+    ),
+    (
+        "openbao+kv2://secret/app/db#pass*",
+        Any,
+        "INVALID_WILDCARD",
+        "",
+    ),
+    (
+        "openbao+kv2://secret/app/db#pa/ss",
+        Any,
+        "ILLEGAL_SEGMENT",
+        "",
+    ),
+    ("db://secret/app/db", Any, "UNSUPPORTED_ENGINE", ""),
+    ("yaml://secret/app/db", Any, "UNSUPPORTED_ENGINE", ""),
+    ("db+cred://secret/app/db", Any, "UNSUPPORTED_ENGINE", ""),
+    ("bootstrap://secret/app/db", Any, "UNSUPPORTED_ENGINE", ""),
+    (
+        "openbao+kv2://secret/app/db?version=latest",
+        Any,
+        "AMBIGUOUS_QUERY",
+        "",
+    ),
     (
         "aws+secretsmanager://prod/db",
         Any,

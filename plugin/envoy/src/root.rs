@@ -16,8 +16,8 @@ use ephemera_core::{Es256, RustCrypto};
 use crate::host;
 use crate::native_crypto::{self, EnvoyCrypto};
 use crate::stats::Stats;
-use crate::stream::{self, HostRequest, Origin, Stream, StreamCell};
-use crate::worker::Worker;
+use crate::stream::{self, HostRequest, Origin, Stream};
+use crate::worker::{StreamCell, Worker};
 
 /// Tick period: how often fetches are due and waiting streams expire.
 const TICK: Duration = Duration::from_millis(100);

@@ -12,7 +12,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use crate::host;
-use crate::worker::Worker;
+use crate::worker::{StreamCell, Worker};
 
 /// The request as Envoy holds it, read header by header on demand.
 pub struct HostRequest;
@@ -29,14 +29,6 @@ impl RequestView for HostRequest {
     fn cluster(&self) -> Option<String> {
         host::property(&["xds", "cluster_name"])
     }
-}
-
-/// A stream's exchange, reachable by the root while the stream waits.
-pub struct StreamCell {
-    /// The stream's context id.
-    pub context_id: u32,
-    /// Its life.
-    pub exchange: RefCell<Exchange>,
 }
 
 /// Which callback a step is carried out in.

@@ -7,10 +7,17 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use ephemera_core::Es256;
-use ephemera_core::filter::{Filter, FilterConfig, ShimCall, WorkerState};
+use ephemera_core::filter::{Exchange, Filter, FilterConfig, ShimCall, WorkerState};
 
 use crate::stats::Stats;
-use crate::stream::StreamCell;
+
+/// A stream's exchange, reachable by the root while the stream waits.
+pub struct StreamCell {
+    /// The stream's context id.
+    pub context_id: u32,
+    /// Its life.
+    pub exchange: RefCell<Exchange>,
+}
 
 /// What the root context does on behalf of streams.
 #[derive(Default)]

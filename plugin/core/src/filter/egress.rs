@@ -108,11 +108,7 @@ fn rule_for<'r>(
     rules: &'r [EgressRule],
     authority: Option<&str>,
 ) -> Option<(usize, &'r EgressRule)> {
-    let host = authority?;
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
+    let host = super::authority::host(authority?);
     rules
         .iter()
         .enumerate()

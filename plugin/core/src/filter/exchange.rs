@@ -22,7 +22,7 @@ use super::token_cache::TokenCache;
 use super::transaction::{TransactionMapping, TransactionPlan, TransactionRoutes};
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
-use crate::ipt::{CloseRequest, OpenResponse, TransactionOutcome};
+use crate::ipt::{CloseRequest, OpenResponse, TransactionId, TransactionOutcome};
 use crate::secrets::wire::{ResolveRequest, ResolveResponse};
 
 /// The shim's path for opening transactions.
@@ -225,19 +225,19 @@ enum State {
     AwaitingIdentity,
     /// Held for the shim's answer to a transaction open.
     Opening {
-        transaction_id: String,
+        transaction_id: TransactionId,
         plan: TransactionPlan,
     },
     /// Held for the shim's answer to an egress secret.
     Resolving { rule: usize },
     /// Sent on with a transaction open; `status` once the upstream answered.
     Open {
-        transaction_id: String,
+        transaction_id: TransactionId,
         status: Option<u16>,
     },
     /// Sent on, or answered locally; `close` names a transaction the shim
     /// may have opened although the request could not use it.
-    Settled { close: Option<String> },
+    Settled { close: Option<TransactionId> },
     /// Ended.
     Ended,
 }
@@ -404,7 +404,7 @@ impl Exchange {
             }
             TransactionMapping::Plan(plan) => plan,
         };
-        let Some(transaction_id) = super::transaction::new_transaction_id() else {
+        let Some(transaction_id) = TransactionId::generate() else {
             return self
                 .unavailable(Note::TransactionFailed(OpenFailure::NoRandomness))
                 .with_first(note);
@@ -515,7 +515,7 @@ impl Exchange {
     fn opened(
         &mut self,
         filter: &Filter,
-        transaction_id: String,
+        transaction_id: TransactionId,
         plan: &TransactionPlan,
         answer: ShimAnswer<'_>,
     ) -> Turn {
@@ -678,7 +678,7 @@ fn inject(rule: &egress::EgressRule, secret: &str) -> Edits {
 }
 
 /// The shim call that closes `transaction_id`.
-fn close_call(transaction_id: &str, outcome: TransactionOutcome) -> Option<ShimCall> {
+fn close_call(transaction_id: &TransactionId, outcome: TransactionOutcome) -> Option<ShimCall> {
     let body = serde_json::to_vec(&CloseRequest { outcome }).ok()?;
     Some(ShimCall {
         path: format!("{OPEN_PATH}/{transaction_id}/close"),

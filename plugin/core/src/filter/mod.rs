@@ -6,6 +6,7 @@
 //! cache and the identity document the shim serves. [`note`] says what
 //! happened, for counters and logs.
 
+pub mod authority;
 pub mod caller_pattern;
 pub mod config;
 pub mod egress;

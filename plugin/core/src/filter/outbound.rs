@@ -67,20 +67,9 @@ impl Outbound {
 
     /// The destination's SPIFFE ID: by host first, then by cluster.
     pub fn destination(&self, request: &OutboundRequest<'_>) -> Option<&SpiffeId> {
-        let host = request.authority.map(|a| {
-            // Strip a port, keeping bracketed IPv6 literals intact.
-            match a.rsplit_once(':') {
-                Some((h, port))
-                    if !h.is_empty()
-                        && port.bytes().all(|b| b.is_ascii_digit())
-                        && !a.ends_with(']') =>
-                {
-                    h
-                }
-                _ => a,
-            }
-            .to_ascii_lowercase()
-        });
+        let host = request
+            .authority
+            .map(|a| super::authority::host(a).to_ascii_lowercase());
         host.and_then(|h| self.config.hosts.get(&h))
             .or_else(|| request.cluster.and_then(|c| self.config.clusters.get(c)))
     }

@@ -4,7 +4,7 @@
 use super::config::TransactionRoute;
 use crate::SpiffeId;
 use crate::ipt::template::fill;
-use crate::ipt::{Action, OpenRequest, OpenResponse, Resource};
+use crate::ipt::{Action, OpenRequest, OpenResponse, Resource, TransactionId};
 
 /// What a request is scoped to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl TransactionRoutes {
     /// verified the token for, so the shim re-verifies it the same way.
     pub fn open_request(
         plan: &TransactionPlan,
-        transaction_id: String,
+        transaction_id: TransactionId,
         token: String,
         audience: Option<&SpiffeId>,
     ) -> OpenRequest {
@@ -136,23 +136,6 @@ impl TransactionRoutes {
             .map(|(field, header)| Some((header.clone(), response.credential.get(field)?.clone())))
             .collect()
     }
-}
-
-/// A random UUID v4 (lower case) for a transaction id.
-pub fn new_transaction_id() -> Option<String> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).ok()?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
 }
 
 #[cfg(test)]
@@ -230,13 +213,5 @@ mod tests {
             r.map("/OBJECTS/B/K.csv", "GET", false, |_| Vec::new()),
             TransactionMapping::None
         );
-    }
-
-    #[test]
-    fn transaction_ids_are_uuid_v4() {
-        let id = new_transaction_id().unwrap();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert_ne!(id, new_transaction_id().unwrap());
     }
 }

@@ -7,14 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use super::action::Action;
 use super::resource::Resource;
+use super::transaction_id::TransactionId;
 use crate::SpiffeId;
 
 /// `POST /v1/transactions`: open a transaction.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenRequest {
-    /// UUID v4 from a CSPRNG, chosen by the filter.
-    pub transaction_id: String,
+    /// Chosen by the filter.
+    pub transaction_id: TransactionId,
     /// The caller's JWT-SVID, re-verified by the shim.
     pub token: String,
     /// The one resource.
@@ -46,7 +47,7 @@ impl fmt::Debug for OpenRequest {
 #[serde(deny_unknown_fields)]
 pub struct OpenResponse {
     /// The transaction.
-    pub transaction_id: String,
+    pub transaction_id: TransactionId,
     /// Credential fields by name (`token`; `access_key_id`, …). Secret.
     pub credential: BTreeMap<String, String>,
     /// Unix seconds the credential expires.
