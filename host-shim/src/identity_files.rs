@@ -9,6 +9,13 @@ use ephemera_core::{
     Bundle, BundleError, BundleFormat, KeyError, PrivateKey, SpiffeId, SpiffeIdError,
 };
 
+/// A service's ID file name (in `SPIFFILE_DIR` or a provisioning root).
+pub const ID_FILE: &str = "id";
+/// A service's key file name.
+pub const KEY_FILE: &str = "key.pem";
+/// The bundle's file name.
+pub const BUNDLE_FILE: &str = "bundle.json";
+
 /// Directory shorthand holding `id`, `key.pem` and `bundle.json`.
 pub const ENV_DIR: &str = "SPIFFILE_DIR";
 /// The workload's SPIFFE ID file.
@@ -91,9 +98,9 @@ impl IdentityPaths {
                 .ok_or(IdentityError::NotConfigured(var))
         };
         Ok(Self {
-            id: pick(ENV_ID_FILE, "id")?,
-            key: pick(ENV_KEY_FILE, "key.pem")?,
-            bundle: pick(ENV_BUNDLE_FILE, "bundle.json")?,
+            id: pick(ENV_ID_FILE, ID_FILE)?,
+            key: pick(ENV_KEY_FILE, KEY_FILE)?,
+            bundle: pick(ENV_BUNDLE_FILE, BUNDLE_FILE)?,
         })
     }
 }

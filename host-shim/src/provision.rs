@@ -8,16 +8,11 @@ use std::path::{Path, PathBuf};
 use ephemera_core::{BundleDocument, BundleError, KeyError, PrivateKey, SpiffeId, SpiffeIdError};
 
 use crate::atomic_file;
+pub use crate::identity_files::{BUNDLE_FILE, ID_FILE, KEY_FILE};
 use crate::identity_files::{ENV_BUNDLE_FILE, ENV_ID_FILE, ENV_KEY_FILE};
 
-/// The bundle's file name in a root.
-pub const BUNDLE_FILE: &str = "bundle.json";
 /// The directory of per-service material in a root.
 pub const SERVICES_DIR: &str = "services";
-/// A service's ID file name.
-pub const ID_FILE: &str = "id";
-/// A service's key file name.
-pub const KEY_FILE: &str = "key.pem";
 
 /// Why a provisioning operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -2,12 +2,34 @@
 //! directory (path confined to it), or OpenBao/Vault KVv2 with version pins
 //! and the deleted/destroyed distinction.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use ephemera_core::secrets::{Location, ResolveError};
 use serde_json::Value;
 
 use crate::sensitive::Sensitive;
+
+/// How long a KVv2 read may take.
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One client, so one connection pool, per store address; built as every
+/// provider client is (no redirects; an `https://` address only over TLS).
+fn client(address: &str) -> Result<reqwest::Client, ResolveError> {
+    static CLIENTS: OnceLock<Mutex<HashMap<String, reqwest::Client>>> = OnceLock::new();
+    let mut clients = CLIENTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(client) = clients.get(address) {
+        return Ok(client.clone());
+    }
+    let client = crate::provider_http::client(address, None, TIMEOUT)
+        .map_err(|e| ResolveError::StoreUnavailable(e.to_string()))?;
+    clients.insert(address.to_owned(), client.clone());
+    Ok(client)
+}
 
 /// Reads the value at `location`.
 pub async fn read(location: &Location) -> Result<Sensitive, ResolveError> {
@@ -54,11 +76,7 @@ async fn read_kv2(
     if let Some(v) = version {
         url.push_str(&format!("?version={v}"));
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| unavailable(e.to_string()))?;
-    let response = client
+    let response = client(address)?
         .get(&url)
         .header("X-Vault-Token", token.trim())
         .send()

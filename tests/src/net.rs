@@ -261,12 +261,11 @@ pub fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> Option<
     None
 }
 
-/// A TCP proxy on loopback that counts the connections it forwards and
-/// keeps what clients sent through it.
+/// A TCP proxy on loopback that keeps what clients sent through it, so a
+/// test can count the HTTP requests that reached the upstream.
 pub struct CountingProxy {
     /// Where it listens.
     pub port: u16,
-    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
@@ -279,16 +278,12 @@ impl CountingProxy {
     /// As [`CountingProxy::start`], connecting upstream only `delay` after
     /// each client connects (a slow provider).
     pub fn start_delayed(target: u16, delay: Duration) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-        let connections = std::sync::Arc::new(AtomicUsize::new(0));
-        let counter = connections.clone();
         let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = sent.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                counter.fetch_add(1, Ordering::SeqCst);
                 let record = record.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);
@@ -317,11 +312,7 @@ impl CountingProxy {
                 });
             }
         });
-        Self {
-            port,
-            connections,
-            sent,
-        }
+        Self { port, sent }
     }
 
     /// Everything clients sent through the proxy so far, as text.
@@ -332,8 +323,17 @@ impl CountingProxy {
             .unwrap_or_default()
     }
 
-    /// Connections forwarded so far.
-    pub fn connections(&self) -> usize {
-        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    /// HTTP/1.1 requests forwarded so far (request lines clients sent;
+    /// several may share one kept-alive connection).
+    pub fn requests(&self) -> usize {
+        self.sent()
+            .lines()
+            .filter(|line| {
+                line.ends_with(" HTTP/1.1")
+                    && ["GET ", "POST ", "PUT ", "DELETE ", "LIST "]
+                        .iter()
+                        .any(|m| line.starts_with(m))
+            })
+            .count()
     }
 }

@@ -123,7 +123,7 @@ fn secrets_resolve_by_version_and_fail_with_distinct_errors() {
     expect_err("nope", "unknown secret");
 
     // Denied before any backend I/O: OpenBao sees nothing.
-    let before = proxy.connections();
+    let before = proxy.requests();
     assert!(before > 0, "the proxy sees the authorized reads");
     let r = get("db_latest", "spiffe://example.org/research");
     assert_eq!(r.code, 1);
@@ -131,13 +131,13 @@ fn secrets_resolve_by_version_and_fail_with_distinct_errors() {
     let r = get("db_latest", "spiffe://other.org/x");
     assert_eq!(r.code, 1);
     assert_eq!(
-        proxy.connections(),
+        proxy.requests(),
         before,
         "zero requests reached OpenBao for unauthorized callers"
     );
     get("db_latest", orders).ok();
     assert!(
-        proxy.connections() > before,
+        proxy.requests() > before,
         "an authorized read does reach it"
     );
 
@@ -326,7 +326,7 @@ fn the_http_gate_reads_nothing_for_denied_remembered_replayed_or_exhausted_reque
     let first = token("orders", "o-1");
     assert_eq!(resolve("db", &first).0, 200);
     assert_eq!(resolve("once", &token("orders", "o-2")).0, 200);
-    let reads = proxy.connections();
+    let reads = proxy.requests();
     assert!(reads >= 2, "authorized reads reach OpenBao");
     for (what, name, token, reason) in [
         (
@@ -353,11 +353,11 @@ fn the_http_gate_reads_nothing_for_denied_remembered_replayed_or_exhausted_reque
         let (status, body) = resolve(name, &token);
         assert_ne!(status, 200, "{what}: {body}");
         assert!(body.contains(reason), "{what}: {body}");
-        assert_eq!(proxy.connections(), reads, "{what}: OpenBao was asked");
+        assert_eq!(proxy.requests(), reads, "{what}: OpenBao was asked");
     }
     assert_eq!(resolve("db", &token("orders", "o-5")).0, 200);
     assert!(
-        proxy.connections() > reads,
+        proxy.requests() > reads,
         "a fresh authorized read does reach it"
     );
 }

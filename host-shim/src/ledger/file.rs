@@ -12,7 +12,6 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::chain::{ChainError, ChainHead, check_line};
 use super::record::{LedgerRecord, TransactionEvent};
@@ -156,12 +155,6 @@ fn recover(
     ))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl FileLedger {
     /// Opens (creating, 0600) and locks the ledger at `path`, recovering it
     /// first; with `key`, every batch is signed and the existing records
@@ -287,7 +280,7 @@ impl Writer {
             }
             return;
         }
-        let at_ms = now_ms();
+        let at_ms = crate::clock::unix_now_ms();
         let mut head = self.head.clone();
         let mut text = String::new();
         let mut sealed = Vec::with_capacity(batch.len());

@@ -1,24 +1,21 @@
-//! ephemera's filter as a WASI component (`ephemera:filter/filter`): the
-//! core's decisions behind the world's hooks, with the host's identity,
-//! broker, ledger and secrets services in place of the shim's HTTP API.
-//! The decisions are the core's; this crate translates types, keeps
-//! per-stream state, and sequences a transaction as the shim does behind
-//! its API: issue, record `open` (or revoke and refuse), and at the end
-//! revoke and record `close` or `fail`.
+//! ephemera's filter as a WASI component (`ephemera:filter/filter`). Each
+//! stream's life is the core's exchange: this crate asks it for a step,
+//! performs the step through the world's imports (the shim's API: identity,
+//! transactions, secrets), and feeds the answer back. It issues, records and
+//! revokes nothing itself.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use ephemera_core::filter::config::Unmapped;
-use ephemera_core::filter::egress::{self, EgressDecision};
+use ephemera_core::filter::exchange::Edits;
+use ephemera_core::filter::workload_identity::{BundleFormatName, IdentityDocument};
 use ephemera_core::filter::{
-    Direction, FilterConfig, Inbound, InboundRequest, InboundVerdict, LocalReply, Outbound,
-    OutboundRequest, OutboundVerdict, Outcome, Rejection, TransactionMapping,
+    Exchange, Filter, FilterConfig, LocalReply, RequestView, ShimAnswer, ShimCall, Step,
+    WorkerState, WorkloadIdentity,
 };
-use ephemera_core::ipt::TransactionId;
-use ephemera_core::ipt::wire::{OpenResponse, Outcome as StreamOutcome};
-use ephemera_core::token::MintError;
-use ephemera_core::{CryptoError, SpiffeId};
+use ephemera_core::ipt::{OpenResponse, TransactionOutcome};
+use ephemera_core::secrets::wire::ResolveResponse;
+use ephemera_core::{RustCrypto, SpiffeId};
 
 /// Bindings generated from `wit/filter.wit`.
 #[allow(unsafe_code, missing_docs)]
@@ -26,31 +23,53 @@ mod bindings {
     wit_bindgen::generate!({ world: "filter", path: "../../wit", pub_export_macro: true });
 }
 
-use bindings::ephemera::filter::{broker, identity, ledger, secrets};
+use bindings::ephemera::filter::{identity, secrets, transactions};
 use bindings::exports::ephemera::filter::http_filter::{
     Guest, HeaderChanges, LocalReply as WitReply, Request, Verdict,
 };
 
-/// An open transaction of a stream.
-struct Transaction {
-    id: String,
-    caller: SpiffeId,
-    status: Option<u16>,
-}
-
-/// The configured filter.
-struct Filter {
-    config: FilterConfig,
-    inbound: Inbound,
-    outbound: Outbound,
-    transactions: HashMap<u64, Transaction>,
+/// The configured filter, what outlives a request, and each live stream.
+struct Component {
+    filter: Filter,
+    worker: WorkerState,
+    streams: HashMap<u64, Exchange>,
 }
 
 thread_local! {
-    static FILTER: RefCell<Option<Filter>> = const { RefCell::new(None) };
+    static COMPONENT: RefCell<Option<Component>> = const { RefCell::new(None) };
 }
 
-struct Component;
+/// A request as the host passed it.
+struct HostRequest<'r>(&'r Request);
+
+impl RequestView for HostRequest<'_> {
+    fn header(&self, name: &str) -> Option<Result<String, ()>> {
+        let r = self.0;
+        match name {
+            ":method" => Some(Ok(r.method.clone())),
+            ":path" => Some(Ok(r.path.clone())),
+            ":authority" => r.authority.clone().map(Ok),
+            _ => r
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| Ok(v.clone())),
+        }
+    }
+
+    fn header_values(&self, name: &str) -> Vec<String> {
+        self.0
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn cluster(&self) -> Option<String> {
+        self.0.cluster.clone()
+    }
+}
 
 fn reply(r: LocalReply) -> Verdict {
     Verdict::Reply(WitReply {
@@ -60,258 +79,176 @@ fn reply(r: LocalReply) -> Verdict {
     })
 }
 
-fn verdict(outcome: Outcome) -> Verdict {
-    match outcome {
-        Outcome::Forward { remove, set } => Verdict::Forward(HeaderChanges { remove, set }),
-        Outcome::Reply(r) => reply(r),
-        // Host calls are synchronous: no identity now means none to wait for.
-        Outcome::AwaitIdentity => reply(LocalReply::unavailable()),
-    }
-}
-
-fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
-    request
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-fn workload() -> Option<SpiffeId> {
-    identity::workload().and_then(|id| SpiffeId::parse(&id).ok())
-}
-
-fn rejection(r: identity::Rejection) -> Rejection {
-    match r {
-        identity::Rejection::Unavailable(why) => Rejection::Undecided(why),
-        identity::Rejection::Malformed(why) => Rejection::Refused(format!("malformed: {why}")),
-        identity::Rejection::Untrusted(why) => Rejection::Refused(format!("untrusted: {why}")),
-        identity::Rejection::Expired => Rejection::Refused("expired".into()),
-        identity::Rejection::WrongAudience => Rejection::Refused("wrong audience".into()),
-    }
-}
-
-impl Filter {
-    fn inbound(&mut self, stream: u64, request: &Request) -> Verdict {
-        let authorization = header(request, "authorization");
-        let verdict = self.inbound.decide_with(
-            &InboundRequest {
-                path: &request.path,
-                authorization: authorization.map(Ok),
-            },
-            workload().as_ref(),
-            |token, audience| match identity::verify(token, audience.as_str()) {
-                Ok(caller) => SpiffeId::parse(&caller.id)
-                    .map(|id| (id, false))
-                    .map_err(|e| Rejection::Refused(e.to_string())),
-                Err(r) => Err(rejection(r)),
-            },
-        );
-        let outcome = self.inbound.outcome(&verdict);
-        let InboundVerdict::Allowed { caller, .. } = verdict else {
-            return self::verdict(outcome);
-        };
-        let plan = match self.inbound.transactions().map(
-            &request.path,
-            &request.method,
-            !self.inbound.config().case_sensitive,
-            |name| {
-                request
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.clone())
-                    .collect()
-            },
-        ) {
-            TransactionMapping::None => return self::verdict(outcome),
-            // The reason names configuration: it is not the client's to read.
-            TransactionMapping::Unmappable(_) => return reply(LocalReply::bad_request()),
-            TransactionMapping::Plan(plan) => plan,
-        };
-        let Some(transaction_id) = TransactionId::generate() else {
-            return reply(LocalReply::unavailable());
-        };
-        let id = transaction_id.to_string();
-        let token = authorization
-            .and_then(ephemera_core::filter::inbound::bearer_token)
-            .unwrap_or_default();
-        let scope = broker::Scope {
-            resource: plan.resource.to_string(),
-            action: plan.action.to_string(),
-            broker: plan.broker.clone(),
-        };
-        let credential = match broker::issue(&id, token, &scope) {
-            Ok(c) => c,
-            Err(broker::BrokerError::Denied(_)) => return reply(LocalReply::forbidden()),
-            // The host may still finish the issue: revoke whatever it made.
-            Err(broker::BrokerError::Unavailable(_)) => {
-                broker::revoke(&id);
-                return reply(LocalReply::unavailable());
-            }
-        };
-        let issued = OpenResponse {
-            transaction_id,
-            credential: credential.fields.into_iter().collect::<BTreeMap<_, _>>(),
-            expires_at: credential.expires_at,
-            scope: format!("{}:{}", scope.action, scope.resource),
-            blast_radius: credential.blast_radius,
-        };
-        let headers = self
-            .inbound
-            .transactions()
-            .credential_for_app(&plan, &issued);
-        let recorded = ledger::append(&ledger::Event {
-            kind: ledger::Kind::Open,
-            transaction: id.clone(),
-            caller: Some(caller.to_string()),
-            scope: Some(issued.scope.clone()),
-        });
-        // No credential reaches the app unaudited or incomplete.
-        let (Some(headers), Ok(())) = (headers, recorded) else {
-            broker::revoke(&id);
-            return reply(LocalReply::unavailable());
-        };
-        self.transactions.insert(
-            stream,
-            Transaction {
-                id,
-                caller,
-                status: None,
-            },
-        );
-        match outcome {
-            Outcome::Forward { remove, mut set } => {
-                set.extend(headers);
-                Verdict::Forward(HeaderChanges { remove, set })
-            }
-            other => self::verdict(other),
-        }
-    }
-
-    fn outbound(&self, request: &Request) -> Verdict {
-        let authority = request.authority.as_deref();
-        let rule = match egress::decide(&self.config.outbound.secrets, authority, &request.method) {
-            EgressDecision::NotEgress => None,
-            EgressDecision::Refuse(r) => return reply(r),
-            EgressDecision::Inject(_, rule) => Some(rule),
-        };
-        if let Some(rule) = rule {
-            return match secrets::resolve(&rule.secret) {
-                Ok(resolved) => Verdict::Forward(HeaderChanges {
-                    remove: vec![rule.header().to_owned()],
-                    set: vec![(rule.header().to_owned(), rule.value(&resolved.value))],
-                }),
-                Err(secrets::SecretError::NotAuthorized(_)) => {
-                    let mut r = LocalReply::forbidden();
-                    r.body = format!(
-                        "egress secret {:?} is not authorized for this workload\n",
-                        rule.secret
-                    );
-                    reply(r)
-                }
-                Err(_) => reply(LocalReply::unavailable()),
+/// Performs a shim call through the world's imports.
+fn call(call: ShimCall) -> ShimAnswer<'static> {
+    match call {
+        ShimCall::Open(open) => {
+            let request = transactions::OpenRequest {
+                transaction_id: open.transaction_id.to_string(),
+                token: open.token,
+                resource: open.resource.to_string(),
+                action: open.action.to_string(),
+                broker: open.broker,
+                audience: open.audience.map(|a| a.to_string()),
             };
+            match transactions::open(&request) {
+                Ok(r) => match ephemera_core::ipt::TransactionId::parse(&r.transaction_id) {
+                    Ok(transaction_id) => ShimAnswer::Opened(OpenResponse {
+                        transaction_id,
+                        credential: r.credential.into_iter().collect(),
+                        expires_at: r.expires_at,
+                        scope: r.scope,
+                        blast_radius: r.blast_radius,
+                    }),
+                    // An answer for no transaction: it may still have opened one.
+                    Err(_) => ShimAnswer::Failed(Some(200)),
+                },
+                Err(transactions::OpenError::Refused(status)) => ShimAnswer::Refused(status),
+                Err(transactions::OpenError::Failed(status)) => ShimAnswer::Failed(status),
+            }
         }
-        if workload().is_none() {
-            return reply(LocalReply::unavailable());
-        }
-        let target = OutboundRequest {
-            authority,
-            cluster: request.cluster.as_deref(),
-        };
-        let decided = match self.outbound.destination(&target) {
-            None => match self.config.outbound.unmapped {
-                Unmapped::Pass => OutboundVerdict::PassUnmapped,
-                Unmapped::Reject => OutboundVerdict::RejectUnmapped,
-            },
-            Some(audience) => {
-                let ttl = u32::try_from(self.config.outbound.ttl_secs).unwrap_or(u32::MAX);
-                match identity::mint(audience.as_str(), ttl) {
-                    Ok(token) => OutboundVerdict::Attach {
-                        audience: audience.clone(),
-                        token,
-                        reused: false,
-                    },
-                    Err(reason) => OutboundVerdict::MintFailed(MintError::Crypto(CryptoError {
-                        backend: "host",
-                        reason,
-                    })),
+        ShimCall::Close(id, close) => {
+            let outcome = match close.outcome {
+                TransactionOutcome::Responded { status } => {
+                    transactions::Outcome::Responded(status)
                 }
+                TransactionOutcome::Aborted => transactions::Outcome::Aborted,
+            };
+            transactions::close(id.as_str(), outcome);
+            ShimAnswer::Failed(None)
+        }
+        ShimCall::Resolve(resolve) => {
+            let request = secrets::ResolveRequest {
+                name: resolve.name,
+                purpose: resolve.purpose,
+            };
+            match secrets::resolve(&request) {
+                Ok(r) => ShimAnswer::Resolved(ResolveResponse {
+                    value: r.value,
+                    cache_ttl_secs: r.cache_ttl_secs,
+                }),
+                Err(secrets::ResolveError::Refused(status)) => ShimAnswer::Refused(status),
+                Err(secrets::ResolveError::Failed(status)) => ShimAnswer::Failed(status),
+            }
+        }
+    }
+}
+
+impl Component {
+    /// Takes the host's identity when it is new; the last good one stays.
+    fn refresh_identity(&mut self, now_ms: u64) {
+        let Some(doc) = identity::current() else {
+            return;
+        };
+        let current = self.worker.identity().map(|i| i.version.as_str());
+        if current != Some(doc.version.as_str()) {
+            let Ok(spiffe_id) = SpiffeId::parse(&doc.spiffe_id) else {
+                return;
+            };
+            let doc = IdentityDocument {
+                version: doc.version,
+                generation: doc.generation,
+                spiffe_id,
+                bundle_format: match doc.bundle_format {
+                    identity::BundleFormat::Spiffile => BundleFormatName::Spiffile,
+                    identity::BundleFormat::SpiffeJwks => BundleFormatName::SpiffeJwks,
+                },
+                bundle: doc.bundle,
+                key_pem: doc.key_pem,
+            };
+            match WorkloadIdentity::from_document(&doc) {
+                Ok(identity) => self.worker.install(identity),
+                Err(_) => return,
+            }
+        }
+        self.worker.confirm(now_ms);
+    }
+
+    /// Runs a stream's exchange until it forwards or replies.
+    fn decide(&mut self, stream: u64, request: &Request, now_ms: u64) -> Verdict {
+        self.refresh_identity(now_ms);
+        let view = HostRequest(request);
+        let mut exchange = Exchange::new();
+        let mut turn = exchange.on_request(&self.filter, &mut self.worker, &view, now_ms);
+        let mut edits = Edits::default();
+        let verdict = loop {
+            match turn.step {
+                Step::Forward(last) => {
+                    let Edits { remove, set } = edits.then(last);
+                    break Verdict::Forward(HeaderChanges { remove, set });
+                }
+                Step::Reply(r) => break reply(r),
+                Step::Call(before, shim_call) => {
+                    edits = edits.then(before);
+                    let answer = call(shim_call);
+                    turn = match exchange.on_shim_answer(
+                        &self.filter,
+                        &mut self.worker,
+                        answer,
+                        now_ms,
+                    ) {
+                        Some(next) => next,
+                        None => break reply(LocalReply::unavailable()),
+                    };
+                }
+                // Host calls are synchronous: no identity now is none to wait for.
+                Step::AwaitIdentity { .. } => match exchange.on_identity_timeout() {
+                    Some(next) => turn = next,
+                    None => break reply(LocalReply::unavailable()),
+                },
             }
         };
-        verdict(self.outbound.outcome(&decided))
+        self.streams.insert(stream, exchange);
+        verdict
     }
 }
 
 impl Guest for Component {
     fn configure(config: String) -> Result<(), String> {
         let config = FilterConfig::parse(config.as_bytes()).map_err(|e| e.to_string())?;
-        let filter = Filter {
-            inbound: Inbound::new(config.inbound.clone()),
-            outbound: Outbound::new(config.outbound.clone()),
-            config,
-            transactions: HashMap::new(),
+        let worker = WorkerState::new(&config);
+        let component = Component {
+            filter: Filter::new(config, &RustCrypto),
+            worker,
+            streams: HashMap::new(),
         };
-        FILTER.with(|f| *f.borrow_mut() = Some(filter));
+        COMPONENT.with(|c| *c.borrow_mut() = Some(component));
         Ok(())
     }
 
-    fn on_request(stream: u64, request: Request) -> Verdict {
-        FILTER.with(|f| match f.borrow_mut().as_mut() {
+    fn on_request(stream: u64, request: Request, now_ms: u64) -> Verdict {
+        COMPONENT.with(|c| match c.borrow_mut().as_mut() {
             None => reply(LocalReply::unavailable()),
-            Some(filter) => match filter.config.direction {
-                Direction::Inbound => filter.inbound(stream, &request),
-                Direction::Outbound => filter.outbound(&request),
-            },
+            Some(component) => component.decide(stream, &request, now_ms),
         })
     }
 
     fn on_response(stream: u64, status: u16) -> Vec<String> {
-        FILTER.with(|f| {
-            let mut f = f.borrow_mut();
-            let Some(filter) = f.as_mut() else {
+        COMPONENT.with(|c| {
+            let mut c = c.borrow_mut();
+            let Some(component) = c.as_mut() else {
                 return Vec::new();
             };
-            if let Some(t) = filter.transactions.get_mut(&stream) {
-                t.status = Some(status);
-            }
-            filter
-                .inbound
-                .transactions()
-                .credential_headers()
+            let Some(exchange) = component.streams.get_mut(&stream) else {
+                return Vec::new();
+            };
+            exchange
+                .on_response(&component.filter, || Some(status))
                 .map(str::to_owned)
                 .collect()
         })
     }
 
     fn on_end(stream: u64) {
-        let Some(t) = FILTER.with(|f| {
-            f.borrow_mut()
+        let close = COMPONENT.with(|c| {
+            c.borrow_mut()
                 .as_mut()
-                .and_then(|filter| filter.transactions.remove(&stream))
-        }) else {
-            return;
-        };
-        broker::revoke(&t.id);
-        let outcome = t
-            .status
-            .map_or(StreamOutcome::Aborted, |status| StreamOutcome::Responded {
-                status,
-            });
-        let kind = if outcome.is_failure() {
-            ledger::Kind::Fail
-        } else {
-            ledger::Kind::Close
-        };
-        // The broker has revoked the credential; a lost close record is
-        // reported by the host's ledger, not retried here.
-        let _ = ledger::append(&ledger::Event {
-            kind,
-            transaction: t.id,
-            caller: Some(t.caller.to_string()),
-            scope: None,
+                .and_then(|component| component.streams.remove(&stream))
+                .and_then(|mut exchange| exchange.on_end())
         });
+        if let Some(close) = close {
+            call(close);
+        }
     }
 }
 

@@ -1,8 +1,12 @@
-//! ephemera's security core: SPIFFE IDs, spiffile trust bundles, P-256 keys,
-//! and JWT-SVID verification and minting.
+//! ephemera's core: SPIFFE IDs, spiffile trust bundles, P-256 keys and
+//! JWT-SVID verification and minting ([`token`]); the filter, whose
+//! [`filter::exchange`] is each request's whole life; transactions
+//! ([`ipt`]); secrets, grants and secret URIs ([`secrets`], [`grants`],
+//! [`secret_uri`]).
 //!
 //! Pure Rust with no I/O: hosts supply the time, the bytes of files and
-//! documents, and optionally a native signature backend ([`Es256`]).
+//! documents, and optionally a native signature backend ([`Es256`]); the
+//! Envoy filter, the component and the shim all build on it.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),

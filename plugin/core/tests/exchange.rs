@@ -119,7 +119,7 @@ impl World {
         exchange.on_shim_answer(
             &self.filter,
             &mut self.worker,
-            ShimAnswer {
+            ShimAnswer::Http {
                 status,
                 body: body.as_bytes(),
             },
@@ -141,7 +141,7 @@ fn call(turn: &Turn) -> (&Edits, &ShimCall) {
 }
 
 fn body(call: &ShimCall) -> Value {
-    serde_json::from_slice(&call.body).unwrap()
+    serde_json::from_slice(&call.body()).unwrap()
 }
 
 fn status(turn: &Turn) -> u16 {
@@ -172,7 +172,7 @@ fn a_transaction_is_opened_before_forwarding_and_closed_with_the_upstream_status
         edits.remove.contains(&"x-vault-token".to_owned()),
         "{edits:?}"
     );
-    assert_eq!(open.path, OPEN_PATH);
+    assert_eq!(open.path(), OPEN_PATH);
     let request = body(open);
     assert_eq!(request["resource"], "secret/data/db");
     assert_eq!(request["action"], "read");
@@ -192,7 +192,7 @@ fn a_transaction_is_opened_before_forwarding_and_closed_with_the_upstream_status
     let stripped: Vec<&str> = exchange.on_response(&w.filter, || Some(201)).collect();
     assert_eq!(stripped, ["x-vault-token"]);
     let close = exchange.on_end().expect("a close");
-    assert_eq!(close.path, format!("/v1/transactions/{id}/close"));
+    assert_eq!(close.path(), format!("/v1/transactions/{id}/close"));
     assert_eq!(
         body(&close),
         json!({"outcome": {"kind": "responded", "status": 201}})
@@ -210,7 +210,7 @@ fn a_stream_that_ends_while_its_open_is_in_flight_closes_it_and_ignores_the_late
         .unwrap()
         .to_owned();
     let close = exchange.on_end().expect("the open may complete: close it");
-    assert_eq!(close.path, format!("/v1/transactions/{id}/close"));
+    assert_eq!(close.path(), format!("/v1/transactions/{id}/close"));
     assert_eq!(body(&close), json!({"outcome": {"kind": "aborted"}}));
     assert!(!exchange.awaits_shim(), "nothing is left waiting");
     assert_eq!(w.answer(&mut exchange, Some(200), &opened(&id)), None);
@@ -362,7 +362,7 @@ fn an_egress_secret_is_resolved_at_the_shim_then_injected_from_the_cache_it_allo
     let turn = w.request(&mut exchange, &egress_request());
     let (edits, resolve) = call(&turn);
     assert_eq!(edits, &Edits::default());
-    assert_eq!(resolve.path, RESOLVE_PATH);
+    assert_eq!(resolve.path(), RESOLVE_PATH);
     assert_eq!(
         body(resolve),
         json!({"name": "api-key", "purpose": "egress"})
@@ -418,4 +418,56 @@ fn an_egress_secret_the_shim_refuses_is_403_and_one_it_cannot_give_is_503() {
             "nothing cached"
         );
     }
+}
+
+#[test]
+fn typed_answers_of_a_host_that_speaks_the_api_count_as_their_http_twins() {
+    use ephemera_core::ipt::OpenResponse;
+    let typed = |transaction_id: &str| {
+        let response: OpenResponse = serde_json::from_value(opened(transaction_id)).unwrap();
+        ShimAnswer::Opened(response)
+    };
+    for (answer, reply, closed) in [
+        (None, 200, true),
+        (Some(ShimAnswer::Refused(403)), 403, false),
+        (Some(ShimAnswer::Refused(429)), 429, false),
+        (Some(ShimAnswer::Failed(None)), 503, true),
+        (Some(ShimAnswer::Failed(Some(502))), 503, true),
+    ] {
+        let mut w = World::new(IPT, false);
+        let mut exchange = Exchange::new();
+        let turn = w.request(&mut exchange, &w.get("/secrets/db"));
+        let id = body(call(&turn).1)["transaction_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let answer = answer.unwrap_or_else(|| typed(&id));
+        let turn = exchange
+            .on_shim_answer(&w.filter, &mut w.worker, answer, NOW_MS)
+            .unwrap();
+        assert_eq!(status(&turn), reply);
+        if reply == 200 {
+            let _ = exchange.on_response(&w.filter, || Some(204)).count();
+        }
+        assert_eq!(exchange.on_end().is_some(), closed, "{reply}");
+    }
+}
+
+#[test]
+fn edits_of_a_call_and_of_the_forward_combine_in_order() {
+    let call = Edits {
+        remove: vec!["x-vault-token".into()],
+        set: vec![("x-ephemera-caller".into(), ORDERS.into())],
+    };
+    let forward = Edits {
+        remove: vec!["X-Ephemera-Caller".into()],
+        set: vec![("x-vault-token".into(), "t".into())],
+    };
+    assert_eq!(
+        call.then(forward),
+        Edits {
+            remove: vec!["x-vault-token".into(), "X-Ephemera-Caller".into()],
+            set: vec![("x-vault-token".into(), "t".into())],
+        }
+    );
 }

@@ -194,7 +194,7 @@ impl Root {
             .unwrap_or_default();
         let shim = &worker.filter.config().shim;
         for close in closes {
-            match host::call_shim(shim, &close.path, &[], Some(&close.body)) {
+            match host::call_shim(shim, &close.path(), &[], Some(&close.body())) {
                 Ok(_) => worker.stats.transaction_closed(),
                 // The shim's reaper revokes it when the credential expires.
                 Err(status) => log::warn!(

@@ -83,7 +83,7 @@ pub fn apply(worker: &Worker, cell: &Rc<StreamCell>, turn: Turn, origin: Origin)
         Step::Call(edits, call) => {
             host::edit_request(&edits);
             let shim = &worker.filter.config().shim;
-            match host::call_shim(shim, &call.path, &[], Some(&call.body)) {
+            match host::call_shim(shim, &call.path(), &[], Some(&call.body())) {
                 Ok(token) => {
                     if origin == Origin::Root
                         && let Ok(mut held) = worker.held.try_borrow_mut()
@@ -116,7 +116,12 @@ pub fn answer(
 ) -> Action {
     let now_ms = host::now_ms();
     let turn = with_exchange(worker, cell, |exchange, state| {
-        exchange.on_shim_answer(&worker.filter, state, ShimAnswer { status, body }, now_ms)
+        exchange.on_shim_answer(
+            &worker.filter,
+            state,
+            ShimAnswer::Http { status, body },
+            now_ms,
+        )
     });
     match turn {
         Some(Some(turn)) => apply(worker, cell, turn, origin),

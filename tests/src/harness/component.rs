@@ -1,21 +1,23 @@
 //! The component host: runs `ephemera_component.wasm` (the `ephemera:filter`
-//! world) on wasmtime, with the world's identity, broker, ledger and
-//! secrets behind the imports. Host calls are synchronous: a late answer
-//! moves the clock, a missing one costs the shim timeout.
+//! world) on wasmtime. Its imports are the shim's API, answered by the same
+//! scripted shim the proxy-wasm host calls over HTTP: each typed request is
+//! sent as the core's wire type, each answer read back as one. Host calls
+//! are synchronous: a late answer moves the clock, a missing one costs the
+//! shim timeout.
 
-use std::sync::Arc;
-
-use ephemera_core::filter::WorkloadIdentity;
-use ephemera_core::ipt::wire::OpenRequest;
-use ephemera_core::token::{TokenVerifier, VerifyOptions};
-use ephemera_core::{InvalidToken, RustCrypto, SpiffeId, VerifyError};
+use ephemera_core::SpiffeId;
+use ephemera_core::filter::workload_identity::{BundleFormatName, IdentityDocument};
+use ephemera_core::ipt::{
+    Action, CloseRequest, OpenRequest, OpenResponse, Resource, TransactionId, TransactionOutcome,
+};
+use ephemera_core::secrets::wire::{ResolveRequest, ResolveResponse};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::abi::Headers;
 use super::scenario::{Driver, Verdict};
-use super::world::{Mode, World};
+use super::world::{Answer, World};
 
 /// Host bindings generated from `wit/filter.wit`.
 #[allow(missing_docs)]
@@ -24,7 +26,7 @@ mod bindings {
 }
 
 use bindings::Filter;
-use bindings::ephemera::filter::{broker, identity, ledger, secrets};
+use bindings::ephemera::filter::{identity, secrets, transactions};
 use bindings::exports::ephemera::filter::http_filter::{Request, Verdict as WitVerdict};
 
 /// A compiled component, shared by every instance.
@@ -52,7 +54,7 @@ pub struct HostState {
     world: World,
     now_ms: u64,
     timeout_ms: u64,
-    identity: Option<Arc<WorkloadIdentity>>,
+    identity: Option<IdentityDocument>,
     calls: Vec<String>,
 }
 
@@ -65,166 +67,145 @@ impl WasiView for HostState {
     }
 }
 
+/// An answer of the scripted shim: status (`None`: none in time) and body.
+type Http = (Option<u16>, Vec<u8>);
+
 impl HostState {
-    /// Whether the shim endpoint at `path` answers (time passes either way).
-    fn reach(&mut self, path: &str) -> bool {
-        match self.world.mode_for(path) {
-            Mode::Ok => true,
-            Mode::Late(ms) if ms < self.timeout_ms => {
-                self.now_ms += ms;
-                true
+    /// Sends `method path` with `body` to the scripted shim; time passes
+    /// as the answer's delay, or the whole timeout when none comes in time.
+    fn send(&mut self, method: &str, path: &str, body: Vec<u8>) -> Http {
+        let headers: Headers = vec![
+            (":method".into(), method.as_bytes().to_vec()),
+            (":path".into(), path.as_bytes().to_vec()),
+        ];
+        match self.world.answer(&headers, &body, self.now_ms) {
+            Answer::After(delay, status, _, body) if delay < self.timeout_ms => {
+                self.now_ms += delay;
+                (Some(status), body)
             }
-            Mode::Late(_) | Mode::Silent => {
+            _ => {
                 self.now_ms += self.timeout_ms;
-                false
+                (None, Vec::new())
             }
-            Mode::Error(_) => false,
         }
     }
 
     /// Fetches the identity; the last good one stays when the shim fails.
     fn refresh_identity(&mut self) {
-        if self.reach("/v1/identity")
-            && let Some(identity) = self.world.served_identity()
+        if let (Some(200), body) = self.send("GET", "/v1/identity", Vec::new())
+            && let Ok(doc) = serde_json::from_slice::<IdentityDocument>(&body)
         {
-            self.identity = Some(identity);
+            self.identity = Some(doc);
         }
-    }
-
-    fn identity(&mut self) -> Option<Arc<WorkloadIdentity>> {
-        if self.identity.is_none() {
-            self.refresh_identity();
-        }
-        self.identity.clone()
     }
 }
 
 impl bindings::ephemera::filter::types::Host for HostState {}
 
 impl identity::Host for HostState {
-    fn verify(
-        &mut self,
-        token: String,
-        audience: String,
-    ) -> Result<identity::Caller, identity::Rejection> {
-        let Some(id) = self.identity() else {
-            return Err(identity::Rejection::Unavailable(
-                "no identity loaded".into(),
-            ));
-        };
-        let audience = SpiffeId::parse(&audience)
-            .map_err(|e| identity::Rejection::Unavailable(format!("audience: {e}")))?;
-        match TokenVerifier::new(audience, VerifyOptions::default()).verify(
-            &token,
-            &id.bundle,
-            self.now_ms / 1000,
-            &RustCrypto,
-        ) {
-            Ok(v) => Ok(identity::Caller {
-                id: v.caller.to_string(),
-                expires_at: v.expires_at,
-            }),
-            Err(VerifyError::Crypto(e)) => Err(identity::Rejection::Unavailable(e.to_string())),
-            Err(VerifyError::Invalid(InvalidToken::Expired | InvalidToken::NotYetValid)) => {
-                Err(identity::Rejection::Expired)
-            }
-            Err(VerifyError::Invalid(InvalidToken::AudienceMismatch)) => {
-                Err(identity::Rejection::WrongAudience)
-            }
-            Err(
-                e @ (VerifyError::UnknownIdentity(_)
-                | VerifyError::Invalid(InvalidToken::SignatureMismatch)),
-            ) => Err(identity::Rejection::Untrusted(e.to_string())),
-            Err(e) => Err(identity::Rejection::Malformed(e.to_string())),
+    fn current(&mut self) -> Option<identity::IdentityDocument> {
+        if self.identity.is_none() {
+            self.refresh_identity();
         }
-    }
-
-    fn mint(&mut self, audience: String, ttl_secs: u32) -> Result<String, String> {
-        let id = self.identity().ok_or("no identity loaded")?;
-        let audience = SpiffeId::parse(&audience).map_err(|e| e.to_string())?;
-        id.minter
-            .mint(
-                &audience,
-                self.now_ms / 1000,
-                u64::from(ttl_secs),
-                None,
-                &RustCrypto,
-            )
-            .map_err(|e| e.to_string())
-    }
-
-    fn workload(&mut self) -> Option<String> {
-        self.identity().map(|i| i.id().to_string())
+        let doc = self.identity.clone()?;
+        Some(identity::IdentityDocument {
+            version: doc.version,
+            generation: doc.generation,
+            spiffe_id: doc.spiffe_id.to_string(),
+            bundle_format: match doc.bundle_format {
+                BundleFormatName::Spiffile => identity::BundleFormat::Spiffile,
+                BundleFormatName::SpiffeJwks => identity::BundleFormat::SpiffeJwks,
+            },
+            bundle: doc.bundle,
+            key_pem: doc.key_pem,
+        })
     }
 }
 
-impl broker::Host for HostState {
-    fn issue(
+/// A scripted answer that is not a success, as the world's error variants.
+fn refusal(status: Option<u16>) -> Result<u16, Option<u16>> {
+    match status {
+        Some(s) if (400..500).contains(&s) => Ok(s),
+        other => Err(other),
+    }
+}
+
+impl transactions::Host for HostState {
+    fn open(
         &mut self,
-        transaction: String,
-        caller_token: String,
-        scope: broker::Scope,
-    ) -> Result<broker::Credential, broker::BrokerError> {
+        request: transactions::OpenRequest,
+    ) -> Result<transactions::OpenResponse, transactions::OpenError> {
         self.calls.push("POST /v1/transactions".into());
-        if !self.reach("/v1/transactions") {
-            return Err(broker::BrokerError::Unavailable(
-                "broker unreachable".into(),
-            ));
+        // Typed as the shim's wire: a field the filter got wrong fails here.
+        let typed = || -> Option<OpenRequest> {
+            Some(OpenRequest {
+                transaction_id: TransactionId::parse(&request.transaction_id).ok()?,
+                token: request.token.clone(),
+                resource: Resource::parse(&request.resource).ok()?,
+                action: Action::parse(&request.action).ok()?,
+                broker: request.broker.clone(),
+                audience: match &request.audience {
+                    Some(a) => Some(SpiffeId::parse(a).ok()?),
+                    None => None,
+                },
+            })
+        };
+        let open = typed().ok_or(transactions::OpenError::Refused(400))?;
+        let body = serde_json::to_vec(&open).unwrap_or_default();
+        let (status, body) = self.send("POST", "/v1/transactions", body);
+        if status != Some(200) {
+            return Err(match refusal(status) {
+                Ok(s) => transactions::OpenError::Refused(s),
+                Err(s) => transactions::OpenError::Failed(s),
+            });
         }
-        let open = serde_json::json!({
-            "transaction_id": transaction,
-            "token": caller_token,
-            "resource": scope.resource,
-            "action": scope.action,
-            "broker": scope.broker,
-        });
-        let open: OpenRequest = serde_json::from_value(open)
-            .map_err(|e| broker::BrokerError::Denied(format!("scope: {e}")))?;
-        let issued = self.world.issue(&open, self.now_ms);
-        Ok(broker::Credential {
-            fields: issued.credential.into_iter().collect(),
-            expires_at: issued.expires_at,
-            blast_radius: issued.blast_radius,
+        let opened: OpenResponse = serde_json::from_slice(&body)
+            .map_err(|_| transactions::OpenError::Failed(Some(200)))?;
+        Ok(transactions::OpenResponse {
+            transaction_id: opened.transaction_id.to_string(),
+            credential: opened.credential.into_iter().collect(),
+            expires_at: opened.expires_at,
+            scope: opened.scope,
+            blast_radius: opened.blast_radius,
         })
     }
 
-    fn revoke(&mut self, _transaction: String) {
+    fn close(&mut self, transaction_id: String, outcome: transactions::Outcome) {
         self.calls.push("POST /v1/transactions/{id}/close".into());
-        self.reach("/v1/transactions");
-    }
-}
-
-impl ledger::Host for HostState {
-    fn append(&mut self, event: ledger::Event) -> Result<(), String> {
-        let line = match event.kind {
-            ledger::Kind::Open => format!("open {}", event.scope.unwrap_or_default()),
-            ledger::Kind::Close => "close".into(),
-            ledger::Kind::Fail => "fail".into(),
+        let outcome = match outcome {
+            transactions::Outcome::Responded(status) => TransactionOutcome::Responded { status },
+            transactions::Outcome::Aborted => TransactionOutcome::Aborted,
         };
-        self.world.record(line);
-        Ok(())
+        let body = serde_json::to_vec(&CloseRequest { outcome }).unwrap_or_default();
+        let path = format!("/v1/transactions/{transaction_id}/close");
+        self.send("POST", &path, body);
     }
 }
 
 impl secrets::Host for HostState {
-    fn resolve(&mut self, name: String) -> Result<secrets::Resolved, secrets::SecretError> {
+    fn resolve(
+        &mut self,
+        request: secrets::ResolveRequest,
+    ) -> Result<secrets::ResolveResponse, secrets::ResolveError> {
         self.calls.push("POST /v1/secrets/resolve".into());
-        if !self.reach("/v1/secrets/resolve") {
-            return Err(secrets::SecretError::Unavailable(
-                "resolver unreachable".into(),
-            ));
+        let resolve = ResolveRequest {
+            name: request.name,
+            purpose: request.purpose,
+        };
+        let body = serde_json::to_vec(&resolve).unwrap_or_default();
+        let (status, body) = self.send("POST", "/v1/secrets/resolve", body);
+        if status != Some(200) {
+            return Err(match refusal(status) {
+                Ok(s) => secrets::ResolveError::Refused(s),
+                Err(s) => secrets::ResolveError::Failed(s),
+            });
         }
-        let (status, body) = self.world.secret_answer(&name);
-        let error = body["error"].as_str().unwrap_or_default().to_owned();
-        match status {
-            200 => Ok(secrets::Resolved {
-                value: body["value"].as_str().unwrap_or_default().to_owned(),
-                cache_ttl_secs: body["cache_ttl_secs"].as_u64(),
-            }),
-            403 => Err(secrets::SecretError::NotAuthorized(error)),
-            404 => Err(secrets::SecretError::Unknown(error)),
-            _ => Err(secrets::SecretError::Unavailable(error)),
-        }
+        let resolved: ResolveResponse =
+            serde_json::from_slice(&body).map_err(|_| secrets::ResolveError::Failed(Some(200)))?;
+        Ok(secrets::ResolveResponse {
+            value: resolved.value,
+            cache_ttl_secs: resolved.cache_ttl_secs,
+        })
     }
 }
 
@@ -330,8 +311,9 @@ impl Driver for ComponentDriver {
         let ledger_before = self.store.data().world.ledger.len();
         let hooks = self.filter.ephemera_filter_http_filter();
         let fail = |e: wasmtime::Error| format!("{e:#}");
+        let now_ms = self.store.data().now_ms;
         let decided = hooks
-            .call_on_request(&mut self.store, stream, &request)
+            .call_on_request(&mut self.store, stream, &request, now_ms)
             .map_err(fail)?;
         let mut verdict = Verdict::default();
         match decided {

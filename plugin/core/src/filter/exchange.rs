@@ -22,7 +22,7 @@ use super::token_cache::TokenCache;
 use super::transaction::{TransactionMapping, TransactionPlan, TransactionRoutes};
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
-use crate::ipt::{CloseRequest, OpenResponse, TransactionId, TransactionOutcome};
+use crate::ipt::{CloseRequest, OpenRequest, OpenResponse, TransactionId, TransactionOutcome};
 use crate::secrets::wire::{ResolveRequest, ResolveResponse};
 
 /// The shim's path for opening transactions.
@@ -137,30 +137,112 @@ pub struct Edits {
     pub set: Vec<(String, String)>,
 }
 
-/// A `POST` of a JSON body to the shim.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ShimCall {
-    /// The path.
-    pub path: String,
-    /// The JSON body; may carry a token, so it is never logged.
-    pub body: Vec<u8>,
-}
-
-impl std::fmt::Debug for ShimCall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShimCall")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+impl Edits {
+    /// These edits followed by `later`, as one set of removals then sets.
+    pub fn then(mut self, later: Edits) -> Edits {
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        for name in later.remove {
+            self.set.retain(|(set, _)| !same(set, &name));
+            if !self.remove.iter().any(|r| same(r, &name)) {
+                self.remove.push(name);
+            }
+        }
+        for (name, value) in later.set {
+            self.set.retain(|(set, _)| !same(set, &name));
+            self.set.push((name, value));
+        }
+        self
     }
 }
 
-/// The shim's answer to a [`ShimCall`].
-#[derive(Debug, Clone, Copy)]
-pub struct ShimAnswer<'a> {
-    /// The HTTP status; `None` when the call failed or got no answer.
-    pub status: Option<u16>,
-    /// The body.
-    pub body: &'a [u8],
+/// A call to the shim, in its API's vocabulary. Hosts that speak HTTP send
+/// [`ShimCall::path`] with [`ShimCall::body`] as a JSON `POST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimCall {
+    /// `POST /v1/transactions`.
+    Open(OpenRequest),
+    /// `POST /v1/transactions/{id}/close`.
+    Close(TransactionId, CloseRequest),
+    /// `POST /v1/secrets/resolve`.
+    Resolve(ResolveRequest),
+}
+
+impl ShimCall {
+    /// The path it is sent to.
+    pub fn path(&self) -> String {
+        match self {
+            Self::Open(_) => OPEN_PATH.to_owned(),
+            Self::Close(id, _) => format!("{OPEN_PATH}/{id}/close"),
+            Self::Resolve(_) => RESOLVE_PATH.to_owned(),
+        }
+    }
+
+    /// The JSON body; it may carry a token, so it is never logged.
+    pub fn body(&self) -> Vec<u8> {
+        let body = match self {
+            Self::Open(open) => serde_json::to_vec(open),
+            Self::Close(_, close) => serde_json::to_vec(close),
+            Self::Resolve(resolve) => serde_json::to_vec(resolve),
+        };
+        // These types always serialize.
+        body.unwrap_or_default()
+    }
+}
+
+/// The shim's answer to a [`ShimCall`]: as HTTP, or typed by a host that
+/// speaks the shim's API directly.
+#[derive(Debug, Clone)]
+pub enum ShimAnswer<'a> {
+    /// An HTTP answer: the status (`None`: none came) and the body.
+    Http {
+        /// The status.
+        status: Option<u16>,
+        /// The body.
+        body: &'a [u8],
+    },
+    /// A transaction was opened.
+    Opened(OpenResponse),
+    /// A secret was resolved.
+    Resolved(ResolveResponse),
+    /// Refused with this 4xx status (403: denied, 429: too many open,
+    /// 404: unknown): nothing happened.
+    Refused(u16),
+    /// No answer, or a failure: what was asked may have happened.
+    Failed(Option<u16>),
+}
+
+/// An answer as the exchange weighs it.
+enum Weighed<T> {
+    /// Done; the result, if it has the expected shape.
+    Done(Option<T>),
+    /// A 4xx: nothing happened.
+    Refused(u16),
+    /// No answer or a failure: it may have happened.
+    Failed(Option<u16>),
+}
+
+fn weigh<T: serde::de::DeserializeOwned>(
+    answer: ShimAnswer<'_>,
+    typed: impl FnOnce(ShimAnswer<'_>) -> Option<T>,
+) -> Weighed<T> {
+    match answer {
+        ShimAnswer::Http {
+            status: Some(200),
+            body,
+        } => Weighed::Done(serde_json::from_slice(body).ok()),
+        ShimAnswer::Http {
+            status: Some(status),
+            ..
+        }
+        | ShimAnswer::Refused(status)
+            if (400..500).contains(&status) =>
+        {
+            Weighed::Refused(status)
+        }
+        ShimAnswer::Http { status, .. } | ShimAnswer::Failed(status) => Weighed::Failed(status),
+        ShimAnswer::Refused(status) => Weighed::Failed(Some(status)),
+        typed_answer => Weighed::Done(typed(typed_answer)),
+    }
 }
 
 /// What the host does next with a request.
@@ -351,7 +433,7 @@ impl Exchange {
             } => (transaction_id, TransactionOutcome::Aborted),
             _ => return None,
         };
-        close_call(&transaction_id, outcome)
+        Some(ShimCall::Close(transaction_id, CloseRequest { outcome }))
     }
 
     fn inbound(
@@ -420,11 +502,6 @@ impl Exchange {
             token,
             filter.config.inbound.audience.as_ref(),
         );
-        let Ok(body) = serde_json::to_vec(&open) else {
-            return self
-                .unavailable(Note::TransactionFailed(OpenFailure::ShimUnreachable))
-                .with_first(note);
-        };
         let Outcome::Forward { remove, set } = outcome else {
             return self.settle(outcome, note, filter, now_ms);
         };
@@ -433,13 +510,7 @@ impl Exchange {
             plan,
         };
         Turn::new(
-            Step::Call(
-                Edits { remove, set },
-                ShimCall {
-                    path: OPEN_PATH.to_owned(),
-                    body,
-                },
-            ),
+            Step::Call(Edits { remove, set }, ShimCall::Open(open)),
             note,
         )
     }
@@ -472,20 +543,9 @@ impl Exchange {
                         Some(Note::EgressInjected),
                     );
                 }
-                let Ok(body) = serde_json::to_vec(&ResolveRequest::egress(&spec.secret)) else {
-                    return self.unavailable(Note::EgressFailed(spec.secret.clone(), None));
-                };
                 self.state = State::Resolving { rule };
-                return Turn::new(
-                    Step::Call(
-                        Edits::default(),
-                        ShimCall {
-                            path: RESOLVE_PATH.to_owned(),
-                            body,
-                        },
-                    ),
-                    None,
-                );
+                let resolve = ShimCall::Resolve(ResolveRequest::egress(&spec.secret));
+                return Turn::new(Step::Call(Edits::default(), resolve), None);
             }
         }
         let cluster = if filter.config.outbound.clusters.is_empty() {
@@ -519,58 +579,48 @@ impl Exchange {
         plan: &TransactionPlan,
         answer: ShimAnswer<'_>,
     ) -> Turn {
+        let weighed = weigh(answer, |typed| match typed {
+            ShimAnswer::Opened(response) => Some(response),
+            _ => None,
+        });
         // Only a refusal (4xx) says for sure that nothing was opened: after
-        // a timeout, no answer or a 5xx the shim may still finish the open.
-        let maybe_open = !answer.status.is_some_and(|s| (400..500).contains(&s));
-        let close = maybe_open.then_some(transaction_id.clone());
-        let failed = |why| Note::TransactionFailed(why);
-        match answer.status {
-            Some(200) => {
-                let credential = serde_json::from_slice::<OpenResponse>(answer.body)
-                    .ok()
+        // a timeout, no answer or a failure the shim may still finish it.
+        let (failure, close) = match weighed {
+            Weighed::Done(response) => {
+                let credential = response
                     .zip(filter.transactions())
                     .and_then(|(response, routes)| routes.credential_for_app(plan, &response));
-                match credential {
-                    Some(set) => {
-                        self.state = State::Open {
-                            transaction_id,
-                            status: None,
-                        };
-                        Turn::new(
-                            Step::Forward(Edits {
-                                remove: Vec::new(),
-                                set,
-                            }),
-                            Some(Note::TransactionOpened),
-                        )
-                    }
-                    None => {
-                        self.state = State::Settled { close };
-                        reply_unavailable(failed(OpenFailure::CredentialIncomplete))
-                    }
+                if let Some(set) = credential {
+                    self.state = State::Open {
+                        transaction_id,
+                        status: None,
+                    };
+                    let forward = Step::Forward(Edits {
+                        remove: Vec::new(),
+                        set,
+                    });
+                    return Turn::new(forward, Some(Note::TransactionOpened));
                 }
+                (OpenFailure::CredentialIncomplete, Some(transaction_id))
             }
-            Some(403) => {
+            Weighed::Refused(403) => {
                 self.state = State::Settled { close: None };
-                Turn::new(
-                    Step::Reply(LocalReply::forbidden()),
-                    Some(Note::TransactionDenied(plan.resource.clone())),
-                )
+                let denied = Note::TransactionDenied(plan.resource.clone());
+                return Turn::new(Step::Reply(LocalReply::forbidden()), Some(denied));
             }
-            Some(429) => {
+            Weighed::Refused(429) => {
                 self.state = State::Settled { close: None };
-                Turn::new(
-                    Step::Reply(LocalReply::too_many_requests()),
-                    Some(Note::TransactionLimited),
-                )
+                let limited = Some(Note::TransactionLimited);
+                return Turn::new(Step::Reply(LocalReply::too_many_requests()), limited);
             }
-            status => {
-                self.state = State::Settled { close };
-                reply_unavailable(failed(
-                    status.map_or(OpenFailure::ShimUnreachable, OpenFailure::ShimAnswered),
-                ))
-            }
-        }
+            Weighed::Refused(status) => (OpenFailure::ShimAnswered(status), None),
+            Weighed::Failed(status) => (
+                status.map_or(OpenFailure::ShimUnreachable, OpenFailure::ShimAnswered),
+                Some(transaction_id),
+            ),
+        };
+        self.state = State::Settled { close };
+        reply_unavailable(Note::TransactionFailed(failure))
     }
 
     /// The shim's answer to an egress secret.
@@ -583,34 +633,35 @@ impl Exchange {
         now_ms: u64,
     ) -> Turn {
         self.state = State::Settled { close: None };
+        let weighed = weigh(answer, |typed| match typed {
+            ShimAnswer::Resolved(response) => Some(response),
+            _ => None,
+        });
         let Some(spec) = filter.config.outbound.secrets.get(rule) else {
-            return reply_unavailable(Note::EgressFailed(String::new(), answer.status));
+            return reply_unavailable(Note::EgressFailed(String::new(), None));
         };
-        let failed = || Note::EgressFailed(spec.secret.clone(), answer.status);
-        match answer.status {
-            Some(200) => match serde_json::from_slice::<ResolveResponse>(answer.body) {
-                Ok(resolved) => {
-                    let edits = inject(spec, &resolved.value);
-                    if let Some(ttl) = resolved.cache_ttl_secs.filter(|t| *t > 0) {
-                        let until = now_ms.saturating_add(ttl.saturating_mul(1000));
-                        worker.secrets.put(rule, resolved.value, until);
-                    }
-                    Turn::new(Step::Forward(edits), Some(Note::EgressInjected))
+        let failed = |status| reply_unavailable(Note::EgressFailed(spec.secret.clone(), status));
+        match weighed {
+            Weighed::Done(Some(resolved)) => {
+                let edits = inject(spec, &resolved.value);
+                if let Some(ttl) = resolved.cache_ttl_secs.filter(|t| *t > 0) {
+                    let until = now_ms.saturating_add(ttl.saturating_mul(1000));
+                    worker.secrets.put(rule, resolved.value, until);
                 }
-                Err(_) => reply_unavailable(failed()),
-            },
-            Some(403) => {
+                Turn::new(Step::Forward(edits), Some(Note::EgressInjected))
+            }
+            Weighed::Done(None) => failed(Some(200)),
+            Weighed::Refused(403) => {
                 let mut reply = LocalReply::forbidden();
                 reply.body = format!(
                     "egress secret {:?} is not authorized for this workload\n",
                     spec.secret
                 );
-                Turn::new(
-                    Step::Reply(reply),
-                    Some(Note::EgressDenied(spec.secret.clone())),
-                )
+                let denied = Note::EgressDenied(spec.secret.clone());
+                Turn::new(Step::Reply(reply), Some(denied))
             }
-            _ => reply_unavailable(failed()),
+            Weighed::Refused(status) => failed(Some(status)),
+            Weighed::Failed(status) => failed(status),
         }
     }
 
@@ -675,13 +726,4 @@ fn inject(rule: &egress::EgressRule, secret: &str) -> Edits {
         remove: vec![header.clone()],
         set: vec![(header, rule.value(secret))],
     }
-}
-
-/// The shim call that closes `transaction_id`.
-fn close_call(transaction_id: &TransactionId, outcome: TransactionOutcome) -> Option<ShimCall> {
-    let body = serde_json::to_vec(&CloseRequest { outcome }).ok()?;
-    Some(ShimCall {
-        path: format!("{OPEN_PATH}/{transaction_id}/close"),
-        body,
-    })
 }

@@ -27,10 +27,6 @@ pub enum Rejection {
     MalformedHeader,
     /// Verification failed.
     Verify(VerifyError),
-    /// The host's identity service refused the token; its reason.
-    Refused(String),
-    /// The host's identity service could not decide (503); its reason.
-    Undecided(String),
     /// The identity in force has not been confirmed by the shim within
     /// `shim.max_identity_age_ms`: a revocation may be pending (503).
     IdentityStale,
@@ -43,18 +39,15 @@ impl Rejection {
             Self::MissingToken => "missing_token",
             Self::MalformedHeader => "malformed",
             Self::Verify(e) => e.code(),
-            Self::Refused(_) => "refused",
-            Self::Undecided(_) => "undecided",
             Self::IdentityStale => "identity_stale",
         }
     }
 
     /// The reply's status: 503 when nothing could be decided (a failing
-    /// signature backend, a host that could not decide, a stale identity),
-    /// else 401.
+    /// signature backend, a stale identity), else 401.
     pub fn status(&self) -> u16 {
         match self {
-            Self::Verify(VerifyError::Crypto(_)) | Self::Undecided(_) | Self::IdentityStale => 503,
+            Self::Verify(VerifyError::Crypto(_)) | Self::IdentityStale => 503,
             _ => 401,
         }
     }
@@ -171,7 +164,8 @@ impl Inbound {
                 if let Some(caller) = cache.get(token, now) {
                     return Ok((caller, true));
                 }
-                let identity = identity.ok_or(Rejection::Undecided("no identity".into()))?;
+                // `decide_with` asks only with an identity in force.
+                let identity = identity.ok_or(Rejection::IdentityStale)?;
                 let verifier = TokenVerifier::new(audience.clone(), self.options);
                 match verifier.verify(token, &identity.bundle, now, crypto) {
                     Ok(verified) => {
