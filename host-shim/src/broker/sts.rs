@@ -88,12 +88,33 @@ pub fn session_policy(resource: &Resource, action: &Action) -> String {
     )
 }
 
-/// Text of the first `<tag>…</tag>` in an XML document.
-fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{tag}>"))? + start;
-    Some(&xml[start..end])
+/// Text of the first `<tag>` element of an XML document, with character
+/// and predefined entity references decoded.
+fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut inside = false;
+    let mut text = String::new();
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) if !inside && e.local_name().as_ref() == tag.as_bytes() => {
+                inside = true;
+            }
+            Event::Text(t) if inside => text.push_str(&t.decode().ok()?),
+            Event::CData(c) if inside => text.push_str(&c.decode().ok()?),
+            Event::GeneralRef(r) if inside => match r.resolve_char_ref().ok()? {
+                Some(c) => text.push(c),
+                None => text.push_str(quick_xml::escape::resolve_predefined_entity(
+                    &r.decode().ok()?,
+                )?),
+            },
+            Event::End(e) if inside && e.local_name().as_ref() == tag.as_bytes() => {
+                return Some(text);
+            }
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
 }
 
 impl StsBroker {
@@ -216,8 +237,8 @@ impl StsBroker {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
-            let code = xml_text(&text, "Code").unwrap_or("unknown");
-            let message = xml_text(&text, "Message").unwrap_or("");
+            let code = xml_text(&text, "Code").unwrap_or_else(|| "unknown".into());
+            let message = xml_text(&text, "Message").unwrap_or_default();
             return Err(BrokerError::Refused {
                 broker: self.name.clone(),
                 status: status.as_u16(),
@@ -225,9 +246,7 @@ impl StsBroker {
             });
         }
         let field = |tag: &str| {
-            xml_text(&text, tag)
-                .map(str::to_owned)
-                .ok_or_else(|| BrokerError::Mismatch {
+            xml_text(&text, tag).ok_or_else(|| BrokerError::Mismatch {
                     broker: self.name.clone(),
                     reason: format!("no {tag} in the AssumeRole response"),
                 })
@@ -304,9 +323,12 @@ mod tests {
     }
 
     #[test]
-    fn xml_fields_are_read_by_tag() {
-        let xml = "<a><Credentials><AccessKeyId>AK</AccessKeyId></Credentials></a>";
-        assert_eq!(xml_text(xml, "AccessKeyId"), Some("AK"));
+    fn xml_fields_are_read_by_tag_with_entities_decoded() {
+        let xml = "<a><Credentials><AccessKeyId>AK</AccessKeyId>\
+                   <SessionToken>a&amp;b&#43;c&lt;</SessionToken></Credentials></a>";
+        assert_eq!(xml_text(xml, "AccessKeyId").as_deref(), Some("AK"));
+        assert_eq!(xml_text(xml, "SessionToken").as_deref(), Some("a&b+c<"));
         assert_eq!(xml_text(xml, "Missing"), None);
+        assert_eq!(xml_text("<a><b>unclosed", "b"), None);
     }
 }
