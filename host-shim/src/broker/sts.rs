@@ -247,9 +247,9 @@ impl StsBroker {
         }
         let field = |tag: &str| {
             xml_text(&text, tag).ok_or_else(|| BrokerError::Mismatch {
-                    broker: self.name.clone(),
-                    reason: format!("no {tag} in the AssumeRole response"),
-                })
+                broker: self.name.clone(),
+                reason: format!("no {tag} in the AssumeRole response"),
+            })
         };
         let credential = BTreeMap::from([
             (

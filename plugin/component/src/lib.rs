@@ -13,7 +13,7 @@ use ephemera_core::filter::{
     Exchange, Filter, FilterConfig, LocalReply, RequestView, ShimAnswer, ShimCall, Step,
     WorkerState, WorkloadIdentity,
 };
-use ephemera_core::ipt::{OpenResponse, TransactionOutcome};
+use ephemera_core::ipt::{OpenResponse, StreamEnd};
 use ephemera_core::secrets::wire::ResolveResponse;
 use ephemera_core::{RustCrypto, SpiffeId};
 
@@ -109,10 +109,8 @@ fn call(call: ShimCall) -> ShimAnswer<'static> {
         }
         ShimCall::Close(id, close) => {
             let outcome = match close.outcome {
-                TransactionOutcome::Responded { status } => {
-                    transactions::Outcome::Responded(status)
-                }
-                TransactionOutcome::Aborted => transactions::Outcome::Aborted,
+                StreamEnd::Responded { status } => transactions::StreamEnd::Responded(status),
+                StreamEnd::Aborted => transactions::StreamEnd::Aborted,
             };
             transactions::close(id.as_str(), outcome);
             ShimAnswer::Failed(None)

@@ -8,7 +8,7 @@
 use ephemera_core::SpiffeId;
 use ephemera_core::filter::workload_identity::{BundleFormatName, IdentityDocument};
 use ephemera_core::ipt::{
-    Action, CloseRequest, OpenRequest, OpenResponse, Resource, TransactionId, TransactionOutcome,
+    Action, CloseRequest, OpenRequest, OpenResponse, Resource, StreamEnd, TransactionId,
 };
 use ephemera_core::secrets::wire::{ResolveRequest, ResolveResponse};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -170,11 +170,11 @@ impl transactions::Host for HostState {
         })
     }
 
-    fn close(&mut self, transaction_id: String, outcome: transactions::Outcome) {
+    fn close(&mut self, transaction_id: String, outcome: transactions::StreamEnd) {
         self.calls.push("POST /v1/transactions/{id}/close".into());
         let outcome = match outcome {
-            transactions::Outcome::Responded(status) => TransactionOutcome::Responded { status },
-            transactions::Outcome::Aborted => TransactionOutcome::Aborted,
+            transactions::StreamEnd::Responded(status) => StreamEnd::Responded { status },
+            transactions::StreamEnd::Aborted => StreamEnd::Aborted,
         };
         let body = serde_json::to_vec(&CloseRequest { outcome }).unwrap_or_default();
         let path = format!("/v1/transactions/{transaction_id}/close");

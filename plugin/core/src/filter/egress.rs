@@ -9,7 +9,7 @@ use serde::Deserialize;
 use base64::Engine as _;
 
 use crate::b64::STANDARD_PAD;
-use crate::filter::outcome::LocalReply;
+use crate::filter::disposition::LocalReply;
 
 /// How the secret is put on the request.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -13,16 +13,16 @@
 //! an egress host; otherwise attach a token minted for the destination.
 
 use super::config::FilterConfig;
+use super::disposition::{Disposition, LocalReply};
 use super::egress::{self, EgressDecision, SecretCache};
 use super::inbound::{Inbound, InboundRequest, InboundVerdict, bearer_token};
 use super::note::{Note, OpenFailure};
 use super::outbound::{MintedTokens, Outbound, OutboundRequest};
-use super::outcome::{LocalReply, Outcome};
 use super::token_cache::TokenCache;
 use super::transaction::{TransactionMapping, TransactionPlan, TransactionRoutes};
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
-use crate::ipt::{CloseRequest, OpenRequest, OpenResponse, TransactionId, TransactionOutcome};
+use crate::ipt::{CloseRequest, OpenRequest, OpenResponse, StreamEnd, TransactionId};
 use crate::secrets::wire::{ResolveRequest, ResolveResponse};
 
 /// The shim's path for opening transactions.
@@ -423,14 +423,12 @@ impl Exchange {
                 status,
             } => (
                 transaction_id,
-                status.map_or(TransactionOutcome::Aborted, |status| {
-                    TransactionOutcome::Responded { status }
-                }),
+                status.map_or(StreamEnd::Aborted, |status| StreamEnd::Responded { status }),
             ),
             State::Opening { transaction_id, .. }
             | State::Settled {
                 close: Some(transaction_id),
-            } => (transaction_id, TransactionOutcome::Aborted),
+            } => (transaction_id, StreamEnd::Aborted),
             _ => return None,
         };
         Some(ShimCall::Close(transaction_id, CloseRequest { outcome }))
@@ -464,9 +462,9 @@ impl Exchange {
             filter.crypto,
         );
         let note = Note::inbound(&verdict);
-        let outcome = inbound.outcome(&verdict);
+        let disposition = inbound.disposition(&verdict);
         if !matches!(verdict, InboundVerdict::Allowed { .. }) || inbound.transactions().is_empty() {
-            return self.settle(outcome, note, filter, now_ms);
+            return self.settle(disposition, note, filter, now_ms);
         }
         let method = request
             .header(":method")
@@ -478,7 +476,7 @@ impl Exchange {
             !inbound.config().case_sensitive,
             |name| request.header_values(name),
         ) {
-            TransactionMapping::None => return self.settle(outcome, note, filter, now_ms),
+            TransactionMapping::None => return self.settle(disposition, note, filter, now_ms),
             TransactionMapping::Unmappable(reason) => {
                 self.state = State::Settled { close: None };
                 return Turn::new(Step::Reply(LocalReply::bad_request()), note)
@@ -502,8 +500,8 @@ impl Exchange {
             token,
             filter.config.inbound.audience.as_ref(),
         );
-        let Outcome::Forward { remove, set } = outcome else {
-            return self.settle(outcome, note, filter, now_ms);
+        let Disposition::Forward { remove, set } = disposition else {
+            return self.settle(disposition, note, filter, now_ms);
         };
         self.state = State::Opening {
             transaction_id,
@@ -564,7 +562,7 @@ impl Exchange {
             filter.crypto,
         );
         self.settle(
-            outbound.outcome(&verdict),
+            outbound.disposition(&verdict),
             Note::outbound(&verdict),
             filter,
             now_ms,
@@ -665,28 +663,28 @@ impl Exchange {
         }
     }
 
-    /// Turns a decided outcome into the step, moving to its state.
+    /// Turns a decided disposition into the step, moving to its state.
     fn settle(
         &mut self,
-        outcome: Outcome,
+        disposition: Disposition,
         note: Option<Note>,
         filter: &Filter,
         now_ms: u64,
     ) -> Turn {
-        match outcome {
-            Outcome::Forward { remove, set } => {
+        match disposition {
+            Disposition::Forward { remove, set } => {
                 self.state = State::Settled { close: None };
                 Turn::new(Step::Forward(Edits { remove, set }), note)
             }
-            Outcome::Reply(reply) => {
+            Disposition::Reply(reply) => {
                 self.state = State::Settled { close: None };
                 Turn::new(Step::Reply(reply), note)
             }
             // Decided again after the identity arrived, and still none.
-            Outcome::AwaitIdentity if matches!(self.state, State::AwaitingIdentity) => {
+            Disposition::AwaitIdentity if matches!(self.state, State::AwaitingIdentity) => {
                 self.unavailable(Note::Unavailable)
             }
-            Outcome::AwaitIdentity => {
+            Disposition::AwaitIdentity => {
                 self.state = State::AwaitingIdentity;
                 Turn::new(
                     Step::AwaitIdentity {

@@ -1,7 +1,7 @@
 //! Inbound: authenticate the caller, authorize the route, tell the app who called.
 
 use super::config::InboundConfig;
-use super::outcome::{LocalReply, Outcome};
+use super::disposition::{Disposition, LocalReply};
 use super::token_cache::TokenCache;
 use super::transaction::TransactionRoutes;
 use super::workload_identity::WorkloadIdentity;
@@ -53,7 +53,7 @@ impl Rejection {
     }
 }
 
-/// The inbound verdict, before it becomes an [`Outcome`].
+/// The inbound verdict, before it becomes an [`Disposition`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InboundVerdict {
     /// A path served without authentication.
@@ -258,7 +258,7 @@ impl Inbound {
     /// What the host does for a verdict. The caller header and credential
     /// headers from the client are always removed; the verified caller is set
     /// only for an allowed caller.
-    pub fn outcome(&self, verdict: &InboundVerdict) -> Outcome {
+    pub fn disposition(&self, verdict: &InboundVerdict) -> Disposition {
         let header = self.config.caller_header.clone();
         let client_supplied = || {
             std::iter::once(header.clone())
@@ -272,7 +272,7 @@ impl Inbound {
                 if self.config.strip_token {
                     remove.push("authorization".into());
                 }
-                Outcome::Forward {
+                Disposition::Forward {
                     remove,
                     set: Vec::new(),
                 }
@@ -282,19 +282,19 @@ impl Inbound {
                 if self.config.strip_token {
                     remove.push("authorization".into());
                 }
-                Outcome::Forward {
+                Disposition::Forward {
                     remove,
                     set: vec![(header, caller.to_string())],
                 }
             }
             // A failing signature backend is no verdict on the token.
             InboundVerdict::Rejected(r) if r.status() == 503 => {
-                Outcome::Reply(LocalReply::unavailable())
+                Disposition::Reply(LocalReply::unavailable())
             }
-            InboundVerdict::Rejected(_) => Outcome::Reply(LocalReply::unauthorized()),
-            InboundVerdict::BadPath => Outcome::Reply(LocalReply::bad_request()),
-            InboundVerdict::Forbidden { .. } => Outcome::Reply(LocalReply::forbidden()),
-            InboundVerdict::AwaitIdentity => Outcome::AwaitIdentity,
+            InboundVerdict::Rejected(_) => Disposition::Reply(LocalReply::unauthorized()),
+            InboundVerdict::BadPath => Disposition::Reply(LocalReply::bad_request()),
+            InboundVerdict::Forbidden { .. } => Disposition::Reply(LocalReply::forbidden()),
+            InboundVerdict::AwaitIdentity => Disposition::AwaitIdentity,
         }
     }
 }

@@ -9,12 +9,12 @@
 pub mod authority;
 pub mod caller_pattern;
 pub mod config;
+pub mod disposition;
 pub mod egress;
 pub mod exchange;
 pub mod inbound;
 pub mod note;
 pub mod outbound;
-pub mod outcome;
 pub mod path_rule;
 pub mod token_cache;
 pub mod transaction;
@@ -22,11 +22,11 @@ pub mod workload_identity;
 
 pub use caller_pattern::CallerPattern;
 pub use config::{ConfigError, CryptoChoice, Direction, FilterConfig};
+pub use disposition::{Disposition, LocalReply};
 pub use exchange::{Exchange, Filter, RequestView, ShimAnswer, ShimCall, Step, Turn, WorkerState};
 pub use inbound::{Inbound, InboundRequest, InboundVerdict, Rejection};
 pub use note::Note;
 pub use outbound::{MintedTokens, Outbound, OutboundRequest, OutboundVerdict};
-pub use outcome::{LocalReply, Outcome};
 pub use path_rule::PathRule;
 pub use token_cache::TokenCache;
 pub use transaction::{TransactionMapping, TransactionPlan, TransactionRoutes};

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::config::{OutboundConfig, Unmapped};
-use super::outcome::{LocalReply, Outcome};
+use super::disposition::{Disposition, LocalReply};
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
 use crate::spiffe_id::SpiffeId;
@@ -123,19 +123,19 @@ impl Outbound {
     }
 
     /// What the host does for a verdict.
-    pub fn outcome(&self, verdict: &OutboundVerdict) -> Outcome {
+    pub fn disposition(&self, verdict: &OutboundVerdict) -> Disposition {
         match verdict {
-            OutboundVerdict::Attach { token, .. } => Outcome::Forward {
+            OutboundVerdict::Attach { token, .. } => Disposition::Forward {
                 remove: Vec::new(),
                 set: vec![("authorization".into(), format!("Bearer {token}"))],
             },
-            OutboundVerdict::PassUnmapped => Outcome::Forward {
+            OutboundVerdict::PassUnmapped => Disposition::Forward {
                 remove: Vec::new(),
                 set: Vec::new(),
             },
-            OutboundVerdict::RejectUnmapped => Outcome::Reply(LocalReply::forbidden()),
-            OutboundVerdict::MintFailed(_) => Outcome::Reply(LocalReply::internal()),
-            OutboundVerdict::AwaitIdentity => Outcome::AwaitIdentity,
+            OutboundVerdict::RejectUnmapped => Disposition::Reply(LocalReply::forbidden()),
+            OutboundVerdict::MintFailed(_) => Disposition::Reply(LocalReply::internal()),
+            OutboundVerdict::AwaitIdentity => Disposition::AwaitIdentity,
         }
     }
 }

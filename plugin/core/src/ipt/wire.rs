@@ -72,7 +72,7 @@ impl fmt::Debug for OpenResponse {
 /// How a transaction's stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Outcome {
+pub enum StreamEnd {
     /// The upstream answered with this status.
     Responded {
         /// HTTP status.
@@ -82,7 +82,7 @@ pub enum Outcome {
     Aborted,
 }
 
-impl Outcome {
+impl StreamEnd {
     /// True for outcomes the ledger records as `fail` (5xx or no response).
     pub fn is_failure(self) -> bool {
         match self {
@@ -97,5 +97,5 @@ impl Outcome {
 #[serde(deny_unknown_fields)]
 pub struct CloseRequest {
     /// How the stream ended.
-    pub outcome: Outcome,
+    pub outcome: StreamEnd,
 }

@@ -1,12 +1,12 @@
-//! What the host must do with a request: forward it with header changes, or
-//! answer it locally.
+//! What a decided request becomes: forwarded with header changes, answered
+//! locally, or held for the identity; and the local replies.
 
 /// `WWW-Authenticate` value of every 401.
 pub const INVALID_TOKEN_CHALLENGE: &str = "Bearer error=\"invalid_token\"";
 
-/// A request's fate.
+/// What a decided request becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Disposition {
     /// Forward upstream after removing, then setting, these headers.
     Forward {
         /// Header names to remove.
