@@ -19,8 +19,8 @@ use ephemera_core::RustCrypto;
 use ephemera_core::SpiffeId;
 use ephemera_core::filter::inbound::bearer_token;
 use ephemera_core::filter::workload_identity::WorkloadIdentity;
-use ephemera_core::grants::{EnforcementOptions, SenderBinding};
 use ephemera_core::ipt::TransactionId;
+use ephemera_core::secrets::grants::{EnforcementOptions, SenderBinding};
 use ephemera_core::secrets::wire::{ResolveRequest, ResolveResponse};
 use ephemera_core::secrets::{
     Gate, GateRequest, Plan, ResolveError, SecretsConfig, secrets_audience,

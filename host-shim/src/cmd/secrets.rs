@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use ephemera_core::SpiffeId;
-use ephemera_core::secret_uri::SecretUri;
 use ephemera_core::secrets::SecretsConfig;
+use ephemera_core::secrets::uri::SecretUri;
 
 use super::Failure;
 

@@ -1,8 +1,7 @@
 //! ephemera's core: SPIFFE IDs, spiffile trust bundles, P-256 keys and
 //! JWT-SVID verification and minting ([`token`]); the filter, whose
 //! [`filter::exchange`] is each request's whole life; transactions
-//! ([`ipt`]); secrets, grants and secret URIs ([`secrets`], [`grants`],
-//! [`secret_uri`]).
+//! ([`ipt`]); secrets, their grants and canonical URIs ([`secrets`]).
 //!
 //! Pure Rust with no I/O: hosts supply the time, the bytes of files and
 //! documents, and optionally a native signature backend ([`Es256`]); the
@@ -17,11 +16,9 @@ pub mod b64;
 pub mod bundle;
 pub mod crypto;
 pub mod filter;
-pub mod grants;
 pub mod ipt;
 pub mod jwk;
 pub mod keys;
-pub mod secret_uri;
 pub mod secrets;
 pub mod spiffe_id;
 pub mod strict_json;

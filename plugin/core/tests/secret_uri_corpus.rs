@@ -2,7 +2,7 @@
 //! error code. `tenant` marks inputs checked against the allowed mounts
 //! `secret` and `kv`.
 
-use ephemera_core::secret_uri::SecretUri;
+use ephemera_core::secrets::uri::SecretUri;
 
 enum Tenant {
     Any,

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::filter::CallerPattern;
-use crate::secret_uri::SecretUri;
+use crate::secrets::uri::SecretUri;
 
 /// A backend kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -4,7 +4,7 @@
 
 use super::config::SecretsConfig;
 use super::resolve::{Plan, ResolveError};
-use crate::grants::{Enforcement, EnforcementOptions, GrantKey, SenderBinding, Use};
+use crate::secrets::grants::{Enforcement, EnforcementOptions, GrantKey, SenderBinding, Use};
 use crate::spiffe_id::SpiffeId;
 
 /// One read, as the gate sees it.
@@ -58,12 +58,12 @@ impl Gate {
         };
         let e = &mut self.enforcement;
         if e.recently_denied(&refusal, r.now_ms) {
-            return Err(crate::grants::GrantError::NegativelyCached.into());
+            return Err(crate::secrets::grants::GrantError::NegativelyCached.into());
         }
         if let Some(jti) = r.jti
             && e.replayed(jti, r.now_ms)
         {
-            return Err(crate::grants::GrantError::Replay.into());
+            return Err(crate::secrets::grants::GrantError::Replay.into());
         }
         let plan = match config.plan(r.name, r.caller) {
             Err(denied @ ResolveError::NotAuthorized { .. }) => {
@@ -74,7 +74,9 @@ impl Gate {
         };
         match &plan.grant {
             Some(g) if !g.purposes.iter().any(|p| p == r.purpose) => {
-                return Err(crate::grants::GrantError::Purpose(r.purpose.to_owned()).into());
+                return Err(
+                    crate::secrets::grants::GrantError::Purpose(r.purpose.to_owned()).into(),
+                );
             }
             Some(g) => {
                 if !e.has_grant(&key, r.now_ms) {
@@ -129,7 +131,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grants::GrantError;
+    use crate::secrets::grants::GrantError;
 
     const CONFIG: &str = r#"{
       "stores": {"files": {"backend": "file", "dir": "/run/secrets", "mount": "creds"}},

@@ -5,7 +5,9 @@
 pub mod audience;
 pub mod config;
 pub mod gate;
+pub mod grants;
 pub mod resolve;
+pub mod uri;
 pub mod wire;
 
 pub use audience::secrets_audience;

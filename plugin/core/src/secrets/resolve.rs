@@ -2,8 +2,8 @@
 //! backend I/O) → store → location.
 
 use super::config::{Backend, GrantPolicy, RefConfig, SecretsConfig};
-use crate::grants::GrantError;
-use crate::secret_uri::SecretUri;
+use crate::secrets::grants::GrantError;
+use crate::secrets::uri::SecretUri;
 use crate::spiffe_id::SpiffeId;
 
 /// Why a secret was not resolved. Distinct cases, never the value.
