@@ -5,6 +5,7 @@ pub mod openbao;
 pub mod sts;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use ephemera_core::ipt::{Action, Resource};
 use serde::Deserialize;
@@ -107,9 +108,64 @@ pub enum BrokerConfig {
     Sts(sts::StsConfig),
 }
 
+/// Why a configured broker cannot be built; each names the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerSetupError {
+    /// The shim's own token file cannot be read.
+    #[error("broker {broker}: cannot read {}: {source}", path.display())]
+    TokenFile {
+        /// The broker.
+        broker: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The shim's own token file is empty.
+    #[error("broker {broker}: {} is empty", path.display())]
+    EmptyToken {
+        /// The broker.
+        broker: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A limit that must be positive is zero.
+    #[error("broker {broker}: ttl_secs and num_uses must be positive")]
+    ZeroLimit {
+        /// The broker.
+        broker: String,
+    },
+    /// An STS session shorter than STS allows.
+    #[error("broker {broker}: duration_secs {duration_secs} is below STS's minimum of {minimum}")]
+    ShortSession {
+        /// The broker.
+        broker: String,
+        /// As configured.
+        duration_secs: u64,
+        /// STS's minimum.
+        minimum: u64,
+    },
+    /// A credential the broker signs with is not in the environment.
+    #[error("broker {broker}: {variable} is not set")]
+    MissingCredential {
+        /// The broker.
+        broker: String,
+        /// The environment variable.
+        variable: &'static str,
+    },
+    /// The provider's HTTP client.
+    #[error("broker {broker}: {source}")]
+    Client {
+        /// The broker.
+        broker: String,
+        /// Why.
+        source: crate::provider_http::ClientError,
+    },
+}
+
 impl Broker {
     /// Builds a broker named `name` from its configuration.
-    pub fn new(name: &str, config: BrokerConfig) -> Result<Self, String> {
+    pub fn new(name: &str, config: BrokerConfig) -> Result<Self, BrokerSetupError> {
         match config {
             BrokerConfig::OpenBao(c) => openbao::OpenBaoBroker::new(name, c).map(Self::OpenBao),
             BrokerConfig::Sts(c) => sts::StsBroker::new(name, c).map(Self::Sts),

@@ -10,7 +10,7 @@ use ephemera_core::ipt::{Action, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{BrokerError, Issued, Revocation};
+use super::{BrokerError, BrokerSetupError, Issued, Revocation};
 use crate::clock::unix_now;
 use crate::provider_http;
 use crate::sensitive::Sensitive;
@@ -94,31 +94,34 @@ pub fn policy_document(resource: &Resource, action: &Action) -> Option<String> {
 
 impl OpenBaoBroker {
     /// Builds the broker, reading the shim's token file.
-    pub fn new(name: &str, config: OpenBaoConfig) -> Result<Self, String> {
-        let token = std::fs::read_to_string(&config.token_file).map_err(|e| {
-            format!(
-                "broker {name}: cannot read {}: {e}",
-                config.token_file.display()
-            )
+    pub fn new(name: &str, config: OpenBaoConfig) -> Result<Self, BrokerSetupError> {
+        let broker = || name.to_owned();
+        let token = std::fs::read_to_string(&config.token_file).map_err(|source| {
+            BrokerSetupError::TokenFile {
+                broker: broker(),
+                path: config.token_file.clone(),
+                source,
+            }
         })?;
         let token = token.trim();
         if token.is_empty() {
-            return Err(format!(
-                "broker {name}: {} is empty",
-                config.token_file.display()
-            ));
+            return Err(BrokerSetupError::EmptyToken {
+                broker: broker(),
+                path: config.token_file.clone(),
+            });
         }
         if config.ttl_secs == 0 || config.num_uses == 0 {
-            return Err(format!(
-                "broker {name}: ttl_secs and num_uses must be positive"
-            ));
+            return Err(BrokerSetupError::ZeroLimit { broker: broker() });
         }
         let http = provider_http::client(
             &config.address,
             config.ca_file.as_deref(),
             Duration::from_millis(config.timeout_ms),
         )
-        .map_err(|e| format!("broker {name}: {e}"))?;
+        .map_err(|source| BrokerSetupError::Client {
+            broker: broker(),
+            source,
+        })?;
         Ok(Self {
             name: name.to_owned(),
             token: Sensitive::new(token),

@@ -12,7 +12,7 @@ use aws_sigv4::sign::v4;
 use ephemera_core::ipt::{Action, Resource};
 use serde::Deserialize;
 
-use super::{BrokerError, Issued, Revocation};
+use super::{BrokerError, BrokerSetupError, Issued, Revocation};
 use crate::clock::unix_now;
 use crate::provider_http;
 use crate::sensitive::Sensitive;
@@ -119,24 +119,33 @@ fn xml_text(xml: &str, tag: &str) -> Option<String> {
 
 impl StsBroker {
     /// Builds the broker; a duration under 900 s is a configuration error.
-    pub fn new(name: &str, config: StsConfig) -> Result<Self, String> {
+    pub fn new(name: &str, config: StsConfig) -> Result<Self, BrokerSetupError> {
+        let broker = || name.to_owned();
         if config.duration_secs < MIN_DURATION_SECS {
-            return Err(format!(
-                "broker {name}: duration_secs {} is below STS's minimum of {MIN_DURATION_SECS}",
-                config.duration_secs
-            ));
+            return Err(BrokerSetupError::ShortSession {
+                broker: broker(),
+                duration_secs: config.duration_secs,
+                minimum: MIN_DURATION_SECS,
+            });
         }
         let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-        let access_key_id = var("AWS_ACCESS_KEY_ID")
-            .ok_or_else(|| format!("broker {name}: AWS_ACCESS_KEY_ID is not set"))?;
-        let secret = var("AWS_SECRET_ACCESS_KEY")
-            .ok_or_else(|| format!("broker {name}: AWS_SECRET_ACCESS_KEY is not set"))?;
+        let required = |variable: &'static str| {
+            var(variable).ok_or_else(|| BrokerSetupError::MissingCredential {
+                broker: broker(),
+                variable,
+            })
+        };
+        let access_key_id = required("AWS_ACCESS_KEY_ID")?;
+        let secret = required("AWS_SECRET_ACCESS_KEY")?;
         let http = provider_http::client(
             &config.endpoint,
             config.ca_file.as_deref(),
             Duration::from_millis(config.timeout_ms),
         )
-        .map_err(|e| format!("broker {name}: {e}"))?;
+        .map_err(|source| BrokerSetupError::Client {
+            broker: broker(),
+            source,
+        })?;
         Ok(Self {
             name: name.to_owned(),
             config,
@@ -318,7 +327,7 @@ mod tests {
             timeout_ms: 100,
             ca_file: None,
         };
-        let err = StsBroker::new("aws", config).unwrap_err();
+        let err = StsBroker::new("aws", config).unwrap_err().to_string();
         assert!(err.contains("below STS's minimum of 900"), "{err}");
     }
 

@@ -135,7 +135,10 @@ impl Transactions {
     ) -> Result<Self, String> {
         let mut brokers = HashMap::new();
         for (name, c) in config.brokers {
-            brokers.insert(name.clone(), Broker::new(&name, c)?);
+            brokers.insert(
+                name.clone(),
+                Broker::new(&name, c).map_err(|e| e.to_string())?,
+            );
         }
         let hmac = match &config.ledger.hmac_key_file {
             None => None,
