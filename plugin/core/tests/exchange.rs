@@ -144,6 +144,19 @@ fn body(call: &ShimCall) -> Value {
     serde_json::from_slice(&call.body()).unwrap()
 }
 
+/// A request on a transaction route, held for its open: the world, the
+/// exchange and the transaction id it asked the shim for.
+fn open_in_flight() -> (World, Exchange, String) {
+    let mut w = World::new(IPT, false);
+    let mut exchange = Exchange::new();
+    let turn = w.request(&mut exchange, &w.get("/secrets/db"));
+    let id = body(call(&turn).1)["transaction_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (w, exchange, id)
+}
+
 fn status(turn: &Turn) -> u16 {
     match &turn.step {
         Step::Reply(reply) => reply.status,
@@ -202,13 +215,7 @@ fn a_transaction_is_opened_before_forwarding_and_closed_with_the_upstream_status
 
 #[test]
 fn a_stream_that_ends_while_its_open_is_in_flight_closes_it_and_ignores_the_late_answer() {
-    let mut w = World::new(IPT, false);
-    let mut exchange = Exchange::new();
-    let turn = w.request(&mut exchange, &w.get("/secrets/db"));
-    let id = body(call(&turn).1)["transaction_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (mut w, mut exchange, id) = open_in_flight();
     let close = exchange.on_end().expect("the open may complete: close it");
     assert_eq!(close.path(), format!("/v1/transactions/{id}/close"));
     assert_eq!(body(&close), json!({"outcome": {"kind": "aborted"}}));
@@ -264,13 +271,7 @@ fn an_open_that_may_have_happened_is_refused_and_closed_and_a_refused_one_is_not
 
 #[test]
 fn a_credential_without_the_routes_fields_never_reaches_the_app() {
-    let mut w = World::new(IPT, false);
-    let mut exchange = Exchange::new();
-    let turn = w.request(&mut exchange, &w.get("/secrets/db"));
-    let id = body(call(&turn).1)["transaction_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (mut w, mut exchange, id) = open_in_flight();
     let mut incomplete = opened(&id);
     incomplete["credential"] = json!({"other": "x"});
     let turn = w.answer(&mut exchange, Some(200), &incomplete).unwrap();
@@ -434,13 +435,7 @@ fn typed_answers_of_a_host_that_speaks_the_api_count_as_their_http_twins() {
         (Some(ShimAnswer::Failed(None)), 503, true),
         (Some(ShimAnswer::Failed(Some(502))), 503, true),
     ] {
-        let mut w = World::new(IPT, false);
-        let mut exchange = Exchange::new();
-        let turn = w.request(&mut exchange, &w.get("/secrets/db"));
-        let id = body(call(&turn).1)["transaction_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (mut w, mut exchange, id) = open_in_flight();
         let answer = answer.unwrap_or_else(|| typed(&id));
         let turn = exchange
             .on_shim_answer(&w.filter, &mut w.worker, answer, NOW_MS)

@@ -200,8 +200,10 @@ impl HttpContext for Stream {
         if let Ok(mut held) = self.worker.held.try_borrow_mut() {
             held.closes.extend(close);
             // A call the root relayed for this stream is cancelled with it.
-            let this = Rc::as_ptr(&self.cell);
-            held.relayed.retain(|_, cell| cell.as_ptr() != this);
+            if !held.relayed.is_empty() {
+                let this = Rc::as_ptr(&self.cell);
+                held.relayed.retain(|_, cell| cell.as_ptr() != this);
+            }
         }
     }
 }
