@@ -1,18 +1,18 @@
 //! ephemera's host shim: the operator CLI and the services the filter calls.
+//! Its modules follow its API: `identity` (`/v1/identity`), `transactions`
+//! (`/v1/transactions`), `secrets` (`/v1/secrets/resolve`), with the
+//! `brokers`, `ledger` and `provider` connections behind them, `serve` (the
+//! listeners), `sidecar` (Envoy beside the shim) and `cmd` (the CLI).
 
 pub mod atomic_file;
-pub mod broker;
+pub mod brokers;
 pub mod clock;
 pub mod cmd;
-pub mod identity_files;
-pub mod identity_source;
-pub mod ipt;
+pub mod identity;
 pub mod ledger;
-pub mod provider_http;
-pub mod provision;
-pub mod secret_store;
-pub mod secrets_api;
+pub mod provider;
+pub mod secrets;
 pub mod sensitive;
 pub mod serve;
 pub mod sidecar;
-pub mod watch;
+pub mod transactions;

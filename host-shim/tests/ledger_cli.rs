@@ -7,7 +7,7 @@ use common::ephemera;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use ephemera_shim::ledger::{Event, FileLedger, LedgerKey, LedgerRecord, TransactionEvent};
+use ephemera_shim::ledger::{Entry, Event, FileLedger, LedgerKey, LedgerRecord, TransactionEvent};
 
 /// A ledger of `n` records written by a shim holding the key `ledger
 /// keygen` made: (dir, ledger, public key).
@@ -56,7 +56,7 @@ fn rechain(records: &mut [LedgerRecord], from: usize) {
             records[i - 1].hash.clone()
         };
         let r = &records[i];
-        records[i] = LedgerRecord::seal(r.seq, r.at_ms, &prev, r.event.clone());
+        records[i] = LedgerRecord::seal(r.seq, r.at_ms, &prev, r.entry.clone());
     }
 }
 
@@ -109,7 +109,10 @@ fn without_the_writers_key_no_record_is_altered_removed_or_added_unnoticed() {
     // A caller changed and the chain recomputed: the chain alone says ok,
     // the signatures do not.
     let mut altered = honest.clone();
-    altered[2].event.caller = Some("spiffe://example.org/someone-else".into());
+    let Entry::Transaction(event) = &mut altered[2].entry else {
+        panic!("a transaction's record");
+    };
+    event.caller = Some("spiffe://example.org/someone-else".into());
     rechain(&mut altered, 2);
     write(&path, &altered);
     let (code, out, _) = ephemera(&["ledger", "verify", &p]);

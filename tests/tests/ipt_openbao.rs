@@ -596,3 +596,55 @@ fn a_ledger_cut_back_at_a_batch_boundary_fails_verify_against_its_checkpoint() {
         cut.stderr
     );
 }
+
+#[test]
+fn a_token_an_agent_rotates_is_used_at_once_without_a_restart() {
+    let (dir, root, bao) = setup();
+    let shim = shim(dir.path(), &root, &bao, 60);
+    let caller = root.mint("orders", BILLING, &[]);
+    let (status, opened) = open(&shim, &txid(1), &caller, "secret/data/orders/a");
+    assert_eq!(status, 200, "{opened}");
+
+    // As Vault Agent does: a new token written beside the file and renamed
+    // over it; then the old one revoked.
+    let created = bao
+        .root(
+            "POST",
+            "auth/token/create",
+            r#"{"policies":["ephemera-shim"],"no_default_policy":true,"ttl":"1h"}"#,
+        )
+        .ok()
+        .json();
+    let next = created["auth"]["client_token"].as_str().unwrap();
+    let staged = dir.path().join("shim-token.new");
+    std::fs::write(&staged, next).unwrap();
+    std::fs::rename(&staged, &bao.shim_token_file).unwrap();
+    bao.root(
+        "POST",
+        "auth/token/revoke",
+        &json!({ "token": bao.shim_token }).to_string(),
+    )
+    .ok();
+
+    // The open made under the old token closes under the new one.
+    assert_eq!(
+        close(&shim, &txid(1), json!({"kind": "responded", "status": 200})),
+        204
+    );
+    let caller = root.mint("orders", BILLING, &[]);
+    let (status, opened) = open(&shim, &txid(2), &caller, "secret/data/orders/b");
+    assert_eq!(status, 200, "the rotated token issues: {opened}");
+    let token = opened["credential"]["token"].as_str().unwrap();
+    assert_eq!(
+        bao.with_token(token, "GET", "secret/data/orders/b", "")
+            .0
+            .status,
+        200
+    );
+    let events: Vec<String> = ledger_events(&shim)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(events, ["open", "close", "open"]);
+    drop(shim.proc);
+}

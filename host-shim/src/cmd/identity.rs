@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::Failure;
-use crate::provision::Root;
+use crate::identity::provision::Root;
 
 /// Identity provisioning commands.
 #[derive(Debug, Subcommand)]

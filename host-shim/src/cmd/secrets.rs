@@ -166,10 +166,10 @@ impl SecretsCommand {
                 let c = load(&config)?;
                 let runtime = super::runtime()?;
                 let (value, _) = runtime.block_on(async {
-                    let audit = crate::secrets_api::Audit::open(&c, insecure_unkeyed_ledger)
+                    let audit = crate::secrets::Audit::open(&c, insecure_unkeyed_ledger)
                         .map_err(Failure::config)?;
                     let resolved =
-                        crate::secrets_api::resolve_audited(&c, audit.as_ref(), &name, &caller)
+                        crate::secrets::resolve_audited(&c, audit.as_ref(), &name, &caller)
                             .await
                             .map_err(Failure::rejected);
                     if let Some(audit) = &audit {

@@ -8,14 +8,14 @@ use clap::Args;
 use ephemera_core::filter::workload_identity::BundleFormatName;
 
 use super::Failure;
-use crate::identity_files::IdentityPaths;
-use crate::identity_source::IdentitySource;
-use crate::ipt::{IptConfig, Transactions};
+use crate::identity::IdentitySource;
+use crate::identity::files::IdentityPaths;
+use crate::identity::{self, watch};
 use crate::ledger::signing::configured_key;
 use crate::ledger::{Checkpointer, FileLedger, LedgerError};
-use crate::secrets_api::{Callers, SecretsService};
+use crate::secrets::{self, Callers, SecretsService};
 use crate::serve::{self, Access, Listen, StartSecret, UnixPeers};
-use crate::watch;
+use crate::transactions::{IptConfig, SetupError, Transactions};
 
 /// The default Envoy listener: a socket in a directory only the shim's
 /// (and Envoy's) user can enter.
@@ -134,7 +134,7 @@ impl ServeArgs {
     /// secrets when configured (the reaper starts with transactions). Must
     /// run inside the runtime.
     pub fn routers(&self, source: Arc<IdentitySource>) -> Result<Routers, Failure> {
-        let mut envoy = serve::router(source.clone());
+        let mut envoy = identity::api::router(source.clone());
         let mut app = None;
         let mut on_shutdown = Shutdown::default();
         if let Some(path) = &self.secrets_config {
@@ -143,8 +143,11 @@ impl ServeArgs {
                 .map_err(Failure::config)?;
             let service = Arc::new(service);
             on_shutdown.secrets = Some(service.clone());
-            envoy = envoy.merge(service.clone().routes(Callers::Workload));
-            app = Some(serve::health(source.clone()).merge(service.routes(Callers::Bearer)));
+            envoy = envoy.merge(secrets::api::routes(service.clone(), Callers::Workload));
+            app = Some(
+                identity::api::health(source.clone())
+                    .merge(secrets::api::routes(service, Callers::Bearer)),
+            );
         }
         if self.app_listen.is_some() && app.is_none() {
             return Err(Failure::config(
@@ -177,7 +180,7 @@ impl ServeArgs {
         if let Err(e @ LedgerError::InUse(_)) = &opened {
             return Err(Failure::config(e));
         }
-        let service = opened.map_err(|e| e.to_string()).and_then(|opened| {
+        let service = opened.map_err(SetupError::from).and_then(|opened| {
             if let Some((checkpoint, key)) = checkpoint {
                 on_shutdown.transactions =
                     Some(Checkpointer::start(opened.0.clone(), key, &checkpoint)?);
@@ -188,12 +191,12 @@ impl ServeArgs {
             Ok(service) => {
                 let service = Arc::new(service);
                 tokio::spawn(service.clone().run_reaper());
-                envoy.merge(crate::ipt::api::routes(service))
+                envoy.merge(crate::transactions::api::routes(service))
             }
             // The identity service stays up; transactions fail closed.
             Err(e) => {
                 tracing::error!("transactions unavailable: {e}");
-                envoy.merge(crate::ipt::api::unavailable(e))
+                envoy.merge(crate::transactions::api::unavailable(e.to_string()))
             }
         };
         Ok(Routers {

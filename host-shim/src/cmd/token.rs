@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::Failure;
 use crate::clock::unix_now;
-use crate::identity_files::{IdentityPaths, read_bundle, read_id, read_key};
+use crate::identity::files::{IdentityPaths, read_bundle, read_id, read_key};
 
 /// Token commands. Identity comes from the spiffile environment variables.
 #[derive(Debug, Subcommand)]

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use super::file::{DurableHead, FileLedger};
 use super::signing::{LedgerKey, LedgerVerifier, Signed};
 use crate::clock::unix_now;
-use crate::provider_http;
-use crate::sensitive::Sensitive;
+use crate::provider::http::{ClientError, describe};
+use crate::provider::openbao::{OpenBao, TokenFile, TokenFileError};
 
 /// The writer's signed statement that its ledger held `seq` records ending
 /// in `head` at `time` (Unix seconds).
@@ -130,47 +130,65 @@ pub enum StoreError {
     },
 }
 
+/// Why checkpointing cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointSetupError {
+    /// `interval_secs` is zero.
+    #[error("checkpoint interval_secs must be positive")]
+    ZeroInterval,
+    /// The token file gives no token.
+    #[error("checkpoint: {0}")]
+    Token(#[from] TokenFileError),
+    /// The store's client cannot be built.
+    #[error("checkpoint: {0}")]
+    Client(#[from] ClientError),
+}
+
+/// How long a checkpoint write may take.
+const TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A create-only OpenBao/Vault KV v2 folder of checkpoints.
 pub struct CheckpointStore {
-    base: String,
-    token: Sensitive,
-    http: reqwest::Client,
+    folder: String,
+    token: Arc<TokenFile>,
+    server: Arc<OpenBao>,
 }
 
 impl CheckpointStore {
-    /// A store for `config`, reading its token file.
-    pub fn new(config: &CheckpointConfig) -> Result<Self, String> {
-        let token = std::fs::read_to_string(&config.token_file)
-            .map_err(|e| format!("checkpoint token_file {}: {e}", config.token_file))?;
-        let http = provider_http::client(
+    /// A store for `config`; its token file must hold a token now.
+    pub fn new(config: &CheckpointConfig) -> Result<Self, CheckpointSetupError> {
+        let token = TokenFile::shared(std::path::Path::new(&config.token_file));
+        token.token()?;
+        let server = OpenBao::shared(
             &config.address,
             config.ca_file.as_deref().map(std::path::Path::new),
-            Duration::from_secs(3),
-        )
-        .map_err(|e| format!("checkpoint: {e}"))?;
+        )?;
         Ok(Self {
-            base: format!(
-                "{}/v1/{}/data/{}",
-                config.address.trim_end_matches('/'),
+            folder: format!(
+                "{}/data/{}",
                 config.mount.trim_matches('/'),
                 config.path.trim_matches('/')
             ),
-            token: Sensitive::new(token.trim()),
-            http,
+            token,
+            server,
         })
     }
 
     /// Adds `checkpoint` as a new key `<seq>` (zero-padded, so keys sort by
     /// seq), only if no key of that name exists (`cas: 0`).
     pub async fn put(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let token = self
+            .token
+            .token()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let path = format!("{}/{:020}", self.folder, checkpoint.seq);
         let response = self
-            .http
-            .post(format!("{}/{:020}", self.base, checkpoint.seq))
-            .header("X-Vault-Token", self.token.expose())
+            .server
+            .request(reqwest::Method::POST, &path, &token, TIMEOUT)
             .json(&json!({ "options": { "cas": 0 }, "data": checkpoint }))
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(provider_http::describe(&e)))?;
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -202,9 +220,9 @@ impl Checkpointer {
         ledger: FileLedger,
         key: LedgerKey,
         config: &CheckpointConfig,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, CheckpointSetupError> {
         if config.interval_secs == 0 {
-            return Err("checkpoint interval_secs must be positive".into());
+            return Err(CheckpointSetupError::ZeroInterval);
         }
         let store = CheckpointStore::new(config)?;
         let done = ledger.durable_head().seq;

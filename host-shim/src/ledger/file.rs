@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use super::chain::{ChainError, ChainHead, check_line};
-use super::record::{LedgerRecord, TransactionEvent};
+use super::record::{Entry, LedgerRecord};
 use super::signing::LedgerKey;
 
 /// Most records written in one batch.
@@ -60,7 +60,7 @@ pub struct Recovery {
 }
 
 struct Append {
-    event: TransactionEvent,
+    entry: Entry,
     reply: tokio::sync::oneshot::Sender<Result<LedgerRecord, LedgerError>>,
 }
 
@@ -209,11 +209,12 @@ impl FileLedger {
         ))
     }
 
-    /// Appends an event; resolves once it is durable.
-    pub async fn append(&self, event: TransactionEvent) -> Result<LedgerRecord, LedgerError> {
+    /// Appends an entry; resolves once it is durable.
+    pub async fn append(&self, entry: impl Into<Entry>) -> Result<LedgerRecord, LedgerError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let entry = entry.into();
         self.tx
-            .send(Append { event, reply })
+            .send(Append { entry, reply })
             .map_err(|_| LedgerError::Closed(self.path.clone()))?;
         answer
             .await
@@ -221,10 +222,11 @@ impl FileLedger {
     }
 
     /// Appends from a thread outside any async runtime.
-    pub fn append_blocking(&self, event: TransactionEvent) -> Result<LedgerRecord, LedgerError> {
+    pub fn append_blocking(&self, entry: impl Into<Entry>) -> Result<LedgerRecord, LedgerError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let entry = entry.into();
         self.tx
-            .send(Append { event, reply })
+            .send(Append { entry, reply })
             .map_err(|_| LedgerError::Closed(self.path.clone()))?;
         answer
             .blocking_recv()
@@ -287,7 +289,7 @@ impl Writer {
         let last = batch.len().saturating_sub(1);
         for (i, a) in batch.into_iter().enumerate() {
             let mut record =
-                LedgerRecord::seal(head.records + 1, at_ms, &head.hash, a.event.clone());
+                LedgerRecord::seal(head.records + 1, at_ms, &head.hash, a.entry.clone());
             if i == last {
                 record.sig = self.key.as_ref().map(|k| k.sign(&record.hash));
             }
@@ -346,7 +348,7 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::ledger::chain::verify_lines;
-    use crate::ledger::record::Event;
+    use crate::ledger::record::{Event, TransactionEvent};
 
     /// Opens again once the previous writer thread has let go of the file
     /// (it does so when its last handle is dropped).

@@ -1,7 +1,7 @@
-//! The audit ledger: append-only JSON lines, one record per transaction event,
-//! each carrying the SHA-256 of its predecessor (a hash chain), written
-//! durably with group commit, the last record of every batch signed with
-//! the writer's Ed25519 key. The local file is the embedded default.
+//! The audit ledger: append-only JSON lines, one record per transaction
+//! event or secret read, each carrying the SHA-256 of its predecessor (a
+//! hash chain), written durably with group commit, the last record of every
+//! batch signed with the writer's Ed25519 key. The local file is the embedded default.
 
 pub mod canonical;
 pub mod chain;
@@ -14,6 +14,6 @@ pub mod signing;
 pub use chain::{ChainError, verify_lines};
 pub use checkpoint::{Checkpoint, CheckpointError, Checkpointer};
 pub use file::{DurableHead, FileLedger, LedgerError};
-pub use record::{Event, LedgerRecord, Status, TransactionEvent};
+pub use record::{Entry, Event, LedgerRecord, SecretRead, Status, TransactionEvent};
 pub use reference::HmacKey;
 pub use signing::{KeyError, LedgerKey, LedgerVerifier};

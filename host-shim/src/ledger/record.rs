@@ -1,4 +1,4 @@
-//! Ledger records: one per transaction event.
+//! Ledger records: one per transaction event or secret read.
 
 use std::collections::BTreeMap;
 
@@ -124,6 +124,58 @@ impl TransactionEvent {
     }
 }
 
+/// One secret read (`POST /v1/secrets/resolve`, `ephemera secrets get`):
+/// `allow`, `deny` or `error`. Never holds the value; the secret is named
+/// only by an HMAC reference in `refs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRead {
+    /// `allow`, `deny` or `error`.
+    pub event: Event,
+    /// This read (128 random bits, hex), so its record can be cited.
+    pub read_id: String,
+    /// The verified caller's SPIFFE ID.
+    pub caller: String,
+    /// Why it was not released (never secret material).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// HMAC references to sensitive identifiers, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refs: BTreeMap<String, String>,
+}
+
+/// What a record is about: a transaction (`transaction_id`) or a secret
+/// read (`read_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Entry {
+    /// An IPT transaction's event.
+    Transaction(TransactionEvent),
+    /// A secret read.
+    SecretRead(SecretRead),
+}
+
+impl Entry {
+    /// The event.
+    pub fn event(&self) -> Event {
+        match self {
+            Self::Transaction(e) => e.event,
+            Self::SecretRead(r) => r.event,
+        }
+    }
+}
+
+impl From<TransactionEvent> for Entry {
+    fn from(event: TransactionEvent) -> Self {
+        Self::Transaction(event)
+    }
+}
+
+impl From<SecretRead> for Entry {
+    fn from(read: SecretRead) -> Self {
+        Self::SecretRead(read)
+    }
+}
+
 /// A record as stored: the event, its place in the chain, and the hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerRecord {
@@ -133,9 +185,9 @@ pub struct LedgerRecord {
     pub at_ms: u64,
     /// The transaction's status after this event.
     pub status: Status,
-    /// The event.
+    /// What happened.
     #[serde(flatten)]
-    pub event: TransactionEvent,
+    pub entry: Entry,
     /// `hash` of the previous record ([`GENESIS_HASH`] for the first).
     pub prev_hash: String,
     /// SHA-256 (hex) of this record's canonical JSON without `hash` and `sig`.
@@ -148,12 +200,13 @@ pub struct LedgerRecord {
 
 impl LedgerRecord {
     /// Builds the record following `prev_hash` and seals it.
-    pub fn seal(seq: u64, at_ms: u64, prev_hash: &str, event: TransactionEvent) -> Self {
+    pub fn seal(seq: u64, at_ms: u64, prev_hash: &str, entry: impl Into<Entry>) -> Self {
+        let entry = entry.into();
         let mut record = Self {
             seq,
             at_ms,
-            status: event.event.status(),
-            event,
+            status: entry.event().status(),
+            entry,
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
             sig: None,

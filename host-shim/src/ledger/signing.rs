@@ -166,17 +166,31 @@ impl LedgerVerifier {
     }
 }
 
+/// Why a configured ledger has no usable signing key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySetupError {
+    /// The key file is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// No key file is configured and an unkeyed ledger was not asked for.
+    #[error(
+        "ledger {}: no signing_key_file; without it whoever can write the file can rewrite it \
+         unnoticed. Create one with `ephemera ledger keygen KEY PUB` (outside the ledger's \
+         directory), or pass --insecure-unkeyed-ledger",
+        .0.display()
+    )]
+    Missing(PathBuf),
+}
+
 /// The signing key of a configured ledger, from `key_file`; without one,
 /// `None` only when an unkeyed ledger was asked for.
 pub fn configured_key(
     ledger: &Path,
     key_file: Option<&Path>,
     unkeyed: bool,
-) -> Result<Option<LedgerKey>, String> {
+) -> Result<Option<LedgerKey>, KeySetupError> {
     match key_file {
-        Some(file) => LedgerKey::load(file, ledger)
-            .map(Some)
-            .map_err(|e| e.to_string()),
+        Some(file) => Ok(Some(LedgerKey::load(file, ledger)?)),
         None if unkeyed => {
             tracing::warn!(
                 "ledger {}: unkeyed (--insecure-unkeyed-ledger): whoever can write the file can \
@@ -185,12 +199,7 @@ pub fn configured_key(
             );
             Ok(None)
         }
-        None => Err(format!(
-            "ledger {}: no signing_key_file; without it whoever can write the file can rewrite \
-             it unnoticed. Create one with `ephemera ledger keygen KEY PUB` (outside the \
-             ledger's directory), or pass --insecure-unkeyed-ledger",
-            ledger.display()
-        )),
+        None => Err(KeySetupError::Missing(ledger.to_path_buf())),
     }
 }
 

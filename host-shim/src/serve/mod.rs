@@ -11,7 +11,9 @@
 //! - the **app listener** (optional): `POST /v1/secrets/resolve` for a
 //!   caller presenting its own JWT-SVID, and `GET /healthz`.
 //!
-//! Every request passes [`access::guard`] first.
+//! Every request passes [`access::guard`] first. The routes live with the
+//! services they serve: [`crate::identity::api`],
+//! [`crate::transactions::api`], [`crate::secrets::api`].
 
 pub mod access;
 pub mod listen;
@@ -19,81 +21,11 @@ pub mod peer;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
-use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
 
 pub use access::{Access, StartSecret};
 pub use listen::{Listen, ListenError};
-
-use crate::identity_source::IdentitySource;
-
-/// The Envoy listener's identity routes.
-pub fn router(source: Arc<IdentitySource>) -> Router {
-    Router::new()
-        .route("/v1/identity", get(identity))
-        .route("/healthz", get(healthz))
-        .route("/v1/status", get(status))
-        .with_state(source)
-}
-
-/// `GET /healthz` alone (the app listener's).
-pub fn health(source: Arc<IdentitySource>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .with_state(source)
-}
-
-async fn identity(State(source): State<Arc<IdentitySource>>, headers: HeaderMap) -> Response {
-    let Some(served) = source.served() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no identity loaded\n").into_response();
-    };
-    let etag = format!("\"{}\"", served.version);
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
-    if matches {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
-    }
-    (
-        StatusCode::OK,
-        [
-            (header::ETAG, etag),
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        served.document.as_ref().clone(),
-    )
-        .into_response()
-}
-
-async fn healthz(State(source): State<Arc<IdentitySource>>) -> StatusCode {
-    if source.served().is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
-}
-
-async fn status(State(source): State<Arc<IdentitySource>>) -> Response {
-    let served = source.served();
-    axum::Json(json!({
-        "version": served.as_ref().map(|s| s.version.clone()),
-        "generation": served.as_ref().map(|s| s.generation),
-        "reload_failures": source.reload_failures(),
-    }))
-    .into_response()
-}
 
 /// Why a listener could not be bound.
 #[derive(Debug, thiserror::Error)]

@@ -12,9 +12,9 @@ use ephemera_core::filter::workload_identity::BundleFormatName;
 use ephemera_core::ipt::wire::{CloseRequest, OpenRequest, OpenResponse};
 use ephemera_core::token::{Minter, TokenVerifier, VerifyOptions};
 use ephemera_core::{PrivateKey, RustCrypto, SpiffeId};
-use ephemera_shim::identity_files::IdentityPaths;
-use ephemera_shim::identity_source::IdentitySource;
-use ephemera_shim::provision::Root;
+use ephemera_shim::identity::files::IdentityPaths;
+use ephemera_shim::identity::provision::Root;
+use ephemera_shim::identity::source::IdentitySource;
 use serde::Deserialize;
 
 use super::abi::Headers;

@@ -10,7 +10,7 @@ use ephemera_core::filter::workload_identity::BundleFormatName;
 use ephemera_core::filter::{IdentityDocument, WorkloadIdentity};
 use sha2::{Digest, Sha256};
 
-use crate::identity_files::{IdentityError, IdentityPaths, read_id};
+use crate::identity::files::{IdentityError, IdentityPaths, read_id};
 
 /// The identity currently served.
 #[derive(Debug, Clone)]

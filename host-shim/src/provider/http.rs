@@ -26,11 +26,12 @@ pub enum ClientError {
     Build(String),
 }
 
-/// A client for `address`; with `ca_file`, only its certificates are trusted.
+/// A client for `address`; with `ca_file`, only its certificates are
+/// trusted; with `timeout`, every request is given up after it.
 pub fn client(
     address: &str,
     ca_file: Option<&Path>,
-    timeout: Duration,
+    timeout: Option<Duration>,
 ) -> Result<reqwest::Client, ClientError> {
     let tls = if address.starts_with("https://") {
         true
@@ -40,7 +41,6 @@ pub fn client(
         return Err(ClientError::Scheme(address.to_owned()));
     };
     let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .https_only(tls);
     if let Some(path) = ca_file {
@@ -53,6 +53,9 @@ pub fn client(
             .filter(|certs| !certs.is_empty())
             .ok_or_else(|| ClientError::CaFormat(path.to_owned()))?;
         builder = builder.tls_certs_only(certs);
+    }
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
     }
     builder
         .build()
@@ -89,11 +92,11 @@ mod tests {
     fn a_ca_file_is_refused_for_plain_http_and_unknown_schemes_are_refused() {
         let ca = tempfile::NamedTempFile::new().unwrap();
         assert!(matches!(
-            client("http://x", Some(ca.path()), Duration::from_secs(1)),
+            client("http://x", Some(ca.path()), Some(Duration::from_secs(1))),
             Err(ClientError::CaWithoutTls)
         ));
         assert!(matches!(
-            client("ftp://x", None, Duration::from_secs(1)),
+            client("ftp://x", None, Some(Duration::from_secs(1))),
             Err(ClientError::Scheme(_))
         ));
     }
@@ -102,7 +105,7 @@ mod tests {
     fn a_ca_file_without_a_certificate_is_a_clear_error() {
         let ca = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(ca.path(), "not a certificate").unwrap();
-        let error = client("https://x", Some(ca.path()), Duration::from_secs(1)).unwrap_err();
+        let error = client("https://x", Some(ca.path()), Some(Duration::from_secs(1))).unwrap_err();
         assert!(matches!(error, ClientError::CaFormat(_)), "{error}");
     }
 }

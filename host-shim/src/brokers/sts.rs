@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{BrokerError, BrokerSetupError, Issued, Revocation};
 use crate::clock::unix_now;
-use crate::provider_http;
+use crate::provider::http::{client, describe};
 use crate::sensitive::Sensitive;
 
 /// The shortest session STS grants.
@@ -137,10 +137,10 @@ impl StsBroker {
         };
         let access_key_id = required("AWS_ACCESS_KEY_ID")?;
         let secret = required("AWS_SECRET_ACCESS_KEY")?;
-        let http = provider_http::client(
+        let http = client(
             &config.endpoint,
             config.ca_file.as_deref(),
-            Duration::from_millis(config.timeout_ms),
+            Some(Duration::from_millis(config.timeout_ms)),
         )
         .map_err(|source| BrokerSetupError::Client {
             broker: broker(),
@@ -239,10 +239,7 @@ impl StsBroker {
             }
         }
         let issued_at = unix_now();
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.fail(provider_http::describe(&e)))?;
+        let response = request.send().await.map_err(|e| self.fail(describe(&e)))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {

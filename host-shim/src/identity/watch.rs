@@ -9,7 +9,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use crate::identity_source::{IdentitySource, Reload};
+use crate::identity::source::{IdentitySource, Reload};
 
 /// How long to wait after an event for the rest of a multi-file update.
 const SETTLE: Duration = Duration::from_millis(15);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::policy::Rule;
-use crate::broker::BrokerConfig;
+use crate::brokers::BrokerConfig;
 
 /// Where and how the ledger is kept.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,12 +54,47 @@ fn default_max_open() -> usize {
     64
 }
 
+/// Why an IPT configuration file is refused; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum IptConfigError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not a valid configuration.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and why.
+        source: serde_yaml_ng::Error,
+    },
+    /// Policy rules name brokers the file does not define.
+    #[error("{}: {}", path.display(), problems.join("; "))]
+    UnknownBrokers {
+        /// The file.
+        path: PathBuf,
+        /// One line per rule, e.g. `policy[2] names unknown broker "x"`.
+        problems: Vec<String>,
+    },
+}
+
 impl IptConfig {
     /// Reads and validates a file; every problem is reported at once.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, IptConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| IptConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let config: Self =
-            serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_yaml_ng::from_str(&text).map_err(|source| IptConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let problems: Vec<String> = config
             .policy
             .iter()
@@ -70,7 +105,10 @@ impl IptConfig {
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(format!("{}: {}", path.display(), problems.join("; ")))
+            Err(IptConfigError::UnknownBrokers {
+                path: path.to_path_buf(),
+                problems,
+            })
         }
     }
 }

@@ -13,11 +13,12 @@ use ephemera_core::{RustCrypto, SpiffeId, TokenVerifier, VerifyOptions};
 use super::config::IptConfig;
 use super::limit::{CallerLimit, Slot};
 use super::policy;
-use crate::broker::{Broker, Revocation};
+use crate::brokers::{Broker, BrokerSetupError, Revocation};
 use crate::clock::unix_now;
-use crate::identity_source::IdentitySource;
+use crate::identity::IdentitySource;
+use crate::ledger::checkpoint::CheckpointSetupError;
 use crate::ledger::file::Recovery;
-use crate::ledger::{Event, FileLedger, HmacKey, TransactionEvent};
+use crate::ledger::{Event, FileLedger, HmacKey, LedgerError, TransactionEvent};
 
 /// Why a transaction call failed; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +114,31 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// Why the transaction service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A broker cannot be built.
+    #[error(transparent)]
+    Broker(#[from] BrokerSetupError),
+    /// The ledger's HMAC key file cannot be read.
+    #[error("ledger hmac_key_file {}: {source}", path.display())]
+    HmacKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HMAC key is too short.
+    #[error("ledger hmac_key_file {}: an HMAC key needs at least 16 bytes", .0.display())]
+    ShortHmacKey(std::path::PathBuf),
+    /// The ledger cannot be opened.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Its checkpoints cannot start.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointSetupError),
+}
+
 /// Open transactions and what they need.
 pub struct Transactions {
     identity: Arc<IdentitySource>,
@@ -132,21 +158,19 @@ impl Transactions {
         config: IptConfig,
         identity: Arc<IdentitySource>,
         opened: (FileLedger, Recovery),
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let mut brokers = HashMap::new();
         for (name, c) in config.brokers {
-            brokers.insert(
-                name.clone(),
-                Broker::new(&name, c).map_err(|e| e.to_string())?,
-            );
+            brokers.insert(name.clone(), Broker::new(&name, c)?);
         }
         let hmac = match &config.ledger.hmac_key_file {
             None => None,
             Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                Some(HmacKey::new(bytes).ok_or_else(|| {
-                    format!("{}: an HMAC key needs at least 16 bytes", path.display())
-                })?)
+                let bytes = std::fs::read(path).map_err(|source| SetupError::HmacKey {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(HmacKey::new(bytes).ok_or_else(|| SetupError::ShortHmacKey(path.clone()))?)
             }
         };
         let (ledger, recovery) = opened;

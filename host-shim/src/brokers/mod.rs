@@ -5,7 +5,6 @@ pub mod openbao;
 pub mod sts;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use ephemera_core::ipt::{Action, Resource};
 use serde::Deserialize;
@@ -111,23 +110,13 @@ pub enum BrokerConfig {
 /// Why a configured broker cannot be built; each names the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerSetupError {
-    /// The shim's own token file cannot be read.
-    #[error("broker {broker}: cannot read {}: {source}", path.display())]
+    /// The shim's own token file gives no token.
+    #[error("broker {broker}: {source}")]
     TokenFile {
         /// The broker.
         broker: String,
-        /// The file.
-        path: PathBuf,
         /// Why.
-        source: std::io::Error,
-    },
-    /// The shim's own token file is empty.
-    #[error("broker {broker}: {} is empty", path.display())]
-    EmptyToken {
-        /// The broker.
-        broker: String,
-        /// The file.
-        path: PathBuf,
+        source: crate::provider::openbao::TokenFileError,
     },
     /// A limit that must be positive is zero.
     #[error("broker {broker}: ttl_secs and num_uses must be positive")]
@@ -159,7 +148,7 @@ pub enum BrokerSetupError {
         /// The broker.
         broker: String,
         /// Why.
-        source: crate::provider_http::ClientError,
+        source: crate::provider::http::ClientError,
     },
 }
 

@@ -7,5 +7,5 @@ pub mod limit;
 pub mod policy;
 pub mod service;
 
-pub use config::IptConfig;
-pub use service::{Transactions, TxError};
+pub use config::{IptConfig, IptConfigError};
+pub use service::{SetupError, Transactions, TxError};

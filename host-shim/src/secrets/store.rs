@@ -1,35 +1,20 @@
 //! Reading a planned secret from its backend: environment, a mounted
 //! directory (path confined to it), or OpenBao/Vault KVv2 with version pins
-//! and the deleted/destroyed distinction.
+//! and the deleted/destroyed distinction, over the shared OpenBao
+//! connection with the store's own token file.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::path::Path;
 use std::time::Duration;
 
 use ephemera_core::secrets::{Location, ResolveError};
 use serde_json::Value;
 
+use crate::provider::http::describe;
+use crate::provider::openbao::{OpenBao, TokenFile};
 use crate::sensitive::Sensitive;
 
 /// How long a KVv2 read may take.
 const TIMEOUT: Duration = Duration::from_secs(3);
-
-/// One client, so one connection pool, per store address; built as every
-/// provider client is (no redirects; an `https://` address only over TLS).
-fn client(address: &str) -> Result<reqwest::Client, ResolveError> {
-    static CLIENTS: OnceLock<Mutex<HashMap<String, reqwest::Client>>> = OnceLock::new();
-    let mut clients = CLIENTS
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(client) = clients.get(address) {
-        return Ok(client.clone());
-    }
-    let client = crate::provider_http::client(address, None, TIMEOUT)
-        .map_err(|e| ResolveError::StoreUnavailable(e.to_string()))?;
-    clients.insert(address.to_owned(), client.clone());
-    Ok(client)
-}
 
 /// Reads the value at `location`.
 pub async fn read(location: &Location) -> Result<Sensitive, ResolveError> {
@@ -70,18 +55,21 @@ async fn read_kv2(
     version: Option<u64>,
 ) -> Result<Sensitive, ResolveError> {
     let unavailable = |e: String| ResolveError::StoreUnavailable(e);
-    let token = std::fs::read_to_string(token_file)
-        .map_err(|e| unavailable(format!("{token_file}: {e}")))?;
-    let mut url = format!("{}/v1/{mount}/data/{path}", address.trim_end_matches('/'));
-    if let Some(v) = version {
-        url.push_str(&format!("?version={v}"));
-    }
-    let response = client(address)?
-        .get(&url)
-        .header("X-Vault-Token", token.trim())
+    let token = TokenFile::shared(Path::new(token_file))
+        .token()
+        .map_err(|e| unavailable(e.to_string()))?;
+    let server = OpenBao::shared(address, None).map_err(|e| unavailable(e.to_string()))?;
+    let pin = version.map(|v| format!("?version={v}")).unwrap_or_default();
+    let response = server
+        .request(
+            reqwest::Method::GET,
+            &format!("{mount}/data/{path}{pin}"),
+            &token,
+            TIMEOUT,
+        )
         .send()
         .await
-        .map_err(|e| unavailable(crate::provider_http::describe(&e)))?;
+        .map_err(|e| unavailable(describe(&e)))?;
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let metadata = &body["data"]["metadata"];

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use ephemera_core::{BundleDocument, BundleError, KeyError, PrivateKey, SpiffeId, SpiffeIdError};
 
 use crate::atomic_file;
-pub use crate::identity_files::{BUNDLE_FILE, ID_FILE, KEY_FILE};
-use crate::identity_files::{ENV_BUNDLE_FILE, ENV_ID_FILE, ENV_KEY_FILE};
+pub use crate::identity::files::{BUNDLE_FILE, ID_FILE, KEY_FILE};
+use crate::identity::files::{ENV_BUNDLE_FILE, ENV_ID_FILE, ENV_KEY_FILE};
 
 /// The directory of per-service material in a root.
 pub const SERVICES_DIR: &str = "services";

@@ -4,6 +4,7 @@
 //! through a token role so the shim's own token needs no `sudo`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ephemera_core::ipt::{Action, Resource};
@@ -12,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::{BrokerError, BrokerSetupError, Issued, Revocation};
 use crate::clock::unix_now;
-use crate::provider_http;
+use crate::provider::http::describe;
+use crate::provider::openbao::{OpenBao, TokenFile};
 use crate::sensitive::Sensitive;
 
 /// Configuration of an OpenBao/Vault broker.
@@ -21,7 +23,8 @@ use crate::sensitive::Sensitive;
 pub struct OpenBaoConfig {
     /// Server address, e.g. `http://127.0.0.1:8200`.
     pub address: String,
-    /// File holding the shim's own (non-root) token.
+    /// File holding the shim's own (non-root) token; re-read when it
+    /// changes.
     pub token_file: std::path::PathBuf,
     /// Token role used to create transaction tokens.
     #[serde(default = "default_role")]
@@ -58,8 +61,8 @@ fn default_timeout() -> u64 {
 pub struct OpenBaoBroker {
     name: String,
     config: OpenBaoConfig,
-    token: Sensitive,
-    http: reqwest::Client,
+    token: Arc<TokenFile>,
+    server: Arc<OpenBao>,
 }
 
 /// The capabilities an action needs on its one path.
@@ -93,45 +96,32 @@ pub fn policy_document(resource: &Resource, action: &Action) -> Option<String> {
 }
 
 impl OpenBaoBroker {
-    /// Builds the broker, reading the shim's token file.
+    /// Builds the broker; its token file must hold a token now.
     pub fn new(name: &str, config: OpenBaoConfig) -> Result<Self, BrokerSetupError> {
         let broker = || name.to_owned();
-        let token = std::fs::read_to_string(&config.token_file).map_err(|source| {
-            BrokerSetupError::TokenFile {
+        let token = TokenFile::shared(&config.token_file);
+        token
+            .token()
+            .map_err(|source| BrokerSetupError::TokenFile {
                 broker: broker(),
-                path: config.token_file.clone(),
                 source,
-            }
-        })?;
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(BrokerSetupError::EmptyToken {
-                broker: broker(),
-                path: config.token_file.clone(),
-            });
-        }
+            })?;
         if config.ttl_secs == 0 || config.num_uses == 0 {
             return Err(BrokerSetupError::ZeroLimit { broker: broker() });
         }
-        let http = provider_http::client(
-            &config.address,
-            config.ca_file.as_deref(),
-            Duration::from_millis(config.timeout_ms),
-        )
-        .map_err(|source| BrokerSetupError::Client {
-            broker: broker(),
-            source,
-        })?;
+        let server =
+            OpenBao::shared(&config.address, config.ca_file.as_deref()).map_err(|source| {
+                BrokerSetupError::Client {
+                    broker: broker(),
+                    source,
+                }
+            })?;
         Ok(Self {
             name: name.to_owned(),
-            token: Sensitive::new(token),
+            token,
+            server,
             config,
-            http,
         })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/v1/{path}", self.config.address.trim_end_matches('/'))
     }
 
     async fn call(
@@ -140,17 +130,20 @@ impl OpenBaoBroker {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, BrokerError> {
-        let mut request = self
-            .http
-            .request(method, self.url(path))
-            .header("X-Vault-Token", self.token.expose());
+        let unavailable = |reason| BrokerError::Unavailable {
+            broker: self.name.clone(),
+            reason,
+        };
+        let token = self.token.token().map_err(|e| unavailable(e.to_string()))?;
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let mut request = self.server.request(method, path, &token, timeout);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| BrokerError::Unavailable {
-            broker: self.name.clone(),
-            reason: provider_http::describe(&e),
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unavailable(describe(&e)))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

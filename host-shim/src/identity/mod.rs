@@ -1,0 +1,11 @@
+//! The workload's identity: its files (SPIFFE ID, key, bundle), their
+//! provisioning, the validated document the filter fetches, the watch that
+//! reloads it, and the routes that serve it.
+
+pub mod api;
+pub mod files;
+pub mod provision;
+pub mod source;
+pub mod watch;
+
+pub use source::IdentitySource;
