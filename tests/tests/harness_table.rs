@@ -156,15 +156,14 @@ fn identity_fetches(workers: usize, ms: u64) -> (ProxyWasmDriver, Vec<usize>) {
 #[test]
 fn every_worker_fetches_its_own_identity_and_nothing_enters_shared_data() {
     let (_, alone) = identity_fetches(1, 10_000);
+    // The harness offers no shared data (readable by every plugin in the
+    // Envoy): had a worker put the identity there, its call would trap.
     let (mut driver, fetches) = identity_fetches(4, 10_000);
     assert!(alone[0] >= 10, "one worker polls every 200 ms: {alone:?}");
     assert!(
         fetches.iter().all(|n| *n >= alone[0] / 2 && *n <= alone[0]),
         "each worker polls for itself: {fetches:?} (alone: {alone:?})"
     );
-    // Shared data is readable by every plugin in the Envoy: the workload's
-    // key (and anything else of the identity) never goes there.
-    assert_eq!(driver.shared_data(), Vec::new());
     // Requests go to the workers in turn: each serves with the identity
     // it fetched.
     let now = driver.now_ms() / 1000;

@@ -1,12 +1,12 @@
-//! Scenarios on the proxy-wasm host: one VM per worker, sharing data and
-//! queues as Envoy's workers do; requests go to the workers in turn; the
+//! Scenarios on the proxy-wasm host: one VM per worker, as Envoy runs one
+//! per worker thread; requests go to the workers in turn; the
 //! shim's answers are delivered as Envoy delivers them (after their delay,
 //! or as a failure at the call's timeout), and each root ticks at the
 //! period it asked for.
 
 use super::abi::Headers;
 use super::foreign::HostCrypto;
-use super::proxy_wasm::{Plugin, Shared, Vm, VmOptions};
+use super::proxy_wasm::{Plugin, Vm, VmOptions};
 use super::scenario::{Driver, Verdict};
 use super::world::{Answer, World};
 
@@ -32,7 +32,6 @@ struct Worker {
 /// The release filter in one VM per worker, with its world.
 pub struct ProxyWasmDriver {
     workers: Vec<Worker>,
-    shared: Shared,
     world: World,
     scheduled: Vec<Scheduled>,
     turn: usize,
@@ -63,7 +62,7 @@ pub fn call_line(headers: &Headers) -> String {
 
 impl ProxyWasmDriver {
     /// Starts `workers` VMs of `plugin` (at least one), each configured with
-    /// `config`, sharing data and queues, on a host offering `crypto`.
+    /// `config`, on a host offering `crypto`.
     pub fn start(
         plugin: &Plugin,
         config: &[u8],
@@ -71,16 +70,13 @@ impl ProxyWasmDriver {
         workers: usize,
         crypto: HostCrypto,
     ) -> Result<Self, String> {
-        let shared = Shared::default();
         let base = VmOptions::default();
         let mut configured = true;
         let mut started = Vec::new();
         for worker in 0..workers.max(1) {
             let options = VmOptions {
-                worker,
                 // Workers draw different randomness, as real ones do.
                 seed: base.seed + worker as u64,
-                shared: shared.clone(),
                 crypto,
                 ..base.clone()
             };
@@ -95,7 +91,6 @@ impl ProxyWasmDriver {
         }
         let mut driver = Self {
             workers: started,
-            shared,
             world,
             scheduled: Vec::new(),
             turn: 0,
@@ -104,14 +99,6 @@ impl ProxyWasmDriver {
         };
         driver.collect_logs();
         Ok(driver)
-    }
-
-    /// Every entry the workers left in proxy-wasm shared data.
-    pub fn shared_data(&self) -> Vec<(String, Vec<u8>)> {
-        self.shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .data()
     }
 
     /// The shim calls each worker made, in the shim's vocabulary.
@@ -171,13 +158,9 @@ impl ProxyWasmDriver {
 
     /// Runs simulated time up to `until_ms`, or until stream `stop` of
     /// worker `stop.0` is decided: ticks at each root's period, call
-    /// answers when due, queue notifications to the worker that waits.
+    /// answers when due.
     fn pump(&mut self, until_ms: u64, stop: Option<(usize, u32)>) -> Result<(), String> {
         loop {
-            for w in &mut self.workers {
-                w.vm.deliver_queue_notifications()
-                    .map_err(|e| format!("{e:#}"))?;
-            }
             // The shim decides each new call's answer when it arrives.
             for (worker, w) in self.workers.iter().enumerate() {
                 for call in &w.vm.state().pending {
