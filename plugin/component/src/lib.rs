@@ -4,10 +4,11 @@
 //! transactions, secrets), and feeds the answer back. It issues, records and
 //! revokes nothing itself.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use ephemera_core::filter::exchange::Edits;
+use ephemera_core::filter::edits::Edits;
 use ephemera_core::filter::workload_identity::{BundleFormatName, IdentityDocument};
 use ephemera_core::filter::{
     Exchange, Filter, FilterConfig, LocalReply, RequestView, ShimAnswer, ShimCall, Step,
@@ -43,18 +44,19 @@ thread_local! {
 struct HostRequest<'r>(&'r Request);
 
 impl RequestView for HostRequest<'_> {
-    fn header(&self, name: &str) -> Option<Result<String, ()>> {
+    fn header(&self, name: &str) -> Option<Result<Cow<'_, str>, ()>> {
         let r = self.0;
-        match name {
-            ":method" => Some(Ok(r.method.clone())),
-            ":path" => Some(Ok(r.path.clone())),
-            ":authority" => r.authority.clone().map(Ok),
+        let value = match name {
+            ":method" => Some(r.method.as_str()),
+            ":path" => Some(r.path.as_str()),
+            ":authority" => r.authority.as_deref(),
             _ => r
                 .headers
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| Ok(v.clone())),
-        }
+                .map(|(_, v)| v.as_str()),
+        };
+        value.map(|v| Ok(Cow::Borrowed(v)))
     }
 
     fn header_values(&self, name: &str) -> Vec<String> {
@@ -173,7 +175,13 @@ impl Component {
             match turn.step {
                 Step::Forward(last) => {
                     let Edits { remove, set } = edits.then(last);
-                    break Verdict::Forward(HeaderChanges { remove, set });
+                    break Verdict::Forward(HeaderChanges {
+                        remove: remove.iter().map(|name| name.to_string()).collect(),
+                        set: set
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    });
                 }
                 Step::Reply(r) => break reply(r),
                 Step::Call(before, shim_call) => {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -42,8 +43,8 @@ pub enum SpiffeIdError {
 /// A validated SPIFFE ID.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
-    /// The whole ID as text; always valid.
-    text: String,
+    /// The whole ID as text; always valid. Shared: a clone copies no text.
+    text: Arc<str>,
     /// Byte offset where the path (possibly empty) starts in `text`.
     path_start: usize,
 }
@@ -102,7 +103,7 @@ impl SpiffeId {
             }
         }
         Ok(Self {
-            text: value.to_owned(),
+            text: Arc::from(value),
             path_start: SCHEME.len() + trust_domain.len(),
         })
     }
@@ -124,6 +125,11 @@ impl SpiffeId {
     /// The path: empty, or starting with `/`.
     pub fn path(&self) -> &str {
         &self.text[self.path_start..]
+    }
+
+    /// The ID as shared text (a clone copies nothing).
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.text)
     }
 
     /// The ID as text.

@@ -4,7 +4,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use ephemera_core::filter::LocalReply;
-use ephemera_core::filter::exchange::Edits;
+use ephemera_core::filter::edits::Edits;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 

@@ -1,6 +1,7 @@
 //! One HTTP stream: feeds its events to its exchange and carries out the
 //! steps the exchange returns.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -18,8 +19,8 @@ use crate::worker::{StreamCell, Worker};
 pub struct HostRequest;
 
 impl RequestView for HostRequest {
-    fn header(&self, name: &str) -> Option<Result<String, ()>> {
-        host::request_header(name)
+    fn header(&self, name: &str) -> Option<Result<Cow<'_, str>, ()>> {
+        host::request_header(name).map(|h| h.map(Cow::Owned))
     }
 
     fn header_values(&self, name: &str) -> Vec<String> {

@@ -1,19 +1,16 @@
 //! What a decided request becomes: forwarded with header changes, answered
 //! locally, or held for the identity; and the local replies.
 
+use super::edits::Edits;
+
 /// `WWW-Authenticate` value of every 401.
 pub const INVALID_TOKEN_CHALLENGE: &str = "Bearer error=\"invalid_token\"";
 
 /// What a decided request becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
-    /// Forward upstream after removing, then setting, these headers.
-    Forward {
-        /// Header names to remove.
-        remove: Vec<String>,
-        /// Headers to set (replacing any value).
-        set: Vec<(String, String)>,
-    },
+    /// Forward upstream with these header changes.
+    Forward(Edits),
     /// Answer locally; nothing goes upstream.
     Reply(LocalReply),
     /// Hold the request until an identity is loaded (503 after the wait).

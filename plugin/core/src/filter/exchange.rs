@@ -14,6 +14,7 @@
 
 use super::config::FilterConfig;
 use super::disposition::{Disposition, LocalReply};
+use super::edits::{Edits, Text};
 use super::egress::{self, EgressDecision, SecretCache};
 use super::inbound::{Inbound, InboundRequest, InboundVerdict, bearer_token};
 use super::note::{Note, OpenFailure};
@@ -24,6 +25,7 @@ use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
 use crate::ipt::{CloseRequest, OpenRequest, OpenResponse, StreamEnd, TransactionId};
 use crate::secrets::wire::{ResolveRequest, ResolveResponse};
+use std::borrow::Cow;
 
 /// The shim's path for opening transactions.
 pub const OPEN_PATH: &str = "/v1/transactions";
@@ -34,7 +36,8 @@ pub const RESOLVE_PATH: &str = "/v1/secrets/resolve";
 /// headers costs two reads.
 pub trait RequestView {
     /// A header: `None` absent, `Some(Err(()))` present but not UTF-8.
-    fn header(&self, name: &str) -> Option<Result<String, ()>>;
+    /// Borrowed where the host can lend it.
+    fn header(&self, name: &str) -> Option<Result<Cow<'_, str>, ()>>;
     /// Every value of a header, in order.
     fn header_values(&self, name: &str) -> Vec<String>;
     /// The upstream cluster, when the host knows it.
@@ -125,33 +128,6 @@ impl WorkerState {
     /// The identity in force.
     pub fn identity(&self) -> Option<&WorkloadIdentity> {
         self.identity.as_ref()
-    }
-}
-
-/// Header changes for a forwarded request: removals, then sets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Edits {
-    /// Header names to remove.
-    pub remove: Vec<String>,
-    /// Headers to set (replacing any value).
-    pub set: Vec<(String, String)>,
-}
-
-impl Edits {
-    /// These edits followed by `later`, as one set of removals then sets.
-    pub fn then(mut self, later: Edits) -> Edits {
-        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-        for name in later.remove {
-            self.set.retain(|(set, _)| !same(set, &name));
-            if !self.remove.iter().any(|r| same(r, &name)) {
-                self.remove.push(name);
-            }
-        }
-        for (name, value) in later.set {
-            self.set.retain(|(set, _)| !same(set, &name));
-            self.set.push((name, value));
-        }
-        self
     }
 }
 
@@ -500,17 +476,14 @@ impl Exchange {
             token,
             filter.config.inbound.audience.as_ref(),
         );
-        let Disposition::Forward { remove, set } = disposition else {
+        let Disposition::Forward(edits) = disposition else {
             return self.settle(disposition, note, filter, now_ms);
         };
         self.state = State::Opening {
             transaction_id,
             plan,
         };
-        Turn::new(
-            Step::Call(Edits { remove, set }, ShimCall::Open(open)),
-            note,
-        )
+        Turn::new(Step::Call(edits, ShimCall::Open(open)), note)
     }
 
     fn outbound(
@@ -593,9 +566,10 @@ impl Exchange {
                         transaction_id,
                         status: None,
                     };
+                    let set = set.into_iter().map(|(k, v)| (Text::from(k), Text::from(v)));
                     let forward = Step::Forward(Edits {
-                        remove: Vec::new(),
-                        set,
+                        remove: Default::default(),
+                        set: set.collect(),
                     });
                     return Turn::new(forward, Some(Note::TransactionOpened));
                 }
@@ -672,9 +646,9 @@ impl Exchange {
         now_ms: u64,
     ) -> Turn {
         match disposition {
-            Disposition::Forward { remove, set } => {
+            Disposition::Forward(edits) => {
                 self.state = State::Settled { close: None };
-                Turn::new(Step::Forward(Edits { remove, set }), note)
+                Turn::new(Step::Forward(edits), note)
             }
             Disposition::Reply(reply) => {
                 self.state = State::Settled { close: None };
@@ -719,9 +693,6 @@ fn reply_unavailable(note: Note) -> Turn {
 /// The edits that put an egress rule's secret on the request, replacing any
 /// value the app supplied.
 fn inject(rule: &egress::EgressRule, secret: &str) -> Edits {
-    let header = rule.header().to_owned();
-    Edits {
-        remove: vec![header.clone()],
-        set: vec![(header, rule.value(secret))],
-    }
+    let header = rule.header();
+    Edits::new([header], [(header, rule.value(secret).as_str())])
 }

@@ -1,7 +1,10 @@
 //! Inbound: authenticate the caller, authorize the route, tell the app who called.
 
+use smallvec::{SmallVec, smallvec};
+
 use super::config::InboundConfig;
 use super::disposition::{Disposition, LocalReply};
+use super::edits::{Edits, Text};
 use super::token_cache::TokenCache;
 use super::transaction::TransactionRoutes;
 use super::workload_identity::WorkloadIdentity;
@@ -89,14 +92,12 @@ fn normal_path(request_path: &str) -> bool {
     if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
     // `;` starts path parameters that Tomcat/Spring strip; a trailing `.`
     // is dropped by some servers: both would let `/admin;x` or `/admin.`
     // reach `/admin` unmatched.
-    if ["%2e", "%2f", "%5c", "%3b", ";"]
-        .iter()
-        .any(|e| lower.contains(e))
-    {
+    let bytes = path.as_bytes();
+    let escaped = |e: &[u8]| bytes.windows(e.len()).any(|w| w.eq_ignore_ascii_case(e));
+    if path.contains(';') || [b"%2e", b"%2f", b"%5c", b"%3b"].iter().any(|e| escaped(*e)) {
         return false;
     }
     !path.split('/').any(|segment| segment.ends_with('.'))
@@ -115,6 +116,11 @@ pub struct Inbound {
     config: InboundConfig,
     options: VerifyOptions,
     transactions: TransactionRoutes,
+    /// The caller header, shared by every request's edits.
+    caller_header: Text,
+    /// What every forwarded request loses: headers a client could forge
+    /// (the caller header, credential headers) and, unless kept, its token.
+    removed: SmallVec<[Text; 4]>,
 }
 
 impl Inbound {
@@ -125,10 +131,17 @@ impl Inbound {
             max_token_bytes: config.max_token_bytes,
         };
         let transactions = TransactionRoutes::new(config.transactions.clone());
+        let caller_header = Text::from(config.caller_header.as_str());
+        let removed = std::iter::once(caller_header.clone())
+            .chain(transactions.credential_headers().map(Text::from))
+            .chain(config.strip_token.then(|| Text::from("authorization")))
+            .collect();
         Self {
             config,
             options,
             transactions,
+            caller_header,
+            removed,
         }
     }
 
@@ -220,10 +233,12 @@ impl Inbound {
 
     /// The forms of a path the rules must agree on: as sent and, unless
     /// the app routes case-sensitively, ASCII case-folded, so `/ADMIN/x`
-    /// is as restricted as `/admin/x` for an app that folds case.
+    /// is as restricted as `/admin/x` for an app that folds case. A path
+    /// with no upper-case letter is its own folded form (no copy).
     pub fn path_forms<'p>(&self, path: &'p str) -> [std::borrow::Cow<'p, str>; 2] {
         let path = path_only(path);
-        let folded = if self.config.case_sensitive {
+        let folded = if self.config.case_sensitive || !path.bytes().any(|b| b.is_ascii_uppercase())
+        {
             std::borrow::Cow::Borrowed(path)
         } else {
             std::borrow::Cow::Owned(path.to_ascii_lowercase())
@@ -259,34 +274,16 @@ impl Inbound {
     /// headers from the client are always removed; the verified caller is set
     /// only for an allowed caller.
     pub fn disposition(&self, verdict: &InboundVerdict) -> Disposition {
-        let header = self.config.caller_header.clone();
-        let client_supplied = || {
-            std::iter::once(header.clone())
-                .chain(self.transactions.credential_headers().map(str::to_owned))
-                .collect::<Vec<_>>()
-        };
         match verdict {
-            InboundVerdict::Unauthenticated => {
-                // The app must not be handed a token it could replay.
-                let mut remove = client_supplied();
-                if self.config.strip_token {
-                    remove.push("authorization".into());
-                }
-                Disposition::Forward {
-                    remove,
-                    set: Vec::new(),
-                }
-            }
-            InboundVerdict::Allowed { caller, .. } => {
-                let mut remove = client_supplied();
-                if self.config.strip_token {
-                    remove.push("authorization".into());
-                }
-                Disposition::Forward {
-                    remove,
-                    set: vec![(header, caller.to_string())],
-                }
-            }
+            // The app must not be handed a token it could replay.
+            InboundVerdict::Unauthenticated => Disposition::Forward(Edits {
+                remove: self.removed.clone(),
+                set: SmallVec::new(),
+            }),
+            InboundVerdict::Allowed { caller, .. } => Disposition::Forward(Edits {
+                remove: self.removed.clone(),
+                set: smallvec![(self.caller_header.clone(), caller.shared())],
+            }),
             // A failing signature backend is no verdict on the token.
             InboundVerdict::Rejected(r) if r.status() == 503 => {
                 Disposition::Reply(LocalReply::unavailable())

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::config::{OutboundConfig, Unmapped};
 use super::disposition::{Disposition, LocalReply};
+use super::edits::Edits;
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
 use crate::spiffe_id::SpiffeId;
@@ -125,14 +126,11 @@ impl Outbound {
     /// What the host does for a verdict.
     pub fn disposition(&self, verdict: &OutboundVerdict) -> Disposition {
         match verdict {
-            OutboundVerdict::Attach { token, .. } => Disposition::Forward {
-                remove: Vec::new(),
-                set: vec![("authorization".into(), format!("Bearer {token}"))],
-            },
-            OutboundVerdict::PassUnmapped => Disposition::Forward {
-                remove: Vec::new(),
-                set: Vec::new(),
-            },
+            OutboundVerdict::Attach { token, .. } => {
+                let bearer = format!("Bearer {token}");
+                Disposition::Forward(Edits::new([], [("authorization", bearer.as_str())]))
+            }
+            OutboundVerdict::PassUnmapped => Disposition::Forward(Edits::default()),
             OutboundVerdict::RejectUnmapped => Disposition::Reply(LocalReply::forbidden()),
             OutboundVerdict::MintFailed(_) => Disposition::Reply(LocalReply::internal()),
             OutboundVerdict::AwaitIdentity => Disposition::AwaitIdentity,
