@@ -2,8 +2,8 @@
 //! Its modules follow its API: `identity` (`/v1/identity`), `transactions`
 //! (`/v1/transactions`), `secrets` (`/v1/secrets/resolve`), with the
 //! `brokers`, `ledger` and `provider` connections behind them, `serve` (the
-//! listeners), `sidecar` (Envoy beside the shim), `oci` (the filter as an image) and
-//! `cmd` (the CLI).
+//! listeners), `sidecar` (Envoy beside the shim), `oci` (the filter as an image),
+//! `mesh` (its Kubernetes objects) and `cmd` (the CLI).
 
 pub mod atomic_file;
 pub mod brokers;
@@ -11,6 +11,7 @@ pub mod clock;
 pub mod cmd;
 pub mod identity;
 pub mod ledger;
+pub mod mesh;
 pub mod oci;
 pub mod provider;
 pub mod secrets;

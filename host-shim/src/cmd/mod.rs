@@ -2,6 +2,7 @@
 
 pub mod identity;
 pub mod ledger;
+pub mod mesh;
 pub mod oci;
 pub mod secrets;
 pub mod serve;
@@ -43,6 +44,9 @@ enum Command {
     /// Package the filter as an OCI image.
     #[command(subcommand)]
     Oci(oci::OciCommand),
+    /// Kubernetes objects for a service mesh.
+    #[command(subcommand)]
+    Mesh(mesh::MeshCommand),
 }
 
 /// Exit code of a rejected token or failed check.
@@ -62,6 +66,7 @@ impl Cli {
             Command::Ledger(c) => c.run(),
             Command::Secrets(c) => c.run(),
             Command::Oci(c) => c.run(),
+            Command::Mesh(c) => c.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
