@@ -160,7 +160,7 @@ fn the_envoy_configuration_the_istio_objects_amount_to_passes_envoy_validate() {
     assert_eq!(
         cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]
             ["path"],
-        "/var/run/ephemera/shim.sock"
+        "/var/run/ephemera/shim/shim.sock"
     );
     // Our translation: each plugin becomes a Wasm HTTP filter with its
     // pluginName as root id and its pluginConfig as configuration, on the
@@ -227,7 +227,7 @@ fn a_pod_without_a_mesh_gets_its_envoy_bootstrap_in_a_valid_configmap() {
     assert_eq!(validate(&bad).code, 1, "kubernetes-validate is strict");
 
     let bootstrap = objects[0]["data"]["envoy.json"].as_str().unwrap();
-    assert!(bootstrap.contains("/var/run/ephemera/shim.sock"));
+    assert!(bootstrap.contains("/var/run/ephemera/shim/shim.sock"));
     assert!(bootstrap.contains("/var/run/ephemera/envoy-admin.sock"));
     // Validated with the module where the pod mounts it.
     let path = dir.path().join("bootstrap.json");

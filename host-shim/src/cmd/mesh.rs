@@ -99,3 +99,85 @@ impl MeshCommand {
         Ok(())
     }
 }
+
+/// `ephemera inject`: adds the shim to every pod template of a manifest.
+#[derive(Debug, clap::Args)]
+pub struct InjectArgs {
+    /// The manifest (YAML, one or more documents); `-` for stdin.
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// Where to write the result (default: stdout).
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// `istio` (Istio adds its proxy later) or `none` (Envoy is added too).
+    #[arg(long, value_enum, default_value_t = Mesh::Istio)]
+    mesh: Mesh,
+    /// The shim's image (one holding the `ephemera` binary).
+    #[arg(long)]
+    image: String,
+    /// Envoy's image (no mesh).
+    #[arg(long, default_value = "envoyproxy/envoy:v1.40.0")]
+    envoy_image: String,
+    /// The filter's image as `ephemera oci build --variant compat` wrote it
+    /// (no mesh: mounted as an image volume); required with `--mesh none`.
+    #[arg(long, required_if_eq("mesh", "none"))]
+    plugin_image: Option<String>,
+    /// Envoy's inbound port (no mesh).
+    #[arg(long, default_value_t = 15006)]
+    inbound_port: u16,
+    /// No mesh: point the manifest's Services that select an injected pod
+    /// at its `ephemera-inbound` port.
+    #[arg(long)]
+    rewrite_services: bool,
+}
+
+impl InjectArgs {
+    /// Runs the command.
+    pub fn run(self) -> Result<(), Failure> {
+        let text = if self.file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(Failure::config)?
+        } else {
+            std::fs::read_to_string(&self.file)
+                .map_err(|e| Failure::config(format!("{}: {e}", self.file.display())))?
+        };
+        let options = mesh::Options {
+            mesh: self.mesh,
+            shim_image: self.image,
+            envoy_image: self.envoy_image,
+            plugin_image: self.plugin_image.unwrap_or_default(),
+            inbound_port: self.inbound_port,
+            rewrite_services: self.rewrite_services,
+        };
+        let injected = mesh::inject(&text, &options).map_err(Failure::config)?;
+        match &self.output {
+            Some(path) => std::fs::write(path, injected)
+                .map_err(|e| Failure::config(format!("{}: {e}", path.display()))),
+            None => {
+                print!("{injected}");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `ephemera probe`: exits 0 when the shim at `--listen` is healthy.
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// Where the shim listens.
+    #[arg(long, default_value = super::serve::DEFAULT_LISTEN)]
+    listen: crate::serve::Listen,
+}
+
+impl ProbeArgs {
+    /// Runs the probe: `GET /healthz`.
+    pub fn run(self) -> Result<(), Failure> {
+        let status = super::runtime()?
+            .block_on(crate::sidecar::http_probe::get(&self.listen, "/healthz"))
+            .map(|(status, _)| status);
+        match status {
+            Some(200) => Ok(()),
+            Some(other) => Err(Failure::rejected(format!("shim answered {other}"))),
+            None => Err(Failure::rejected("shim unreachable")),
+        }
+    }
+}

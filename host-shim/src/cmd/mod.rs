@@ -47,6 +47,11 @@ enum Command {
     /// Kubernetes objects for a service mesh.
     #[command(subcommand)]
     Mesh(mesh::MeshCommand),
+    /// Add the shim (and, without a mesh, Envoy) to every pod template of
+    /// a manifest.
+    Inject(mesh::InjectArgs),
+    /// Exit 0 when the shim is healthy (a container probe).
+    Probe(mesh::ProbeArgs),
 }
 
 /// Exit code of a rejected token or failed check.
@@ -67,6 +72,8 @@ impl Cli {
             Command::Secrets(c) => c.run(),
             Command::Oci(c) => c.run(),
             Command::Mesh(c) => c.run(),
+            Command::Inject(c) => c.run(),
+            Command::Probe(c) => c.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

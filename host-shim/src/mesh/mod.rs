@@ -1,6 +1,8 @@
 //! Into a service mesh: the Kubernetes objects that add ephemera to a
-//! workload's proxy.
+//! workload's proxy (render), and the pods that carry the shim (inject).
 
+pub mod inject;
 pub mod render;
 
+pub use inject::{InjectError, Options, inject};
 pub use render::{Image, Mesh, RenderError, Workload, render};

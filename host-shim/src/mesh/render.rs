@@ -23,8 +23,9 @@ use crate::sidecar::config::SidecarConfig;
 /// The directory of the socket volume, in the shim's and the proxy's
 /// containers (never the app's).
 pub const SOCKET_DIR: &str = "/var/run/ephemera";
-/// The shim's socket in that volume.
-pub const SHIM_SOCKET: &str = "/var/run/ephemera/shim.sock";
+/// The shim's socket, in a directory the shim creates in that volume
+/// (0750, group: the pod's `fsGroup`, which the proxy's user also has).
+pub const SHIM_SOCKET: &str = "/var/run/ephemera/shim/shim.sock";
 /// Envoy's admin pipe in that volume (no mesh).
 pub const ADMIN_SOCKET: &str = "/var/run/ephemera/envoy-admin.sock";
 /// Where the module is mounted in a pod that runs Envoy itself.
