@@ -47,6 +47,13 @@ pub enum MeshCommand {
         /// Envoy's inbound port (no mesh).
         #[arg(long, default_value_t = 15006)]
         inbound_port: u16,
+        /// Also render the MutatingWebhookConfiguration for `ephemera
+        /// webhook` behind this Service (NAMESPACE/NAME).
+        #[arg(long, requires = "webhook_ca")]
+        webhook_service: Option<String>,
+        /// The CA (PEM) that signs the webhook's certificate.
+        #[arg(long, requires = "webhook_service")]
+        webhook_ca: Option<PathBuf>,
     },
 }
 
@@ -71,6 +78,8 @@ impl MeshCommand {
             traffic_extension,
             app_port,
             inbound_port,
+            webhook_service,
+            webhook_ca,
         } = self;
         let config = match &config {
             Some(path) => SidecarConfig::load(path).map_err(Failure::config)?,
@@ -90,8 +99,21 @@ impl MeshCommand {
             inbound_port,
         };
         let image = image.map(|reference| Image { reference, sha256 });
-        let objects = mesh::render(&workload, mesh, image.as_ref(), traffic_extension)
+        let mut objects = mesh::render(&workload, mesh, image.as_ref(), traffic_extension)
             .map_err(Failure::config)?;
+        if let (Some(service), Some(ca)) = (webhook_service, webhook_ca) {
+            let (namespace, service) = service
+                .split_once('/')
+                .ok_or_else(|| Failure::config("--webhook-service is NAMESPACE/NAME"))?;
+            let ca_pem = std::fs::read(&ca)
+                .map_err(|e| Failure::config(format!("{}: {e}", ca.display())))?;
+            let target = mesh::WebhookTarget {
+                service: service.to_owned(),
+                namespace: namespace.to_owned(),
+                ca_pem,
+            };
+            objects.push(mesh::render::webhook_configuration(&target).map_err(Failure::config)?);
+        }
         for object in objects {
             let text = serde_yaml_ng::to_string(&object).map_err(Failure::config)?;
             print!("---\n{text}");
@@ -100,15 +122,9 @@ impl MeshCommand {
     }
 }
 
-/// `ephemera inject`: adds the shim to every pod template of a manifest.
+/// How pods are injected (`ephemera inject`, `ephemera webhook`).
 #[derive(Debug, clap::Args)]
-pub struct InjectArgs {
-    /// The manifest (YAML, one or more documents); `-` for stdin.
-    #[arg(short = 'f', long = "filename")]
-    file: PathBuf,
-    /// Where to write the result (default: stdout).
-    #[arg(short = 'o', long = "output")]
-    output: Option<PathBuf>,
+pub struct InjectOptions {
     /// `istio` (Istio adds its proxy later) or `none` (Envoy is added too).
     #[arg(long, value_enum, default_value_t = Mesh::Istio)]
     mesh: Mesh,
@@ -125,6 +141,32 @@ pub struct InjectArgs {
     /// Envoy's inbound port (no mesh).
     #[arg(long, default_value_t = 15006)]
     inbound_port: u16,
+}
+
+impl InjectOptions {
+    fn options(self, rewrite_services: bool) -> mesh::Options {
+        mesh::Options {
+            mesh: self.mesh,
+            shim_image: self.image,
+            envoy_image: self.envoy_image,
+            plugin_image: self.plugin_image.unwrap_or_default(),
+            inbound_port: self.inbound_port,
+            rewrite_services,
+        }
+    }
+}
+
+/// `ephemera inject`: adds the shim to every pod template of a manifest.
+#[derive(Debug, clap::Args)]
+pub struct InjectArgs {
+    /// The manifest (YAML, one or more documents); `-` for stdin.
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// Where to write the result (default: stdout).
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    options: InjectOptions,
     /// No mesh: point the manifest's Services that select an injected pod
     /// at its `ephemera-inbound` port.
     #[arg(long)]
@@ -140,14 +182,7 @@ impl InjectArgs {
             std::fs::read_to_string(&self.file)
                 .map_err(|e| Failure::config(format!("{}: {e}", self.file.display())))?
         };
-        let options = mesh::Options {
-            mesh: self.mesh,
-            shim_image: self.image,
-            envoy_image: self.envoy_image,
-            plugin_image: self.plugin_image.unwrap_or_default(),
-            inbound_port: self.inbound_port,
-            rewrite_services: self.rewrite_services,
-        };
+        let options = self.options.options(self.rewrite_services);
         let injected = mesh::inject(&text, &options).map_err(Failure::config)?;
         match &self.output {
             Some(path) => std::fs::write(path, injected)
@@ -157,6 +192,41 @@ impl InjectArgs {
                 Ok(())
             }
         }
+    }
+}
+
+/// `ephemera webhook`: the same injection as a mutating admission webhook.
+#[derive(Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// The server certificate chain (PEM).
+    #[arg(long)]
+    tls_cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    #[arg(long)]
+    tls_key: PathBuf,
+    /// Where to listen, HOST:PORT.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    options: InjectOptions,
+}
+
+impl WebhookArgs {
+    /// Serves until SIGINT or SIGTERM.
+    pub fn run(self) -> Result<(), Failure> {
+        super::init_tracing();
+        let tls =
+            mesh::webhook::tls_config(&self.tls_cert, &self.tls_key).map_err(Failure::config)?;
+        let router = mesh::webhook::router(self.options.options(false));
+        super::runtime()?.block_on(async {
+            let listener = tokio::net::TcpListener::bind(self.listen)
+                .await
+                .map_err(|e| Failure::config(format!("{}: {e}", self.listen)))?;
+            tracing::info!("webhook on https://{}{}", self.listen, mesh::webhook::PATH);
+            mesh::webhook::serve(listener, tls, router, super::shutdown_signal())
+                .await
+                .map_err(Failure::config)
+        })
     }
 }
 

@@ -52,6 +52,8 @@ enum Command {
     Inject(mesh::InjectArgs),
     /// Exit 0 when the shim is healthy (a container probe).
     Probe(mesh::ProbeArgs),
+    /// Serve the injection as a mutating admission webhook (HTTPS).
+    Webhook(mesh::WebhookArgs),
 }
 
 /// Exit code of a rejected token or failed check.
@@ -74,6 +76,7 @@ impl Cli {
             Command::Mesh(c) => c.run(),
             Command::Inject(c) => c.run(),
             Command::Probe(c) => c.run(),
+            Command::Webhook(c) => c.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

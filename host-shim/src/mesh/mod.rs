@@ -3,6 +3,7 @@
 
 pub mod inject;
 pub mod render;
+pub mod webhook;
 
 pub use inject::{InjectError, Options, inject};
-pub use render::{Image, Mesh, RenderError, Workload, render};
+pub use render::{Image, Mesh, RenderError, WebhookTarget, Workload, render};

@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::serve::Listen;
@@ -265,5 +267,63 @@ fn plain(workload: &Workload) -> Result<Value, RenderError> {
         "kind": "ConfigMap",
         "metadata": workload.metadata("ephemera-envoy"),
         "data": { "envoy.json": serde_json::to_string_pretty(&bootstrap).unwrap_or_default() },
+    }))
+}
+
+/// Where the API server reaches `ephemera webhook`.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    /// The webhook's Service.
+    pub service: String,
+    /// Its namespace, excluded from injection: with `failurePolicy: Fail`
+    /// the webhook's own pods could otherwise not start without it.
+    pub namespace: String,
+    /// The CA certificates (PEM) that sign the webhook's certificate.
+    pub ca_pem: Vec<u8>,
+}
+
+/// The `MutatingWebhookConfiguration` sending Pod creations in namespaces
+/// labelled `ephemera.dev/inject: enabled` to the webhook.
+pub fn webhook_configuration(target: &WebhookTarget) -> Result<Value, RenderError> {
+    check_label("webhook service", &target.service)?;
+    check_label("webhook namespace", &target.namespace)?;
+    Ok(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {
+            "name": "ephemera-inject",
+            "labels": { "app.kubernetes.io/managed-by": "ephemera" },
+        },
+        "webhooks": [{
+            "name": "inject.ephemera.dev",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded",
+            "clientConfig": {
+                "service": {
+                    "name": target.service,
+                    "namespace": target.namespace,
+                    "path": super::webhook::PATH,
+                    "port": 443,
+                },
+                "caBundle": STANDARD.encode(&target.ca_pem),
+            },
+            "rules": [{
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
+            }],
+            "namespaceSelector": { "matchExpressions": [
+                { "key": "ephemera.dev/inject", "operator": "In", "values": ["enabled"] },
+                { "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [target.namespace] },
+            ] },
+            "objectSelector": { "matchExpressions": [
+                { "key": "ephemera.dev/inject", "operator": "NotIn", "values": ["false"] },
+            ] },
+        }],
     }))
 }
