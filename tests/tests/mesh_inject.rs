@@ -111,8 +111,29 @@ fn check_boundaries(text: &str) {
                     assert_eq!(security["readOnlyRootFilesystem"], true);
                     assert_eq!(security["allowPrivilegeEscalation"], false);
                     assert_eq!(security["capabilities"]["drop"][0], "ALL");
+                    let args: Vec<&str> = container["args"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    if args.contains(&"--ipt-config") {
+                        let ledger = spec["volumes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|v| v["name"] == "ephemera-ledger")
+                            .unwrap();
+                        assert!(
+                            ledger["persistentVolumeClaim"]["claimName"].is_string(),
+                            "the ledger is durable"
+                        );
+                        assert!(mounted.contains(&"ephemera-ledger"));
+                    }
                 }
-                "ephemera-envoy" => assert!(!mounted.contains(&"ephemera-identity"), "{name}"),
+                "ephemera-envoy" | "ephemera-ledger-key" => {
+                    assert!(!mounted.contains(&"ephemera-identity"), "{name}")
+                }
                 _ => assert!(
                     !mounted.iter().any(|m| m.starts_with("ephemera-")),
                     "the app's container {name} mounts {mounted:?}"
@@ -133,7 +154,20 @@ fn check_boundaries(text: &str) {
 
 #[test]
 fn the_corpus_injects_as_its_golden_outputs_say() {
-    let cases: [(&str, &[&str], &str); 4] = [
+    let ipt = [
+        "--ipt-config-map",
+        "vault-reader-ipt",
+        "--ledger-key-secret",
+        "vault-reader-ledger-key",
+        "--ledger-claim",
+        "vault-reader-ledger",
+    ];
+    let cases: [(&str, &[&str], &str); 5] = [
+        (
+            "ipt-deployment.yaml",
+            &ipt,
+            "ipt-deployment.istio.golden.yaml",
+        ),
         ("deployment.yaml", &[], "deployment.istio.golden.yaml"),
         (
             "deployment.yaml",
@@ -230,4 +264,21 @@ fn pods_whose_boundaries_cannot_hold_or_whose_names_clash_are_refused_by_name() 
     let refused = inject(&bad, &[]);
     assert_eq!(refused.code, 2);
     assert!(refused.stderr.contains("document 1"), "{}", refused.stderr);
+
+    // Transactions without a durable ledger volume are refused.
+    let partial = inject(
+        &corpus().join("ipt-deployment.yaml"),
+        &[
+            "--ipt-config-map",
+            "vault-reader-ipt",
+            "--ledger-key-secret",
+            "k",
+        ],
+    );
+    assert_eq!(partial.code, 2);
+    assert!(
+        partial.stderr.contains("--ledger-claim"),
+        "{}",
+        partial.stderr
+    );
 }

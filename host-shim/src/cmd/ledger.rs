@@ -20,6 +20,16 @@ pub enum LedgerCommand {
         /// Where the public key goes.
         public: PathBuf,
     },
+    /// Copy a signing key delivered group-readable (a Kubernetes Secret) to a
+    /// 0600 file of this user, as the shim requires (a pod's init step).
+    InstallKey {
+        /// The delivered key.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where the shim reads it.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Check the whole hash chain and, with the writer's public key, that a
     /// signature covers every record; report the first bad line.
     Verify {
@@ -58,6 +68,9 @@ impl LedgerCommand {
                     private.display(),
                     public.display()
                 );
+            }
+            Self::InstallKey { from, to } => {
+                LedgerKey::install(&from, &to).map_err(Failure::config)?;
             }
             Self::Verify {
                 file,

@@ -141,6 +141,17 @@ pub struct InjectOptions {
     /// Envoy's inbound port (no mesh).
     #[arg(long, default_value_t = 15006)]
     inbound_port: u16,
+    /// Identity-Per-Transaction: the ConfigMap holding `ipt.yaml` (its
+    /// paths under /etc/ephemera/ledger-key and /var/lib/ephemera/ledger).
+    #[arg(long, requires_all = ["ledger_key_secret", "ledger_claim"])]
+    ipt_config_map: Option<String>,
+    /// The Secret holding the ledger's signing key.
+    #[arg(long, requires = "ipt_config_map")]
+    ledger_key_secret: Option<String>,
+    /// The PersistentVolumeClaim the ledger is written to (with replicas:
+    /// one claim each, e.g. a StatefulSet's volumeClaimTemplates name).
+    #[arg(long, requires = "ipt_config_map")]
+    ledger_claim: Option<String>,
 }
 
 impl InjectOptions {
@@ -152,6 +163,20 @@ impl InjectOptions {
             plugin_image: self.plugin_image.unwrap_or_default(),
             inbound_port: self.inbound_port,
             rewrite_services,
+            transactions: match (
+                self.ipt_config_map,
+                self.ledger_key_secret,
+                self.ledger_claim,
+            ) {
+                (Some(config_map), Some(key_secret), Some(ledger_claim)) => {
+                    Some(mesh::Transactions {
+                        config_map,
+                        key_secret,
+                        ledger_claim,
+                    })
+                }
+                _ => None,
+            },
         }
     }
 }

@@ -89,6 +89,17 @@ impl LedgerKey {
             .map_err(|_| KeyError::Format(path.to_owned(), "private"))
     }
 
+    /// Installs a key delivered readable by a group (a Kubernetes Secret
+    /// volume is root-owned, 0440 for the pod's `fsGroup`) as a 0600 file of
+    /// this user at `to`, once it parses as a key.
+    pub fn install(from: &Path, to: &Path) -> Result<(), KeyError> {
+        let pem = std::fs::read_to_string(from).map_err(|e| KeyError::Io(from.to_owned(), e))?;
+        SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|_| KeyError::Format(from.to_owned(), "private"))?;
+        crate::atomic_file::write(to, pem.as_bytes(), 0o600)
+            .map_err(|e| KeyError::Io(to.to_owned(), e))
+    }
+
     /// A new key from the operating system's randomness.
     pub fn generate() -> Result<Self, getrandom::Error> {
         let mut seed = [0u8; 32];
@@ -221,6 +232,31 @@ mod tests {
         assert!(!key.verifier().verify("abd", &sig));
         assert!(!other.verifier().verify("abc", &sig));
         assert!(!key.verifier().verify("abc", "ed25519:zz"));
+    }
+
+    #[test]
+    fn a_group_readable_delivered_key_is_installed_private_and_then_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (delivered, public) = (dir.path().join("secret.key"), dir.path().join("k.pub"));
+        let key = LedgerKey::generate().unwrap();
+        key.write(&delivered, &public).unwrap();
+        std::fs::set_permissions(&delivered, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let ledger = dir.path().join("logs/ledger.jsonl");
+        assert!(matches!(
+            LedgerKey::load(&delivered, &ledger),
+            Err(KeyError::Mode(_, 0o440))
+        ));
+        let installed = dir.path().join("installed.key");
+        LedgerKey::install(&delivered, &installed).unwrap();
+        let mode = std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let loaded = LedgerKey::load(&installed, &ledger).unwrap();
+        assert!(key.verifier().verify("h", &loaded.sign("h")));
+        std::fs::write(&delivered, "not a key").unwrap();
+        assert!(matches!(
+            LedgerKey::install(&delivered, &dir.path().join("other.key")),
+            Err(KeyError::Format(..))
+        ));
     }
 
     #[test]

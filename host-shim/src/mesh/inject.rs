@@ -41,6 +41,11 @@ const SOCKET_VOLUME: &str = "ephemera-socket";
 const IDENTITY_VOLUME: &str = "ephemera-identity";
 const ENVOY_CONFIG_VOLUME: &str = "ephemera-envoy-config";
 const PLUGIN_VOLUME: &str = "ephemera-plugin";
+const IPT_VOLUME: &str = "ephemera-ipt";
+const LEDGER_SECRET_VOLUME: &str = "ephemera-ledger-key-secret";
+const LEDGER_KEY_VOLUME: &str = "ephemera-ledger-key";
+const KEY_INIT_CONTAINER: &str = "ephemera-ledger-key";
+const LEDGER_VOLUME: &str = "ephemera-ledger";
 /// Container names inject owns.
 const SHIM_CONTAINER: &str = "ephemera-shim";
 const ENVOY_CONTAINER: &str = "ephemera-envoy";
@@ -61,7 +66,33 @@ pub struct Options {
     /// Point Services of the same manifest that select an injected pod at
     /// its `ephemera-inbound` port (no mesh).
     pub rewrite_services: bool,
+    /// Identity-Per-Transaction for the pod, if wanted.
+    pub transactions: Option<Transactions>,
 }
+
+/// What the shim needs for Identity-Per-Transaction: its configuration, the
+/// ledger's signing key, and a durable volume for the ledger (never the
+/// pod's `emptyDir`, which dies with the pod).
+#[derive(Debug, Clone)]
+pub struct Transactions {
+    /// The ConfigMap holding `ipt.yaml`.
+    pub config_map: String,
+    /// The Secret holding the ledger's signing key (`ledger.key`).
+    pub key_secret: String,
+    /// The PersistentVolumeClaim the ledger is written to.
+    pub ledger_claim: String,
+}
+
+/// Where the IPT configuration, the ledger key and the ledger are mounted
+/// in the shim's container; `ipt.yaml` names its paths under them.
+pub const IPT_DIR: &str = "/etc/ephemera/ipt";
+/// See [`IPT_DIR`]: the key as the shim reads it, 0600, copied there by
+/// an init container from the Secret (which the shim does not mount).
+pub const LEDGER_KEY_DIR: &str = "/etc/ephemera/ledger-key";
+/// Where the init container reads the Secret.
+const LEDGER_SECRET_DIR: &str = "/etc/ephemera/ledger-key-secret";
+/// See [`IPT_DIR`].
+pub const LEDGER_DIR: &str = "/var/lib/ephemera/ledger";
 
 /// Why a manifest cannot be injected.
 #[derive(Debug, thiserror::Error)]
@@ -316,6 +347,23 @@ pub fn inject_template(
         Mesh::Istio => ISTIO_PROXY_UID,
         Mesh::None => ENVOY_UID,
     };
+    if let Some(t) = &options.transactions {
+        volumes.push(yaml(&format!(
+            "{{name: {IPT_VOLUME}, configMap: {{name: {:?}}}}}",
+            t.config_map
+        )));
+        volumes.push(yaml(&format!(
+            "{{name: {LEDGER_SECRET_VOLUME}, secret: {{secretName: {:?}, defaultMode: 288}}}}",
+            t.key_secret
+        )));
+        volumes.push(yaml(&format!(
+            "{{name: {LEDGER_KEY_VOLUME}, emptyDir: {{medium: Memory}}}}"
+        )));
+        volumes.push(yaml(&format!(
+            "{{name: {LEDGER_VOLUME}, persistentVolumeClaim: {{claimName: {:?}}}}}",
+            t.ledger_claim
+        )));
+    }
     let mut containers = vec![shim_container(options, envoy_uid, fs_group)];
     if options.mesh == Mesh::None {
         volumes.push(yaml(&format!(
@@ -327,10 +375,19 @@ pub fn inject_template(
         )));
         containers.push(envoy_container(options));
     }
+    let init: Vec<Value> = options
+        .transactions
+        .iter()
+        .map(|_| key_init_container(options))
+        .collect();
     for (what, list, items) in [
         ("volume", "volumes", &volumes),
         ("container", "containers", &containers),
+        ("init container", "initContainers", &init),
     ] {
+        if items.is_empty() {
+            continue;
+        }
         let existing = sequence(spec, list, name)?;
         for item in items {
             let item_name = item.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -362,7 +419,7 @@ pub fn inject_template(
         );
     }
     let status = serde_json::json!({
-        "containers": containers.iter().filter_map(|c| c.get("name").and_then(Value::as_str)).collect::<Vec<_>>(),
+        "containers": containers.iter().chain(&init).filter_map(|c| c.get("name").and_then(Value::as_str)).collect::<Vec<_>>(),
         "volumes": volumes.iter().filter_map(|v| v.get("name").and_then(Value::as_str)).collect::<Vec<_>>(),
         "mesh": match options.mesh { Mesh::Istio => "istio", Mesh::None => "none" },
     });
@@ -391,6 +448,42 @@ fn shim_container(options: &Options, envoy_uid: u32, fs_group: u32) -> Value {
                         {{name: {IDENTITY_VOLUME}, mountPath: {IDENTITY_DIR}, readOnly: true}}], \
          resources: {{requests: {{cpu: 10m, memory: 16Mi}}, limits: {{memory: 64Mi}}}}, \
          readinessProbe: {probe}, livenessProbe: {probe}}}",
+        image = options.shim_image,
+    ));
+    if let Some(c) = container.as_mapping_mut() {
+        c.insert(key("securityContext"), locked_down(SHIM_UID));
+        if options.transactions.is_some() {
+            if let Some(args) = c.get_mut(key("args")).and_then(Value::as_sequence_mut) {
+                args.extend([key("--ipt-config"), key(&format!("{IPT_DIR}/ipt.yaml"))]);
+            }
+            if let Some(mounts) = c
+                .get_mut(key("volumeMounts"))
+                .and_then(Value::as_sequence_mut)
+            {
+                mounts.push(yaml(&format!(
+                    "{{name: {IPT_VOLUME}, mountPath: {IPT_DIR}, readOnly: true}}"
+                )));
+                mounts.push(yaml(&format!(
+                    "{{name: {LEDGER_KEY_VOLUME}, mountPath: {LEDGER_KEY_DIR}, readOnly: true}}"
+                )));
+                mounts.push(yaml(&format!(
+                    "{{name: {LEDGER_VOLUME}, mountPath: {LEDGER_DIR}}}"
+                )));
+            }
+        }
+    }
+    container
+}
+
+/// Copies the ledger key from its Secret to a 0600 file of the shim's user
+/// (the shim refuses a key others could read; Secret files are 0440).
+fn key_init_container(options: &Options) -> Value {
+    let mut container = yaml(&format!(
+        "{{name: {KEY_INIT_CONTAINER}, image: {image:?}, \
+         args: [ledger, install-key, --from, {LEDGER_SECRET_DIR}/ledger.key, --to, {LEDGER_KEY_DIR}/ledger.key], \
+         volumeMounts: [{{name: {LEDGER_SECRET_VOLUME}, mountPath: {LEDGER_SECRET_DIR}, readOnly: true}}, \
+                        {{name: {LEDGER_KEY_VOLUME}, mountPath: {LEDGER_KEY_DIR}}}], \
+         resources: {{requests: {{cpu: 10m, memory: 16Mi}}, limits: {{memory: 32Mi}}}}}}",
         image = options.shim_image,
     ));
     if let Some(c) = container.as_mapping_mut() {

@@ -5,5 +5,5 @@ pub mod inject;
 pub mod render;
 pub mod webhook;
 
-pub use inject::{InjectError, Options, inject};
+pub use inject::{InjectError, Options, Transactions, inject};
 pub use render::{Image, Mesh, RenderError, WebhookTarget, Workload, render};
