@@ -265,6 +265,24 @@ fn pods_whose_boundaries_cannot_hold_or_whose_names_clash_are_refused_by_name() 
     assert_eq!(refused.code, 2);
     assert!(refused.stderr.contains("document 1"), "{}", refused.stderr);
 
+    // Values that would not survive in a pod spec are named.
+    let spaced = ephemera(
+        &[
+            "inject",
+            "-f",
+            corpus().join("cronjob.yaml").to_str().unwrap(),
+            "--image",
+            "bad image\"",
+        ],
+        &[],
+    );
+    assert_eq!(spaced.code, 2);
+    assert!(
+        spaced.stderr.contains("--image \"bad image"),
+        "{}",
+        spaced.stderr
+    );
+
     // Transactions without a durable ledger volume are refused.
     let partial = inject(
         &corpus().join("ipt-deployment.yaml"),

@@ -242,7 +242,9 @@ impl WebhookArgs {
         super::init_tracing();
         let tls =
             mesh::webhook::tls_config(&self.tls_cert, &self.tls_key).map_err(Failure::config)?;
-        let router = mesh::webhook::router(self.options.options(false));
+        let options = self.options.options(false);
+        options.check().map_err(Failure::config)?;
+        let router = mesh::webhook::router(options);
         super::runtime()?.block_on(async {
             let listener = tokio::net::TcpListener::bind(self.listen)
                 .await

@@ -127,6 +127,16 @@ pub enum InjectError {
         /// The name.
         name: String,
     },
+    /// An option's value cannot be put into a pod spec.
+    #[error("{flag} {value:?}: {rule}")]
+    Option {
+        /// The option.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        rule: &'static str,
+    },
     /// A field has the wrong shape.
     #[error("{object}: {field} is not {expected}")]
     Shape {
@@ -220,9 +230,71 @@ fn template_path(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+impl Options {
+    /// Checks the values that go into pod specs: image references and
+    /// object names.
+    pub fn check(&self) -> Result<(), InjectError> {
+        let image = |c: char| c.is_ascii_alphanumeric() || "./:@_-".contains(c);
+        let object = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c);
+        let mut checks = vec![
+            (
+                "--image",
+                &self.shim_image,
+                image as fn(char) -> bool,
+                "an image reference",
+            ),
+            (
+                "--envoy-image",
+                &self.envoy_image,
+                image,
+                "an image reference",
+            ),
+        ];
+        if self.mesh == Mesh::None {
+            checks.push((
+                "--plugin-image",
+                &self.plugin_image,
+                image,
+                "an image reference",
+            ));
+        }
+        if let Some(t) = &self.transactions {
+            checks.push((
+                "--ipt-config-map",
+                &t.config_map,
+                object,
+                "a Kubernetes object name",
+            ));
+            checks.push((
+                "--ledger-key-secret",
+                &t.key_secret,
+                object,
+                "a Kubernetes object name",
+            ));
+            checks.push((
+                "--ledger-claim",
+                &t.ledger_claim,
+                object,
+                "a Kubernetes object name",
+            ));
+        }
+        for (flag, value, allowed, rule) in checks {
+            if value.is_empty() || value.len() > 253 || !value.chars().all(allowed) {
+                return Err(InjectError::Option {
+                    flag,
+                    value: value.clone(),
+                    rule,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Injects every pod template in `manifest` (YAML documents); returns the
 /// new manifest.
 pub fn inject(manifest: &str, options: &Options) -> Result<String, InjectError> {
+    options.check()?;
     let mut documents = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(manifest).enumerate() {
         let value: Value =

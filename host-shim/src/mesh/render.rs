@@ -196,22 +196,24 @@ fn istio(
             "phase": "AUTHN",
             "match": [{ "mode": mode }],
         });
-        let spec = if traffic_extension {
+        // A TrafficExtension nests the Wasm fields under `wasm`; a
+        // WasmPlugin has them beside the selection.
+        let (kind, spec) = if traffic_extension {
             let mut spec = common;
             spec["wasm"] = wasm;
-            (spec, "TrafficExtension")
+            ("TrafficExtension", spec)
         } else {
             let mut spec = wasm;
             for (k, v) in common.as_object().into_iter().flatten() {
                 spec[k] = v.clone();
             }
-            (spec, "WasmPlugin")
+            ("WasmPlugin", spec)
         };
         objects.push(json!({
             "apiVersion": "extensions.istio.io/v1alpha1",
-            "kind": spec.1,
+            "kind": kind,
             "metadata": metadata,
-            "spec": spec.0,
+            "spec": spec,
         }));
     }
     objects.push(json!({
