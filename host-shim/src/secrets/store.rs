@@ -1,5 +1,6 @@
 //! Reading a planned secret from its backend: environment, a mounted
-//! directory (path confined to it), or OpenBao/Vault KVv2 with version pins
+//! directory (path confined to it), a gopass/`pass` password store, or
+//! OpenBao/Vault KVv2 with version pins
 //! and the deleted/destroyed distinction, over the shared OpenBao
 //! connection with the store's own token file.
 
@@ -23,6 +24,17 @@ pub async fn read(location: &Location) -> Result<Sensitive, ResolveError> {
             .map(Sensitive::new)
             .map_err(|_| ResolveError::NotFound),
         Location::File { dir, path } => read_file(dir, path),
+        Location::Gopass {
+            binary,
+            store_dir,
+            gnupg_home,
+            path,
+            field,
+        } => {
+            let output =
+                gopass_show(binary, store_dir.as_deref(), gnupg_home.as_deref(), path).await?;
+            entry_value(&output, field.as_deref())
+        }
         Location::Kv2 {
             address,
             token_file,
@@ -32,6 +44,76 @@ pub async fn read(location: &Location) -> Result<Sensitive, ResolveError> {
             version,
         } => read_kv2(address, token_file, mount, path, field.as_deref(), *version).await,
     }
+}
+
+/// How long a password store read may take (GPG included).
+const SHOW_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `<binary> show -- <path>`, without a shell; stdout only. Neither the
+/// command's output nor its stderr is ever logged or returned: stderr only
+/// tells "not in the store" from "store unavailable".
+async fn gopass_show(
+    binary: &str,
+    store_dir: Option<&str>,
+    gnupg_home: Option<&str>,
+    path: &str,
+) -> Result<Sensitive, ResolveError> {
+    let unavailable = |why: String| ResolveError::StoreUnavailable(why);
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(["show", "--", path])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(dir) = store_dir {
+        command.env("PASSWORD_STORE_DIR", dir);
+    }
+    if let Some(home) = gnupg_home {
+        command.env("GNUPGHOME", home);
+    }
+    let child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => unavailable(format!("{binary}: no such program")),
+        _ => unavailable(format!("{binary}: cannot start: {e}")),
+    })?;
+    let output = tokio::time::timeout(SHOW_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| unavailable(format!("{binary} show timed out")))?
+        .map_err(|e| unavailable(format!("{binary} show: {e}")))?;
+    if output.status.success() {
+        return String::from_utf8(output.stdout)
+            .map(Sensitive::new)
+            .map_err(|_| unavailable(format!("{binary} show: output is not UTF-8")));
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // pass: "Error: X is not in the password store."; gopass: "entry is
+    // not in the password store".
+    if stderr.contains("is not in the password store") {
+        return Err(ResolveError::NotFound);
+    }
+    Err(unavailable(format!(
+        "{binary} show failed (exit {}): the store or its GPG key is not usable",
+        output
+            .status
+            .code()
+            .map_or_else(|| "by signal".to_owned(), |c| c.to_string())
+    )))
+}
+
+/// The password (first line) of an entry, or the value of its `key: value`
+/// line named `field`.
+fn entry_value(entry: &Sensitive, field: Option<&str>) -> Result<Sensitive, ResolveError> {
+    let mut lines = entry.expose().lines();
+    let Some(field) = field else {
+        return Ok(Sensitive::new(lines.next().unwrap_or_default()));
+    };
+    lines
+        .skip(1)
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == field).then(|| Sensitive::new(value.trim()))
+        })
+        .ok_or_else(|| ResolveError::FieldMissing(field.to_owned()))
 }
 
 fn read_file(dir: &str, path: &str) -> Result<Sensitive, ResolveError> {
@@ -95,5 +177,28 @@ async fn read_kv2(
             None => Err(ResolveError::FieldMissing(f.to_owned())),
         },
         None => Ok(Sensitive::new(data.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_the_first_line_and_fields_are_key_value_lines() {
+        let entry = Sensitive::new("s3cret\nuser: svc\nurl: https://x:8443/y\n");
+        assert_eq!(entry_value(&entry, None).unwrap().expose(), "s3cret");
+        assert_eq!(entry_value(&entry, Some("user")).unwrap().expose(), "svc");
+        assert_eq!(
+            entry_value(&entry, Some("url")).unwrap().expose(),
+            "https://x:8443/y"
+        );
+        assert!(matches!(
+            entry_value(&entry, Some("s3cret")),
+            Err(ResolveError::FieldMissing(_))
+        ));
+        assert!(
+            matches!(entry_value(&entry, Some("pin")), Err(ResolveError::FieldMissing(f)) if f == "pin")
+        );
     }
 }

@@ -21,6 +21,8 @@ pub enum Backend {
     Openbao,
     /// Vault KVv2 over HTTP.
     Vault,
+    /// A gopass (or `pass`) password store: GPG files, read with `show`.
+    Gopass,
 }
 
 /// Where secrets are kept.
@@ -44,6 +46,21 @@ pub struct StoreConfig {
     /// OpenBao/Vault: the file holding the shim's read token.
     #[serde(default)]
     pub token_file: Option<String>,
+    /// Gopass: the folder of the password store the store's paths are in
+    /// (e.g. `mxm/red`).
+    #[serde(default)]
+    pub root: Option<String>,
+    /// Gopass: the program to run (`gopass`, or `pass` for the same store
+    /// format); default `gopass`.
+    #[serde(default)]
+    pub binary: Option<String>,
+    /// Gopass: the password store directory (default: the environment's
+    /// `PASSWORD_STORE_DIR`).
+    #[serde(default)]
+    pub store_dir: Option<String>,
+    /// Gopass: the GnuPG home (default: the environment's `GNUPGHOME`).
+    #[serde(default)]
+    pub gnupg_home: Option<String>,
 }
 
 /// A named secret.
@@ -184,7 +201,9 @@ pub struct SecretsConfig {
     /// Policies by name.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyConfig>,
-    /// Principal rules, in order.
+    /// Principal rules, in order. Without any (an mxm-secrets
+    /// configuration has none), a caller `spiffe://<td>/<name>` is principal
+    /// `<name>`, and a caller with a longer path is no principal.
     #[serde(default)]
     pub principals: Vec<PrincipalRule>,
     /// Audit of every decision (allow, deny, error).
@@ -205,6 +224,19 @@ impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.at, self.message)
     }
+}
+
+/// True for a password store path: `/`-separated segments, none empty,
+/// `.`, `..`, starting with `-` (it would read as an option) or holding a
+/// control character.
+pub fn store_path(path: &str) -> bool {
+    path.split('/').all(|segment| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && !segment.starts_with('-')
+            && !segment.chars().any(char::is_control)
+    })
 }
 
 fn covers(earlier: &CallerPattern, later: &CallerPattern) -> bool {
@@ -239,6 +271,12 @@ impl SecretsConfig {
                     );
                 }
                 Backend::File if store.dir.is_none() => problem(at, "file stores need dir".into()),
+                Backend::Gopass if store.root.as_deref().is_none_or(|r| !store_path(r)) => problem(
+                    at,
+                    "gopass stores need root, a store path (segments without `..`, `.` or a \
+                     leading `-`)"
+                        .into(),
+                ),
                 _ => {}
             }
         }
@@ -246,8 +284,20 @@ impl SecretsConfig {
             let at = format!("refs.{name}");
             match (&r.store, &r.uri) {
                 (Some(store), None) => {
-                    if !self.stores.contains_key(store) {
-                        problem(at.clone(), format!("unknown store {store:?}"));
+                    match self.stores.get(store) {
+                        None => problem(at.clone(), format!("unknown store {store:?}")),
+                        Some(s)
+                            if s.backend == Backend::Gopass
+                                && r.path.as_deref().is_some_and(|p| !store_path(p)) =>
+                        {
+                            problem(
+                                at.clone(),
+                                "path must be a store path (segments without `..`, `.` or a \
+                                 leading `-`)"
+                                    .into(),
+                            );
+                        }
+                        Some(_) => {}
                     }
                     if r.path.is_none() {
                         problem(at.clone(), "needs path".into());
@@ -282,7 +332,8 @@ impl SecretsConfig {
                 );
             }
             for principal in &p.allowed_principals {
-                if !produced.contains(&principal.as_str()) {
+                // Without rules every one-segment ID names its principal.
+                if !self.principals.is_empty() && !produced.contains(&principal.as_str()) {
                     problem(
                         format!("policies.{name}"),
                         format!("principal {principal:?} is produced by no principal rule"),

@@ -75,6 +75,19 @@ pub enum Location {
         /// The relative path.
         path: String,
     },
+    /// A password store entry, read with `<binary> show <path>`.
+    Gopass {
+        /// The program (`gopass` or `pass`).
+        binary: String,
+        /// The store directory, when not the environment's.
+        store_dir: Option<String>,
+        /// The GnuPG home, when not the environment's.
+        gnupg_home: Option<String>,
+        /// `<root>/<path>` in the store.
+        path: String,
+        /// A `key: value` line to read instead of the first line.
+        field: Option<String>,
+    },
     /// A KVv2 secret.
     Kv2 {
         /// Server address.
@@ -112,8 +125,13 @@ pub struct Plan {
 }
 
 impl SecretsConfig {
-    /// The principal of a verified caller (first matching rule).
-    pub fn principal_of(&self, caller: &SpiffeId) -> Option<&str> {
+    /// The principal of a verified caller: the first matching rule; without
+    /// rules, the one segment of a `spiffe://<td>/<name>` caller.
+    pub fn principal_of<'a>(&'a self, caller: &'a SpiffeId) -> Option<&'a str> {
+        if self.principals.is_empty() {
+            let name = caller.path().strip_prefix('/')?;
+            return (!name.is_empty() && !name.contains('/')).then_some(name);
+        }
         self.principals
             .iter()
             .find(|r| r.pattern.matches(caller))
@@ -204,6 +222,27 @@ impl SecretsConfig {
                 let uri = SecretUri::parse(&format!("file://{mount}/{path}"), None)
                     .map_err(|e| misconfigured(e.to_string()))?;
                 (Location::File { dir, path }, uri.to_string())
+            }
+            Backend::Gopass => {
+                let root = store.root.clone().ok_or_else(|| missing("root"))?;
+                let full = format!("{}/{path}", root.trim_end_matches('/'));
+                if !super::config::store_path(&full) {
+                    return Err(misconfigured(format!("{full:?} is not a store path")));
+                }
+                // No canonical URI scheme exists for a password store:
+                // grants and audit key on this reference instead.
+                let mut reference = format!("gopass:{full}");
+                if let Some(f) = &field {
+                    reference.push_str(&format!("#{f}"));
+                }
+                let location = Location::Gopass {
+                    binary: store.binary.clone().unwrap_or_else(|| "gopass".into()),
+                    store_dir: store.store_dir.clone(),
+                    gnupg_home: store.gnupg_home.clone(),
+                    path: full,
+                    field,
+                };
+                (location, reference)
             }
             Backend::Openbao | Backend::Vault => {
                 let mount = store.mount.clone().ok_or_else(|| missing("mount"))?;
