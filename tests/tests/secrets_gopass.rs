@@ -341,3 +341,59 @@ fn egress_through_real_envoy_carries_the_password_store_secret_and_nothing_leaks
         assert!(!text.contains("dbk-42"), "a field in the {place}");
     }
 }
+
+#[test]
+fn the_shims_api_resolves_from_the_password_store_for_the_workload_itself() {
+    use ephemera_tests::net::{get, send, wait_until};
+    use ephemera_tests::procs::Proc;
+    use ephemera_tests::workload::Root;
+
+    let store = Store::new();
+    let dir = store.dir.path();
+    let root = Root::new(&dir.join("root"), &["marketdata", "ops"]);
+    let config = store.config("mxm.yaml", MXM);
+    let socket = dir.join("run/shim.sock");
+    let serve = |name: &str| {
+        Proc::spawn(
+            name,
+            dir,
+            Command::new(ephemera_bin())
+                .args(["serve", "--listen"])
+                .arg(format!("unix:{}", socket.display()))
+                .arg("--secrets-config")
+                .arg(&config)
+                .envs(root.env(name))
+                .envs(store.env()),
+        )
+    };
+    let resolve = || {
+        send(
+            &socket,
+            "POST",
+            "/v1/secrets/resolve",
+            &[("content-type", "application/json")],
+            r#"{"name": "databento_api_key"}"#,
+        )
+    };
+    for (workload, status) in [("marketdata", 200), ("ops", 403)] {
+        let before = store.calls();
+        let shim = serve(workload);
+        wait_until(std::time::Duration::from_secs(10), || {
+            get(&socket, "/healthz", &[]).status == 200
+        })
+        .expect("shim up");
+        let answer = resolve();
+        assert_eq!(answer.status, status, "{workload}: {}", answer.body);
+        if status == 200 {
+            let value: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+            assert_eq!(value["value"], "db-s3cret-value");
+            assert_eq!(store.calls(), before + 1);
+        } else {
+            assert_eq!(store.calls(), before, "a denied workload starts no process");
+            assert!(!answer.body.contains("db-s3cret-value"));
+        }
+        let output = format!("{}{}", shim.stdout(), shim.stderr());
+        assert!(!output.contains("db-s3cret-value"), "{output}");
+        drop(shim);
+    }
+}
