@@ -37,6 +37,16 @@ struct Store {
     calls: PathBuf,
 }
 
+impl Drop for Store {
+    /// Stops the GnuPG agent the store's key started.
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .args(["--kill", "gpg-agent"])
+            .env("GNUPGHOME", &self.gnupg)
+            .status();
+    }
+}
+
 impl Store {
     /// A GPG key without passphrase, a password store encrypted to it, and
     /// a `gopass` that logs its arguments and runs `pass`.
