@@ -299,6 +299,58 @@ mod tests {
         serde_json::from_str(CONFIG).unwrap()
     }
 
+    /// An mxm-secrets configuration: a gopass store, no principal rules.
+    const MXM: &str = r#"{
+      "stores": {"red": {"backend": "gopass", "root": "mxm/red"}},
+      "refs": {"api": {"store": "red", "path": "marketdata/api", "policy": "p"},
+               "api_user": {"store": "red", "path": "marketdata/api", "field": "user", "policy": "p"}},
+      "policies": {"p": {"allowed_principals": ["marketdata"]}}
+    }"#;
+
+    #[test]
+    fn without_principal_rules_a_one_segment_id_names_its_principal() {
+        let c: SecretsConfig = serde_json::from_str(MXM).unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let caller = |s: &str| SpiffeId::parse(s).unwrap();
+        let plan = c.plan("api", &caller("spiffe://e.org/marketdata")).unwrap();
+        assert_eq!(plan.principal, "marketdata");
+        assert_eq!(plan.reference, "gopass:mxm/red/marketdata/api");
+        assert!(matches!(
+            &plan.location,
+            Location::Gopass { binary, path, field: None, .. } if binary == "gopass" && path == "mxm/red/marketdata/api"
+        ));
+        assert_eq!(
+            c.reference("api_user").as_deref(),
+            Some("gopass:mxm/red/marketdata/api#user")
+        );
+        for other in [
+            "spiffe://e.org/team/marketdata",
+            "spiffe://e.org/research",
+            "spiffe://e.org",
+        ] {
+            assert!(
+                matches!(
+                    c.plan("api", &caller(other)),
+                    Err(ResolveError::NotAuthorized { .. })
+                ),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_password_store_path_has_no_empty_dot_or_option_segments() {
+        use crate::secrets::config::store_path;
+        for good in ["mxm/red", "a", "a/b.c/d-e", "x/.hidden"] {
+            assert!(store_path(good), "{good}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "a/./b", "a/../b", "-x", "a/--help", "a/b\nc",
+        ] {
+            assert!(!store_path(bad), "{bad:?}");
+        }
+    }
+
     fn id(s: &str) -> SpiffeId {
         SpiffeId::parse(s).unwrap()
     }
