@@ -137,6 +137,7 @@ pub fn service_env(root: &Path, name: &str) -> Vec<(String, String)> {
 }
 
 pub mod harness;
+pub mod k8s;
 pub mod net;
 pub mod openbao;
 pub mod procs;

@@ -70,7 +70,14 @@ impl OpenBao {
         let policy = serde_json::json!({ "policy": SHIM_POLICY }).to_string();
         bao.root("PUT", "sys/policies/acl/ephemera-shim", &policy)
             .ok();
-        let created = bao
+        bao.shim_token = bao.new_shim_token();
+        std::fs::write(&bao.shim_token_file, &bao.shim_token).unwrap_or_else(|e| panic!("{e}"));
+        bao
+    }
+
+    /// A fresh token with the shim's policy (and nothing else), for an hour.
+    pub fn new_shim_token(&self) -> String {
+        let created = self
             .root(
                 "POST",
                 "auth/token/create",
@@ -78,12 +85,10 @@ impl OpenBao {
             )
             .ok()
             .json();
-        bao.shim_token = created["auth"]["client_token"]
+        created["auth"]["client_token"]
             .as_str()
             .unwrap_or_default()
-            .to_owned();
-        std::fs::write(&bao.shim_token_file, &bao.shim_token).unwrap_or_else(|e| panic!("{e}"));
-        bao
+            .to_owned()
     }
 
     /// A token that may only create keys under the KV v2 folder

@@ -607,15 +607,7 @@ fn a_token_an_agent_rotates_is_used_at_once_without_a_restart() {
 
     // As Vault Agent does: a new token written beside the file and renamed
     // over it; then the old one revoked.
-    let created = bao
-        .root(
-            "POST",
-            "auth/token/create",
-            r#"{"policies":["ephemera-shim"],"no_default_policy":true,"ttl":"1h"}"#,
-        )
-        .ok()
-        .json();
-    let next = created["auth"]["client_token"].as_str().unwrap();
+    let next = bao.new_shim_token();
     let staged = dir.path().join("shim-token.new");
     std::fs::write(&staged, next).unwrap();
     std::fs::rename(&staged, &bao.shim_token_file).unwrap();

@@ -4,11 +4,10 @@
 //! nothing, and the app's containers never get the socket or the identity.
 //! `EPHEMERA_BLESS=1` rewrites the goldens.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use ephemera_tests::{Run, ephemera, python, repo_root};
+use ephemera_tests::k8s::validate;
+use ephemera_tests::{Run, ephemera, repo_root};
 use serde_json::Value;
 
 const SHIM_IMAGE: &str = "registry.example.com/ephemera:0.1.0";
@@ -46,28 +45,6 @@ fn objects(text: &str) -> Vec<Value> {
         .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
         .filter(|v: &Value| !v.is_null())
         .collect()
-}
-
-fn validate(text: &str) -> Run {
-    let mut child = Command::new(python())
-        .arg(repo_root().join("tests/peers/validate_k8s.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }
 
 /// The pod spec of an object, if it has a template.

@@ -4,10 +4,10 @@
 //! validation with the real module, and nothing secret is in any of them.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use ephemera_tests::workload::{envoy, wasm};
-use ephemera_tests::{Run, ephemera, python, repo_root, run};
+use ephemera_tests::{Run, ephemera, run};
 use serde_json::{Value, json};
 
 const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -52,20 +52,7 @@ fn validate(objects: &[Value]) -> Run {
         .iter()
         .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap()))
         .collect();
-    let mut child = Command::new(python())
-        .arg(repo_root().join("tests/peers/validate_k8s.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    ephemera_tests::k8s::validate(&text)
 }
 
 fn kinds(objects: &[Value]) -> Vec<String> {

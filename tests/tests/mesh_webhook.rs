@@ -8,10 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
+use ephemera_tests::k8s::validate;
 use ephemera_tests::net::{free_port, wait_until};
 use ephemera_tests::procs::Proc;
 use ephemera_tests::tls::TestCa;
-use ephemera_tests::{Run, ephemera, ephemera_bin, python, repo_root, run};
+use ephemera_tests::{ephemera, ephemera_bin, repo_root, run};
 use serde_json::{Value, json};
 
 const SHIM_IMAGE: &str = "registry.example.com/ephemera:0.1.0";
@@ -253,28 +254,4 @@ fn mesh_render_prints_a_valid_webhook_configuration_that_spares_its_own_namespac
     assert_eq!(bundle, std::fs::read(&ca.cert).unwrap());
     let checked = validate(&text);
     assert_eq!(checked.code, 0, "{}{}", checked.stdout, checked.stderr);
-}
-
-fn validate(text: &str) -> Run {
-    use std::io::Write as _;
-    use std::process::Stdio;
-    let mut child = Command::new(python())
-        .arg(repo_root().join("tests/peers/validate_k8s.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }

@@ -1,6 +1,9 @@
 //! Shared helpers for the core's integration tests.
 #![allow(dead_code, missing_docs)]
 
+use std::borrow::Cow;
+
+use ephemera_core::filter::RequestView;
 use ephemera_core::{Bundle, Es256, PrivateKey, RustCrypto, SpiffeId, b64};
 use serde_json::{Value, json};
 
@@ -39,4 +42,27 @@ pub fn bundle(entries: &[(&str, &[&PrivateKey])]) -> Bundle {
     let doc =
         json!({"trust_domain": "example.org", "spiffile_version": 1, "identities": identities});
     Bundle::parse_spiffile(doc.to_string().as_bytes()).unwrap()
+}
+
+/// A request as a list of headers, lent to the filter as a host that can
+/// lend them does.
+pub struct Request(pub Vec<(&'static str, String)>);
+
+impl RequestView for Request {
+    fn header(&self, name: &str) -> Option<Result<Cow<'_, str>, ()>> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| Ok(Cow::Borrowed(v.as_str())))
+    }
+    fn header_values(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    fn cluster(&self) -> Option<String> {
+        None
+    }
 }

@@ -3,13 +3,10 @@
 
 mod common;
 
-use std::borrow::Cow;
-
-use common::{bundle, id};
+use common::{Request, bundle, id};
 use ephemera_core::filter::edits::Edits;
 use ephemera_core::filter::exchange::{
-    Exchange, Filter, OPEN_PATH, RESOLVE_PATH, RequestView, ShimAnswer, ShimCall, Step, Turn,
-    WorkerState,
+    Exchange, Filter, OPEN_PATH, RESOLVE_PATH, ShimAnswer, ShimCall, Step, Turn, WorkerState,
 };
 use ephemera_core::filter::note::{Note, OpenFailure};
 use ephemera_core::filter::{FilterConfig, WorkloadIdentity};
@@ -27,28 +24,6 @@ const IPT: &str = r#"{"direction":"inbound","startup_wait_ms":2000,"inbound":{"t
 
 const EGRESS: &str = r#"{"direction":"outbound","outbound":{"secrets":[
   {"host":"api.example.com","secret":"api-key","inject":{"as":"bearer"}}]}}"#;
-
-/// A request as a list of headers.
-struct Request(Vec<(&'static str, String)>);
-
-impl RequestView for Request {
-    fn header(&self, name: &str) -> Option<Result<Cow<'_, str>, ()>> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| Ok(Cow::Borrowed(v.as_str())))
-    }
-    fn header_values(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-    fn cluster(&self) -> Option<String> {
-        None
-    }
-}
 
 struct World {
     filter: Filter,

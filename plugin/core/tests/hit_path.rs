@@ -7,11 +7,10 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::borrow::Cow;
 use std::cell::Cell;
 
-use common::{bundle, id};
-use ephemera_core::filter::exchange::{Exchange, Filter, RequestView, Step, WorkerState};
+use common::{Request, bundle, id};
+use ephemera_core::filter::exchange::{Exchange, Filter, Step, WorkerState};
 use ephemera_core::filter::note::Note;
 use ephemera_core::filter::{FilterConfig, WorkloadIdentity};
 use ephemera_core::{Minter, PrivateKey, RustCrypto};
@@ -52,28 +51,6 @@ static COUNTING: Counting = Counting;
 const BILLING: &str = "spiffe://example.org/billing";
 const ORDERS: &str = "spiffe://example.org/orders";
 const NOW_MS: u64 = 1_900_000_000_000;
-
-/// A request lending its headers, as a host that can lend them does.
-struct Request(Vec<(&'static str, String)>);
-
-impl RequestView for Request {
-    fn header(&self, name: &str) -> Option<Result<Cow<'_, str>, ()>> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| Ok(Cow::Borrowed(v.as_str())))
-    }
-    fn header_values(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-    fn cluster(&self) -> Option<String> {
-        None
-    }
-}
 
 /// Allocations made while deciding `request` a second time, after its
 /// token was verified once.
