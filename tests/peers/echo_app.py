@@ -32,6 +32,7 @@ class Echo(BaseHTTPRequestHandler):
             "method": self.command,
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
+            "header_list": [[k.lower(), v] for k, v in self.headers.items()],
             "body": body,
         }
         with LOG_LOCK:  # one whole line per request, even from many threads

@@ -217,8 +217,11 @@ impl Sidecar {
     }
 }
 
-/// Envoy's `ephemera.*` stats at an admin listener.
+/// Envoy's `ephemera.*` stats at an admin listener. The filter counts in
+/// its VM and hands the counts to Envoy on every 100 ms tick, so they are
+/// read after three ticks.
 pub fn stats(admin: impl Into<Target>) -> BTreeMap<String, u64> {
+    std::thread::sleep(Duration::from_millis(300));
     get(admin, "/stats?filter=ephemera", &[])
         .body
         .lines()

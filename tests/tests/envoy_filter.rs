@@ -95,17 +95,30 @@ fn inbound_cases(
         r
     };
 
-    // A valid token: the app sees the verified caller, not the client's claim, and no token.
+    // A valid token: the app sees the verified caller, not the client's
+    // claims (setting the header replaces every copy a client sent), and no token.
     let seen = case(
         "valid",
         "/hello",
         &[
             ("authorization", &bearer(&valid)),
             ("x-ephemera-caller", "spiffe://example.org/admin"),
+            ("x-ephemera-caller", "spiffe://example.org/root"),
         ],
     )
     .json();
-    assert_eq!(seen["headers"]["x-ephemera-caller"], ORDERS);
+    let callers: Vec<_> = seen["header_list"]
+        .as_array()
+        .expect("the echo lists every header")
+        .iter()
+        .filter(|pair| pair[0] == "x-ephemera-caller")
+        .map(|pair| pair[1].clone())
+        .collect();
+    assert_eq!(
+        callers,
+        [ORDERS],
+        "exactly one caller header reaches the app"
+    );
     assert!(
         seen["headers"].get("authorization").is_none(),
         "token stripped"

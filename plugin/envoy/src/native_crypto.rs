@@ -42,10 +42,11 @@ impl Es256 for EnvoyCrypto {
         let Some(der) = raw_to_der(signature) else {
             return Ok(false);
         };
+        let der = der.as_bytes();
         let mut args = Vec::with_capacity(64 + key.spki_der().len() + der.len() + message.len());
         protobuf::put_bytes(&mut args, 1, b"sha256");
         protobuf::put_bytes(&mut args, 2, key.spki_der());
-        protobuf::put_bytes(&mut args, 3, &der);
+        protobuf::put_bytes(&mut args, 3, der);
         protobuf::put_bytes(&mut args, 4, message);
         let reply = call("verify_signature", &args)?;
         let fields = protobuf::decode(&reply).ok_or_else(|| failure("undecodable reply"))?;

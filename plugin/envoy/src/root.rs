@@ -67,7 +67,7 @@ impl Root {
             "ephemera: {direction} filter configured (crypto: {})",
             if native { "envoy native" } else { "pure rust" }
         );
-        self.worker = Some(Worker::new(config, crypto, stats));
+        self.worker = Some(Worker::new(config, crypto, stats, host::now_ms()));
         Ok(())
     }
 
@@ -294,6 +294,7 @@ impl RootContext for Root {
             return;
         };
         let now_ms = host::now_ms();
+        worker.tick(now_ms);
         self.maybe_fetch(&worker, now_ms);
         self.expire_waiting(&worker, now_ms);
         self.send_closes(&worker);

@@ -1,4 +1,9 @@
-//! The filter's Envoy stats (shown by Envoy under `wasmcustom.`).
+//! The filter's Envoy stats (shown by Envoy under `wasmcustom.`). Counters
+//! are counted in the VM and handed to Envoy on the root's tick, so a
+//! request costs no host call for them; gauges are set at once (they change
+//! rarely).
+
+use std::cell::Cell;
 
 use ephemera_core::filter::Note;
 use ephemera_core::filter::Rejection;
@@ -7,54 +12,71 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 /// Metric ids, defined once per root context.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Stats {
-    verified: u32,
-    cache_hits: u32,
-    verify_native: u32,
-    verify_rust: u32,
-    forbidden: u32,
-    rejected: Vec<(&'static str, u32)>,
-    unauthenticated_path: u32,
-    minted: u32,
-    mint_reused: u32,
-    mint_native: u32,
-    mint_rust: u32,
-    unmapped: u32,
-    awaited_identity: u32,
-    identity_stale: u32,
-    unavailable: u32,
-    identity_generation: u32,
-    identity_reloads: u32,
-    reload_failures: u32,
-    crypto_native: u32,
-    txn_opened: u32,
-    txn_denied: u32,
-    txn_failed: u32,
-    txn_closed: u32,
-    txn_unmappable: u32,
-    txn_limited: u32,
-    egress_injected: u32,
-    egress_denied: u32,
-    egress_failed: u32,
+    verified: Counter,
+    cache_hits: Counter,
+    verify_native: Counter,
+    verify_rust: Counter,
+    forbidden: Counter,
+    rejected: Vec<(&'static str, Counter)>,
+    unauthenticated_path: Counter,
+    minted: Counter,
+    mint_reused: Counter,
+    mint_native: Counter,
+    mint_rust: Counter,
+    unmapped: Counter,
+    awaited_identity: Counter,
+    identity_stale: Counter,
+    unavailable: Counter,
+    identity_generation: Option<u32>,
+    identity_reloads: Counter,
+    reload_failures: Counter,
+    crypto_native: Option<u32>,
+    txn_opened: Counter,
+    txn_denied: Counter,
+    txn_failed: Counter,
+    txn_closed: Counter,
+    txn_unmappable: Counter,
+    txn_limited: Counter,
+    egress_injected: Counter,
+    egress_denied: Counter,
+    egress_failed: Counter,
 }
 
-fn counter(name: &str) -> u32 {
-    hostcalls::define_metric(MetricType::Counter, name).unwrap_or(u32::MAX)
+/// A counter: its metric id and the count not yet handed to Envoy.
+#[derive(Debug, Default)]
+struct Counter {
+    id: Option<u32>,
+    pending: Cell<u64>,
 }
 
-fn gauge(name: &str) -> u32 {
-    hostcalls::define_metric(MetricType::Gauge, name).unwrap_or(u32::MAX)
-}
+impl Counter {
+    fn bump(&self) {
+        self.pending.set(self.pending.get() + 1);
+    }
 
-fn bump(id: u32) {
-    if id != u32::MAX {
-        let _ = hostcalls::increment_metric(id, 1);
+    fn flush(&self) {
+        let pending = self.pending.take();
+        if let (Some(id), 1..) = (self.id, pending) {
+            let _ = hostcalls::increment_metric(id, pending as i64);
+        }
     }
 }
 
-fn set(id: u32, value: u64) {
-    if id != u32::MAX {
+fn counter(name: &str) -> Counter {
+    Counter {
+        id: hostcalls::define_metric(MetricType::Counter, name).ok(),
+        pending: Cell::new(0),
+    }
+}
+
+fn gauge(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Gauge, name).ok()
+}
+
+fn set(gauge: Option<u32>, value: u64) {
+    if let Some(id) = gauge {
         let _ = hostcalls::record_metric(id, value);
     }
 }
@@ -64,26 +86,26 @@ impl Stats {
     pub fn note(&self, note: &Note, backend: &str) {
         match note {
             Note::Verified { cached } => self.verified(*cached, backend),
-            Note::Rejected(Rejection::IdentityStale) => bump(self.identity_stale),
+            Note::Rejected(Rejection::IdentityStale) => self.identity_stale.bump(),
             Note::Rejected(rejection) => {
                 self.rejected(rejection.code(), note.ran_crypto().then_some(backend))
             }
-            Note::Forbidden(_) => bump(self.forbidden),
-            Note::Unauthenticated => bump(self.unauthenticated_path),
+            Note::Forbidden(_) => self.forbidden.bump(),
+            Note::Unauthenticated => self.unauthenticated_path.bump(),
             Note::BadPath => self.rejected("bad_path", None),
-            Note::AwaitedIdentity => bump(self.awaited_identity),
-            Note::Unavailable => bump(self.unavailable),
-            Note::TransactionUnmappable(_) => bump(self.txn_unmappable),
-            Note::TransactionOpened => bump(self.txn_opened),
-            Note::TransactionDenied(_) => bump(self.txn_denied),
-            Note::TransactionLimited => bump(self.txn_limited),
-            Note::TransactionFailed(_) => bump(self.txn_failed),
+            Note::AwaitedIdentity => self.awaited_identity.bump(),
+            Note::Unavailable => self.unavailable.bump(),
+            Note::TransactionUnmappable(_) => self.txn_unmappable.bump(),
+            Note::TransactionOpened => self.txn_opened.bump(),
+            Note::TransactionDenied(_) => self.txn_denied.bump(),
+            Note::TransactionLimited => self.txn_limited.bump(),
+            Note::TransactionFailed(_) => self.txn_failed.bump(),
             Note::Minted { reused } => self.minted(*reused, backend),
-            Note::Unmapped { .. } => bump(self.unmapped),
+            Note::Unmapped { .. } => self.unmapped.bump(),
             Note::MintFailed(_) => {}
-            Note::EgressInjected => bump(self.egress_injected),
-            Note::EgressDenied(_) => bump(self.egress_denied),
-            Note::EgressFailed(..) => bump(self.egress_failed),
+            Note::EgressInjected => self.egress_injected.bump(),
+            Note::EgressDenied(_) => self.egress_denied.bump(),
+            Note::EgressFailed(..) => self.egress_failed.bump(),
         }
     }
 
@@ -127,24 +149,24 @@ impl Stats {
 
     /// A caller was verified (`cached`: by the cache; else by `backend`).
     fn verified(&self, cached: bool, backend: &str) {
-        bump(self.verified);
+        self.verified.bump();
         if cached {
-            bump(self.cache_hits);
+            self.cache_hits.bump();
         } else if backend == "envoy" {
-            bump(self.verify_native);
+            self.verify_native.bump();
         } else {
-            bump(self.verify_rust);
+            self.verify_rust.bump();
         }
     }
 
     /// A request was rejected with 401 for `code`.
     fn rejected(&self, code: &str, verified_by: Option<&str>) {
         if let Some((_, id)) = self.rejected.iter().find(|(c, _)| *c == code) {
-            bump(*id);
+            id.bump();
         }
         match verified_by {
-            Some("envoy") => bump(self.verify_native),
-            Some(_) => bump(self.verify_rust),
+            Some("envoy") => self.verify_native.bump(),
+            Some(_) => self.verify_rust.bump(),
             None => {}
         }
     }
@@ -152,26 +174,63 @@ impl Stats {
     /// A token was attached (`reused`, or minted by `backend`).
     fn minted(&self, reused: bool, backend: &str) {
         if reused {
-            bump(self.mint_reused);
+            self.mint_reused.bump();
         } else {
-            bump(self.minted);
-            bump(if backend == "envoy" {
-                self.mint_native
+            self.minted.bump();
+            if backend == "envoy" {
+                self.mint_native.bump();
             } else {
-                self.mint_rust
-            });
+                self.mint_rust.bump();
+            }
+        }
+    }
+
+    /// Hands the counts since the last flush to Envoy (on the root's tick).
+    pub fn flush(&self) {
+        let counters = [
+            &self.verified,
+            &self.cache_hits,
+            &self.verify_native,
+            &self.verify_rust,
+            &self.forbidden,
+            &self.unauthenticated_path,
+            &self.minted,
+            &self.mint_reused,
+            &self.mint_native,
+            &self.mint_rust,
+            &self.unmapped,
+            &self.awaited_identity,
+            &self.identity_stale,
+            &self.unavailable,
+            &self.identity_reloads,
+            &self.reload_failures,
+            &self.txn_opened,
+            &self.txn_denied,
+            &self.txn_failed,
+            &self.txn_closed,
+            &self.txn_unmappable,
+            &self.txn_limited,
+            &self.egress_injected,
+            &self.egress_denied,
+            &self.egress_failed,
+        ];
+        for counter in counters
+            .into_iter()
+            .chain(self.rejected.iter().map(|(_, c)| c))
+        {
+            counter.flush();
         }
     }
 
     /// A new identity was loaded.
     pub fn identity_loaded(&self, generation: u64) {
-        bump(self.identity_reloads);
+        self.identity_reloads.bump();
         set(self.identity_generation, generation);
     }
 
     /// A fetched identity was refused, or the fetch failed.
     pub fn reload_failed(&self) {
-        bump(self.reload_failures);
+        self.reload_failures.bump();
     }
 
     /// Which backend signs and verifies (1: Envoy native, 0: pure Rust).
@@ -181,6 +240,6 @@ impl Stats {
 
     /// A close was sent to the shim.
     pub fn transaction_closed(&self) {
-        bump(self.txn_closed);
+        self.txn_closed.bump();
     }
 }

@@ -115,7 +115,7 @@ pub fn answer(
     body: &[u8],
     origin: Origin,
 ) -> Action {
-    let now_ms = host::now_ms();
+    let now_ms = worker.now_ms();
     let turn = with_exchange(worker, cell, |exchange, state| {
         exchange.on_shim_answer(
             &worker.filter,
@@ -171,8 +171,8 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let now_ms = host::now_ms();
         let worker = &self.worker;
+        let now_ms = worker.now_ms();
         match with_exchange(worker, &self.cell, |exchange, state| {
             exchange.on_request(&worker.filter, state, &HostRequest, now_ms)
         }) {

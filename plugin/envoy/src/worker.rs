@@ -2,7 +2,7 @@
 //! filter, its stats, what outlives a request (identity and caches), and
 //! the few things the root does for streams.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
@@ -42,18 +42,39 @@ pub struct Worker {
     pub state: RefCell<WorkerState>,
     /// Waiting streams, relayed calls, closes.
     pub held: RefCell<Held>,
+    /// Unix ms as of the root's last tick: requests read this clock rather
+    /// than the host's, so it lags by at most one tick.
+    clock_ms: Cell<u64>,
 }
 
 impl Worker {
     /// Builds the worker for a parsed configuration.
-    pub fn new(config: FilterConfig, crypto: &'static dyn Es256, stats: Stats) -> Rc<Self> {
+    pub fn new(
+        config: FilterConfig,
+        crypto: &'static dyn Es256,
+        stats: Stats,
+        now_ms: u64,
+    ) -> Rc<Self> {
         let state = WorkerState::new(&config);
         Rc::new(Self {
             filter: Filter::new(config, crypto),
             stats,
             state: RefCell::new(state),
             held: RefCell::new(Held::default()),
+            clock_ms: Cell::new(now_ms),
         })
+    }
+
+    /// Unix ms as of the last tick.
+    pub fn now_ms(&self) -> u64 {
+        self.clock_ms.get()
+    }
+
+    /// Moves the clock to `now_ms` (the root's tick) and hands the counts
+    /// since the last tick to Envoy.
+    pub fn tick(&self, now_ms: u64) {
+        self.clock_ms.set(now_ms);
+        self.stats.flush();
     }
 
     /// The version of the identity in force.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::caller_pattern::CallerPattern;
 use super::path_rule::PathRule;
-use super::token_cache::DEFAULT_CACHE_SIZE;
+use super::token_cache::{DEFAULT_CACHE_BYTES, DEFAULT_CACHE_SIZE};
 use crate::ipt::{Action, PathTemplate};
 use crate::spiffe_id::SpiffeId;
 use crate::token::{DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TTL_SECS};
@@ -113,6 +113,8 @@ pub struct InboundConfig {
     pub max_token_bytes: usize,
     /// Verified-token cache entries per worker (0: no cache).
     pub cache_size: usize,
+    /// Bound on the bytes of cached tokens per worker (0: no cache).
+    pub cache_bytes: usize,
     /// The app routes paths case-sensitively: rules then match the path as
     /// sent only. Otherwise a path is also matched ASCII case-folded, and
     /// both matches must agree.
@@ -160,6 +162,7 @@ impl Default for InboundConfig {
             leeway_secs: DEFAULT_LEEWAY_SECS,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             cache_size: DEFAULT_CACHE_SIZE,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             case_sensitive: false,
             unauthenticated: Vec::new(),
             routes: Vec::new(),

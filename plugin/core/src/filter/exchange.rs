@@ -106,7 +106,7 @@ impl WorkerState {
         Self {
             identity: None,
             confirmed_ms: 0,
-            cache: TokenCache::new(config.inbound.cache_size),
+            cache: TokenCache::new(config.inbound.cache_size, config.inbound.cache_bytes),
             minted: MintedTokens::default(),
             secrets: SecretCache::default(),
         }
@@ -418,17 +418,17 @@ impl Exchange {
         request: &impl RequestView,
         now_ms: u64,
     ) -> Turn {
-        let path = request
-            .header(":path")
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let path = inbound
+            .reads_path()
+            .then(|| request.header(":path").and_then(Result::ok))
+            .flatten();
         let authorization = request.header("authorization");
         let authorization = authorization.as_ref().map(|a| a.as_deref().map_err(|_| ()));
         let stale = worker.identity.is_some()
             && now_ms.saturating_sub(worker.confirmed_ms) > filter.config.shim.max_identity_age_ms;
         let verdict = inbound.decide(
             &InboundRequest {
-                path: &path,
+                path: path.as_deref(),
                 authorization,
             },
             worker.identity.as_ref(),
@@ -447,7 +447,7 @@ impl Exchange {
             .and_then(Result::ok)
             .unwrap_or_default();
         let plan = match inbound.transactions().map(
-            &path,
+            path.as_deref().unwrap_or_default(),
             &method,
             !inbound.config().case_sensitive,
             |name| request.header_values(name),

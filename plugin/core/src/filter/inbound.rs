@@ -15,8 +15,9 @@ use crate::token::{TokenVerifier, VerifyError, VerifyOptions};
 /// The parts of an inbound request the decision reads.
 #[derive(Debug, Clone, Copy)]
 pub struct InboundRequest<'a> {
-    /// `:path`, query included.
-    pub path: &'a str,
+    /// `:path`, query included; `None` when not read because no rule looks
+    /// at it ([`Inbound::reads_path`]).
+    pub path: Option<&'a str>,
     /// The `Authorization` header; `Err(())` when present but not UTF-8.
     pub authorization: Option<Result<&'a str, ()>>,
 }
@@ -121,6 +122,11 @@ pub struct Inbound {
     /// What every forwarded request loses: headers a client could forge
     /// (the caller header, credential headers) and, unless kept, its token.
     removed: SmallVec<[Text; 4]>,
+    /// The same but the caller header, for a request that is given a
+    /// caller: setting the header replaces every value a client sent.
+    removed_under_caller: SmallVec<[Text; 4]>,
+    /// Some rule looks at the path.
+    reads_path: bool,
 }
 
 impl Inbound {
@@ -132,22 +138,38 @@ impl Inbound {
         };
         let transactions = TransactionRoutes::new(config.transactions.clone());
         let caller_header = Text::from(config.caller_header.as_str());
-        let removed = std::iter::once(caller_header.clone())
-            .chain(transactions.credential_headers().map(Text::from))
+        let removed_under_caller: SmallVec<[Text; 4]> = transactions
+            .credential_headers()
+            .map(Text::from)
             .chain(config.strip_token.then(|| Text::from("authorization")))
             .collect();
+        let removed = std::iter::once(caller_header.clone())
+            .chain(removed_under_caller.iter().cloned())
+            .collect();
+        let reads_path = !(config.routes.is_empty()
+            && config.unauthenticated.is_empty()
+            && transactions.is_empty());
         Self {
             config,
             options,
             transactions,
             caller_header,
             removed,
+            removed_under_caller,
+            reads_path,
         }
     }
 
     /// The Identity-Per-Transaction routes.
     pub fn transactions(&self) -> &TransactionRoutes {
         &self.transactions
+    }
+
+    /// True when some rule (route, unauthenticated path, transaction route)
+    /// looks at the path. Without any, the path is neither read nor checked
+    /// for normal form: nothing could be dodged with it.
+    pub fn reads_path(&self) -> bool {
+        self.reads_path
     }
 
     /// The configuration.
@@ -202,11 +224,15 @@ impl Inbound {
         workload: Option<&SpiffeId>,
         verify: impl FnOnce(&str, &SpiffeId) -> Result<(SpiffeId, bool), Rejection>,
     ) -> InboundVerdict {
-        if !normal_path(request.path) {
-            return InboundVerdict::BadPath;
-        }
-        if self.unauthenticated(request.path) {
-            return InboundVerdict::Unauthenticated;
+        // A path that should have been read and was not is not normal.
+        let path = request.path.unwrap_or_default();
+        if self.reads_path {
+            if !normal_path(path) {
+                return InboundVerdict::BadPath;
+            }
+            if self.unauthenticated(path) {
+                return InboundVerdict::Unauthenticated;
+            }
         }
         let Some(workload) = workload else {
             return InboundVerdict::AwaitIdentity;
@@ -224,7 +250,7 @@ impl Inbound {
             Ok(verified) => verified,
             Err(rejection) => return InboundVerdict::Rejected(rejection),
         };
-        if self.admits(&caller, request.path) {
+        if self.admits(&caller, path) {
             InboundVerdict::Allowed { caller, cached }
         } else {
             InboundVerdict::Forbidden { caller }
@@ -281,7 +307,7 @@ impl Inbound {
                 set: SmallVec::new(),
             }),
             InboundVerdict::Allowed { caller, .. } => Disposition::Forward(Edits {
-                remove: self.removed.clone(),
+                remove: self.removed_under_caller.clone(),
                 set: smallvec![(self.caller_header.clone(), caller.shared())],
             }),
             // A failing signature backend is no verdict on the token.

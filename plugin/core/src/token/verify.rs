@@ -124,12 +124,8 @@ impl TokenVerifier {
 
         // 3. The key named by kid among the subject's keys, else all of them.
         let kid = parts.header.get("kid").and_then(Value::as_str);
-        let named: Vec<_> = keys.iter().filter(|k| Some(k.kid()) == kid).collect();
-        let candidates: Vec<_> = if named.is_empty() {
-            keys.iter().collect()
-        } else {
-            named
-        };
+        let named = keys.iter().any(|k| Some(k.kid()) == kid);
+        let candidates = keys.iter().filter(|k| !named || Some(k.kid()) == kid);
         let message = parts.signing_input.as_bytes();
         for key in candidates {
             if crypto.verify(key, message, &parts.signature)? {
