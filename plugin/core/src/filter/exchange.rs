@@ -53,7 +53,7 @@ pub struct Filter {
 }
 
 enum Side {
-    Inbound(Inbound),
+    Inbound(Box<Inbound>),
     Outbound(Outbound),
 }
 
@@ -61,7 +61,9 @@ impl Filter {
     /// A filter for `config`, signing and verifying with `crypto`.
     pub fn new(config: FilterConfig, crypto: &'static dyn Es256) -> Self {
         let side = match config.direction {
-            super::Direction::Inbound => Side::Inbound(Inbound::new(config.inbound.clone())),
+            super::Direction::Inbound => {
+                Side::Inbound(Box::new(Inbound::new(config.inbound.clone())))
+            }
             super::Direction::Outbound => Side::Outbound(Outbound::new(config.outbound.clone())),
         };
         Self {
