@@ -1,6 +1,8 @@
 //! Per-transaction overhead through Envoy vs the raw OpenBao calls it makes.
 //!   EPHEMERA_BIN=target/release/ephemera cargo run --release -p ephemera-tests --example ipt_bench [REQUESTS]
 //! Needs the venv (tests/setup.sh), the release filter and a built `ephemera`.
+//! The last line is the same figures as JSON, with the sidecar's (shim's)
+//! resident memory after the load, for `bench/run`.
 
 use std::time::{Duration, Instant};
 
@@ -89,5 +91,22 @@ fn main() {
         "IPT overhead per request (IPT - plain):                        p50 {:.2} ms  p99 {:.2} ms",
         tp50 - pp50,
         tp99 - pp99
+    );
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", sidecar.proc.pid())).unwrap_or_default();
+    let shim_rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({
+            "requests": n,
+            "raw_ms": {"p50": rp50, "p99": rp99},
+            "plain_ms": {"p50": pp50, "p99": pp99},
+            "ipt_ms": {"p50": tp50, "p99": tp99},
+            "shim_rss_kb": shim_rss_kb,
+        })
     );
 }

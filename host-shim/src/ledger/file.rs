@@ -1,7 +1,11 @@
 //! The file ledger: one writer thread owns the file (0600, under an
 //! exclusive lock); concurrent appends are batched into one write and one
 //! `fdatasync` (group commit), the batch's last record signed, and each
-//! caller is answered only once its record is durable. A failed write is cut
+//! caller is answered only once its record is durable. The writer counts
+//! how many appends were in flight around its last sync; when fewer than
+//! that are queued, it waits up to half a sync for the writers it just
+//! answered to come back, so their records share the next sync. A lone
+//! writer never waits. A failed write is cut
 //! back to the last durable length before the next. On open, a final line
 //! without its newline (a crash mid-write) is truncated; any other damage
 //! refuses the file.
@@ -12,6 +16,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use super::chain::{ChainError, ChainHead, check_line};
 use super::record::{Entry, LedgerRecord};
@@ -19,6 +24,8 @@ use super::signing::LedgerKey;
 
 /// Most records written in one batch.
 const MAX_BATCH: usize = 4096;
+/// Longest a batch waits for more appends, however slow the disk.
+const MAX_GATHER: Duration = Duration::from_millis(2);
 
 /// Why the ledger cannot take a record.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,8 +68,11 @@ pub struct Recovery {
 
 struct Append {
     entry: Entry,
-    reply: tokio::sync::oneshot::Sender<Result<LedgerRecord, LedgerError>>,
+    reply: Reply,
 }
+
+/// Where an append's outcome goes.
+type Reply = tokio::sync::oneshot::Sender<Result<LedgerRecord, LedgerError>>;
 
 /// The last durable record: its `seq` and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +259,16 @@ impl FileLedger {
     }
 }
 
+/// Moves what is queued in `rx` into `batch`, up to [`MAX_BATCH`].
+fn drain(rx: &mpsc::Receiver<Append>, batch: &mut Vec<Append>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+}
+
 struct Writer {
     durable: tokio::sync::watch::Sender<DurableHead>,
     file: File,
@@ -263,24 +283,50 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Append>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
+        let mut queued: Vec<Append> = Vec::new();
+        // Appends in flight around the last sync, and how long it took.
+        let (mut in_flight, mut last_sync) = (1, Duration::ZERO);
+        loop {
+            if queued.is_empty() {
+                match rx.recv() {
+                    Ok(first) => queued.push(first),
+                    Err(_) => return,
+                }
+            }
+            drain(&rx, &mut queued);
+            let deadline = Instant::now() + (last_sync / 2).min(MAX_GATHER);
+            while queued.len() < in_flight.min(MAX_BATCH) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(next) => queued.push(next),
                     Err(_) => break,
                 }
             }
-            self.write_batch(batch);
+            let batch = std::mem::take(&mut queued);
+            let size = batch.len();
+            let started = Instant::now();
+            let outcomes = self.write_batch(batch);
+            last_sync = started.elapsed();
+            // What arrived during the sync was in flight with the batch
+            // (counted before the answers let its writers send again).
+            drain(&rx, &mut queued);
+            in_flight = size + queued.len();
+            for (reply, outcome) in outcomes {
+                let _ = reply.send(outcome);
+            }
         }
     }
 
-    fn write_batch(&mut self, batch: Vec<Append>) {
+    /// Writes and syncs a batch; returns each append's outcome, to be sent.
+    fn write_batch(
+        &mut self,
+        batch: Vec<Append>,
+    ) -> Vec<(Reply, Result<LedgerRecord, LedgerError>)> {
         if self.broken {
-            for a in batch {
-                let _ = a.reply.send(Err(LedgerError::Closed(self.path.clone())));
-            }
-            return;
+            return batch
+                .into_iter()
+                .map(|a| (a.reply, Err(LedgerError::Closed(self.path.clone()))))
+                .collect();
         }
         let at_ms = crate::clock::unix_now_ms();
         let mut head = self.head.clone();
@@ -312,9 +358,10 @@ impl Writer {
                 });
                 self.head = head;
                 self.durable_len += text.len() as u64;
-                for (reply, record) in sealed {
-                    let _ = reply.send(Ok(record));
-                }
+                sealed
+                    .into_iter()
+                    .map(|(reply, record)| (reply, Ok(record)))
+                    .collect()
             }
             Err(e) => {
                 // Part of the batch may sit in the file: cut it back so no
@@ -336,9 +383,10 @@ impl Writer {
                         self.path.display()
                     );
                 }
-                for (reply, _) in sealed {
-                    let _ = reply.send(Err(io_error(&self.path, &e)));
-                }
+                sealed
+                    .into_iter()
+                    .map(|(reply, _)| (reply, Err(io_error(&self.path, &e))))
+                    .collect()
             }
         }
     }
