@@ -50,7 +50,8 @@ def b64(data: bytes) -> str:
 def run(*args, env=None, check=True) -> str:
     out = subprocess.run(args, capture_output=True, text=True, env=env)
     if check and out.returncode != 0:
-        sys.exit(f"{' '.join(map(str, args))} failed:\n{out.stdout}{out.stderr}")
+        # The command may carry a token: only its program is named.
+        sys.exit(f"{args[0]} … failed:\n{out.stdout}{out.stderr}")
     return out.stdout
 
 
@@ -153,9 +154,25 @@ def variants(ids: Identities) -> dict:
         "cold-rules": (ephemera_inbound(**RULES), "pool", "ephemera inbound, distinct tokens, route rules"),
         "cold-rust": (ephemera_inbound(crypto="rust"), "pool",
                       "ephemera inbound, distinct tokens, pure-Rust p256 in the VM"),
+        **before(),
         "out-mint": (ephemera_outbound(0), "outbound", "ephemera outbound, a token minted per request"),
         "out-reuse": (ephemera_outbound(30), "outbound", "ephemera outbound, token reused (30 s)"),
     }
+
+
+def before() -> dict:
+    """With EPHEMERA_WASM_BEFORE=<an earlier build of the filter>: the same
+    inbound rows for it, to compare a change side by side."""
+    wasm = os.environ.get("EPHEMERA_WASM_BEFORE")
+    if not wasm:
+        return {}
+
+    def inbound(**config):
+        return wasm_filter("ephemera", "ephemera_inbound", Path(wasm), json.dumps(
+            {"direction": "inbound", "inbound": config}))
+
+    return {"warm-before": (inbound(), "one", "the earlier build, one token (cache hit)"),
+            "cold-before": (inbound(), "pool", "the earlier build, distinct tokens")}
 
 
 def bootstrap(filters: list, shim: Path, concurrency_note: str = "") -> dict:
@@ -187,6 +204,10 @@ def status(headers: dict, path: str = "/") -> int:
 
 
 class Envoy:
+    """One Envoy; every one started is stopped when the suite ends, however it ends."""
+
+    running: list = []
+
     def __init__(self, work: Path, name: str, filters: list, shim: Path, workers: int = 1):
         config = work / f"{name}-{workers}.json"
         config.write_text(json.dumps(bootstrap(filters, shim)))
@@ -195,10 +216,13 @@ class Envoy:
         self.proc = subprocess.Popen(
             ["taskset", "-c", cpus, "envoy", "-c", str(config), "--concurrency", str(workers),
              "--disable-hot-restart", "-l", "error"], stdout=self.log, stderr=self.log)
+        Envoy.running.append(self)
 
     def ready(self, headers: dict) -> None:
         for _ in range(200):
-            if status(headers) == 200:
+            # Another Envoy on the port (reuse_port) would answer too: this
+            # one must be alive, and so own its admin port.
+            if status(headers) == 200 and self.proc.poll() is None:
                 return
             if self.proc.poll() is not None:
                 break
@@ -216,6 +240,7 @@ class Envoy:
         self.proc.terminate()
         self.proc.wait()
         self.log.close()
+        Envoy.running.remove(self)
 
 
 def rss_mb(pid: int) -> float:
@@ -226,7 +251,7 @@ def rss_mb(pid: int) -> float:
 
 
 def wrk(seconds: float, load: str, work: Path) -> dict:
-    args = ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency"]
+    args = ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{round(seconds)}s", "--latency"]
     if load == "pool":
         args += ["-s", str(REPO / "bench/pool.lua")]
     elif load == "one":
@@ -289,9 +314,18 @@ def memory(ids, work, shim) -> dict:
             envoy = Envoy(work, f"mem-{name}", [filt] if filt else [], shim, workers)
             envoy.ready({"authorization": f"Bearer {os.environ['BENCH_TOKEN']}"})
             wrk(3, load, work)
-            out[f"{name}@{workers}"] = round(envoy.rss_mb(), 1)
+            out[f"{name}@{workers}"] = {"rss_mb": round(envoy.rss_mb(), 1), **admin_memory()}
             envoy.stop()
     return out
+
+
+def admin_memory() -> dict:
+    """Envoy's tcmalloc figures: live heap bytes and the heap it holds."""
+    c = http.client.HTTPConnection("127.0.0.1", ADMIN, timeout=5)
+    c.request("GET", "/memory")
+    m = json.loads(c.getresponse().read())
+    mb = lambda k: round(int(m.get(k, 0)) / 2**20, 1)
+    return {"heap_allocated_mb": mb("allocated"), "heap_size_mb": mb("heap_size")}
 
 
 def revocation(ids, work, shim, trials=20) -> dict:
@@ -382,7 +416,7 @@ def targets(result) -> list:
     mem = result.get("memory")
     if mem:
         for w in (1, 2):
-            v = mem[f"warm@{w}"] - mem[f"noop@{w}"]
+            v = mem[f"warm@{w}"]["rss_mb"] - mem[f"noop@{w}"]["rss_mb"]
             add(f"Envoy RSS with ephemera ≤ noop + 10 MB per worker ({w} worker{'s' * (w > 1)})",
                 v, 10 * w, v <= 10 * w)
     return t
@@ -411,6 +445,7 @@ def report(result) -> str:
                          f"{row['p99_ms']:7.2f} {row['cpu_us_per_req']:10.1f}  {row['what']}")
         pairs = [("noop", "none"), ("essential", "none"), ("warm", "essential"),
                  ("warm", "jwt_authn-cache"), ("warm-rules", "essential"), ("cold", "jwt_authn"),
+                 ("warm", "warm-before"), ("cold", "cold-before"),
                  ("cold-rules", "jwt_authn"), ("cold-rust", "jwt_authn"),
                  ("out-reuse", "essential"), ("out-mint", "none")]
         lines += ["", "ratios (req/s medians; CPU µs/req ratio in brackets, lower is better)"]
@@ -420,8 +455,9 @@ def report(result) -> str:
                 cpu = rows[a]["cpu_us_per_req"] / rows[b]["cpu_us_per_req"]
                 lines.append(f"  {a} / {b}: {r:.2f}× [{cpu:.2f}×]")
     if "memory" in result:
-        lines += ["", "Envoy RSS after load, MB: " + ", ".join(
-            f"{k} {v}" for k, v in result["memory"].items())]
+        lines += ["", "Envoy memory after load, MB (RSS / tcmalloc live heap / heap held):"]
+        lines += [f"  {k:8} {v['rss_mb']:6.1f} / {v['heap_allocated_mb']:5.1f} / {v['heap_size_mb']:5.1f}"
+                  for k, v in result["memory"].items()]
     if "revocation" in result:
         r = result["revocation"]
         lines.append(f"revocation (identity remove → first 401, {r['trials']} trials): "
@@ -450,7 +486,7 @@ def report(result) -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=6)
+    p.add_argument("--seconds", type=int, default=6)
     p.add_argument("--only", help="throughput variants to run (comma-separated)")
     p.add_argument("--skip", default="", help="parts to skip: throughput,memory,revocation,ipt,ledger")
     args = p.parse_args()
@@ -493,6 +529,8 @@ def main():
         (results / f"{stamp}.txt").write_text(text + "\n")
         print(f"\nwritten: bench/results/{stamp}.json and .txt")
     finally:
+        for envoy in list(Envoy.running):
+            envoy.stop()
         if shim_proc:
             shim_proc.terminate()
             shim_proc.wait()
