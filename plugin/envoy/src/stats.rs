@@ -11,7 +11,7 @@ use ephemera_core::filter::note::REJECTION_CODES;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-/// Metric ids, defined once per root context.
+/// Metric ids, defined once per root context, and the counts not yet flushed.
 #[derive(Debug, Default)]
 pub struct Stats {
     verified: Counter,
