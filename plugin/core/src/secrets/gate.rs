@@ -1,10 +1,13 @@
 //! The gate every read passes: negative cache, `jti` anti-replay, policy,
 //! then the grant the policy asks for. Pure: the caller passes the time and
-//! holds the gate under one lock.
+//! holds the gate under one lock. [`judge`] and [`Keys`] are the policy
+//! half alone, for a shared state store that applies the same rules.
 
 use super::config::SecretsConfig;
 use super::resolve::{Plan, ResolveError};
-use crate::secrets::grants::{Enforcement, EnforcementOptions, GrantKey, SenderBinding, Use};
+use crate::secrets::grants::{
+    Enforcement, EnforcementOptions, GrantError, GrantKey, SenderBinding, Use,
+};
 use crate::spiffe_id::SpiffeId;
 
 /// One read, as the gate sees it.
@@ -24,7 +27,88 @@ pub struct GateRequest<'a> {
     pub now_ms: u64,
 }
 
-/// The enforcement point of one tenant.
+/// The keys a read's enforcement state lives under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// A policy refusal: about the ref (its policy), whatever the purpose.
+    pub refusal: GrantKey,
+    /// The grant: about the secret itself, whichever ref names it.
+    pub grant: GrantKey,
+}
+
+impl Keys {
+    /// The keys of `r` for `tenant`.
+    pub fn of(tenant: &str, config: &SecretsConfig, r: &GateRequest<'_>) -> Self {
+        let grant = GrantKey {
+            subject: r.caller.clone(),
+            tenant: tenant.to_owned(),
+            secret: config
+                .reference(r.name)
+                .unwrap_or_else(|| format!("ref:{}", r.name)),
+            purpose: r.purpose.to_owned(),
+        };
+        let refusal = GrantKey {
+            secret: format!("ref:{}", r.name),
+            purpose: String::new(),
+            ..grant.clone()
+        };
+        Self { refusal, grant }
+    }
+}
+
+/// What policy alone says of a read, and so what it needs from the
+/// enforcement state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Refused by the policy: the refusal is remembered briefly.
+    Refused(ResolveError),
+    /// Allowed without a grant: only the token's `jti` is remembered.
+    Plain(Plan),
+    /// Allowed under a grant: one use of the caller's grant is spent, and
+    /// a grant with these terms is opened when none is in force.
+    Grant {
+        /// What to read.
+        plan: Plan,
+        /// The grant's lifetime, milliseconds.
+        ttl_ms: u64,
+        /// Its uses.
+        max_uses: u32,
+    },
+}
+
+impl Verdict {
+    /// True when deciding it needs replay or grant state (a `jti` was
+    /// presented, or a grant is spent); otherwise the state only caches.
+    pub fn needs_state(&self, jti: Option<&str>) -> bool {
+        match self {
+            Self::Refused(_) => false,
+            Self::Plain(_) => jti.is_some(),
+            Self::Grant { .. } => true,
+        }
+    }
+}
+
+/// Judges `r` by policy alone; an error needs no state (an unknown or
+/// misconfigured secret, a purpose the grant does not name).
+pub fn judge(config: &SecretsConfig, r: &GateRequest<'_>) -> Result<Verdict, ResolveError> {
+    let plan = match config.plan(r.name, r.caller) {
+        Err(denied @ ResolveError::NotAuthorized { .. }) => return Ok(Verdict::Refused(denied)),
+        other => other?,
+    };
+    let Some(grant) = plan.grant.clone() else {
+        return Ok(Verdict::Plain(plan));
+    };
+    if !grant.purposes.iter().any(|p| p == r.purpose) {
+        return Err(GrantError::Purpose(r.purpose.to_owned()).into());
+    }
+    Ok(Verdict::Grant {
+        plan,
+        ttl_ms: grant.ttl_secs.saturating_mul(1000),
+        max_uses: grant.max_uses,
+    })
+}
+
+/// The enforcement point of one tenant, in memory.
 #[derive(Debug)]
 pub struct Gate {
     tenant: String,
@@ -48,90 +132,68 @@ impl Gate {
         config: &SecretsConfig,
         r: &GateRequest<'_>,
     ) -> Result<Plan, ResolveError> {
-        // A refusal is a decision about the ref (its policy), whatever the
-        // purpose; a grant is about the secret itself, whichever ref names it.
-        let key = self.key(config, r);
-        let refusal = GrantKey {
-            secret: format!("ref:{}", r.name),
-            purpose: String::new(),
-            ..key.clone()
-        };
+        let keys = Keys::of(&self.tenant, config, r);
         let e = &mut self.enforcement;
-        if e.recently_denied(&refusal, r.now_ms) {
-            return Err(crate::secrets::grants::GrantError::NegativelyCached.into());
+        if e.recently_denied(&keys.refusal, r.now_ms) {
+            return Err(GrantError::NegativelyCached.into());
         }
         if let Some(jti) = r.jti
             && e.replayed(jti, r.now_ms)
         {
-            return Err(crate::secrets::grants::GrantError::Replay.into());
+            return Err(GrantError::Replay.into());
         }
-        let plan = match config.plan(r.name, r.caller) {
-            Err(denied @ ResolveError::NotAuthorized { .. }) => {
-                e.refuse(&refusal, r.now_ms);
-                return Err(denied);
+        match judge(config, r)? {
+            Verdict::Refused(denied) => {
+                e.refuse(&keys.refusal, r.now_ms);
+                Err(denied)
             }
-            other => other?,
-        };
-        match &plan.grant {
-            Some(g) if !g.purposes.iter().any(|p| p == r.purpose) => {
-                return Err(
-                    crate::secrets::grants::GrantError::Purpose(r.purpose.to_owned()).into(),
-                );
+            Verdict::Plain(plan) => {
+                if let Some(jti) = r.jti {
+                    e.remember_jti(jti, r.now_ms);
+                }
+                Ok(plan)
             }
-            Some(g) => {
-                if !e.has_grant(&key, r.now_ms) {
+            Verdict::Grant {
+                plan,
+                ttl_ms,
+                max_uses,
+            } => {
+                if !e.has_grant(&keys.grant, r.now_ms) {
                     e.grant(
-                        key.clone(),
-                        g.ttl_secs.saturating_mul(1000),
-                        g.max_uses,
+                        keys.grant.clone(),
+                        ttl_ms,
+                        max_uses,
                         r.sender.cloned(),
                         r.now_ms,
                     );
                 }
                 e.authorize(Use {
-                    key: &key,
+                    key: &keys.grant,
                     jti: r.jti,
                     sender: r.sender,
                     now_ms: r.now_ms,
                 })?;
-            }
-            None => {
-                if let Some(jti) = r.jti {
-                    e.remember_jti(jti, r.now_ms);
-                }
+                Ok(plan)
             }
         }
-        Ok(plan)
     }
 
     /// Gives back the use a decided read spent, when nothing was read
     /// (the store was unreachable): a transient failure costs no budget.
     pub fn refund(&mut self, config: &SecretsConfig, r: &GateRequest<'_>) {
-        let key = self.key(config, r);
+        let keys = Keys::of(&self.tenant, config, r);
         self.enforcement.refund(Use {
-            key: &key,
+            key: &keys.grant,
             jti: r.jti,
             sender: r.sender,
             now_ms: r.now_ms,
         });
-    }
-
-    fn key(&self, config: &SecretsConfig, r: &GateRequest<'_>) -> GrantKey {
-        GrantKey {
-            subject: r.caller.clone(),
-            tenant: self.tenant.clone(),
-            secret: config
-                .reference(r.name)
-                .unwrap_or_else(|| format!("ref:{}", r.name)),
-            purpose: r.purpose.to_owned(),
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::grants::GrantError;
 
     const CONFIG: &str = r#"{
       "stores": {"files": {"backend": "file", "dir": "/run/secrets", "mount": "creds"}},

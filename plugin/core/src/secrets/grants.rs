@@ -87,6 +87,16 @@ pub struct EnforcementOptions {
     pub replay_window_ms: u64,
 }
 
+impl EnforcementOptions {
+    /// How long a denial of `key` is remembered: the TTL plus a jitter
+    /// fixed per key, so expiries spread out.
+    pub fn denial_ms(&self, key: &GrantKey) -> u64 {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        self.negative_ttl_ms + h.finish() % (self.negative_jitter_ms + 1)
+    }
+}
+
 impl Default for EnforcementOptions {
     fn default() -> Self {
         Self {
@@ -139,12 +149,9 @@ impl Enforcement {
     }
 
     fn deny(&mut self, key: &GrantKey, now_ms: u64, error: GrantError) -> Result<(), GrantError> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let jitter = h.finish() % (self.options.negative_jitter_ms + 1);
         self.denied_until.retain(|_, until| *until > now_ms);
         self.denied_until
-            .insert(key.clone(), now_ms + self.options.negative_ttl_ms + jitter);
+            .insert(key.clone(), now_ms + self.options.denial_ms(key));
         Err(error)
     }
 

@@ -12,7 +12,9 @@ pub mod uri;
 pub mod wire;
 
 pub use audience::secrets_audience;
-pub use config::{CheckpointConfig, ConfigProblem, GrantPolicy, SecretsConfig};
-pub use gate::{Gate, GateRequest};
+pub use config::{
+    CheckpointConfig, ConfigProblem, GrantPolicy, RedisState, SecretsConfig, StateConfig,
+};
+pub use gate::{Gate, GateRequest, Keys, Verdict, judge};
 pub use presenter::{Presented, Presenter, PresenterError, present};
 pub use resolve::{Location, Plan, ResolveError};

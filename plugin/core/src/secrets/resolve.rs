@@ -42,6 +42,10 @@ pub enum ResolveError {
     /// The secret has no such field.
     #[error("secret has no field {0:?}")]
     FieldMissing(String),
+    /// The shared enforcement state (replay, grants) could not be reached
+    /// or lost what it held: a read that needs it is not decided.
+    #[error("state store unavailable: {0}")]
+    StateUnavailable(String),
     /// The enforcement point refused the read (grant, replay, binding).
     #[error("refused: {0}")]
     Refused(#[from] GrantError),
@@ -54,6 +58,7 @@ impl ResolveError {
         match self {
             Self::Misconfigured(name, _) => format!("secret {name:?} is misconfigured"),
             Self::StoreUnavailable(_) => "store unavailable".into(),
+            Self::StateUnavailable(_) => "state store unavailable".into(),
             Self::FieldMissing(_) => "secret has no such field".into(),
             other => other.to_string(),
         }

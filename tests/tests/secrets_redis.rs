@@ -1,0 +1,241 @@
+//! Replicas sharing their enforcement state in a real Redis: a `jti` spent
+//! at one shim is spent at every shim, a grant's budget holds across all of
+//! them under concurrency, Redis down fails closed for the reads that need
+//! it (and only those), and a Redis that comes back empty is detected and
+//! lets no replay or extra use through.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ephemera_core::secrets::secrets_audience;
+use ephemera_core::{Minter, PrivateKey, RustCrypto, SpiffeId};
+use ephemera_tests::net::{send, wait_until};
+use ephemera_tests::redis::Redis;
+use ephemera_tests::workload::{Root, ledger_key, serve_secrets};
+
+const PAIR: &str = "pair-secret-value";
+const OPEN: &str = "open-secret-value";
+
+/// One replica: a shim with its own ledger and the shared Redis.
+struct Replica {
+    socket: PathBuf,
+    app_socket: PathBuf,
+    ledger: PathBuf,
+    _proc: ephemera_tests::procs::Proc,
+}
+
+impl Replica {
+    fn start(dir: &Path, root: &Root, files: &Path, redis: &str, key: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ledger = dir.join("secrets-audit.jsonl");
+        let salt = dir.join("salt");
+        std::fs::write(&salt, [7u8; 32]).unwrap();
+        let config = dir.join("secrets.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+stores:
+  files: {{ backend: file, dir: "{files}", mount: creds }}
+refs:
+  pair: {{ store: files, path: pair, policy: pair }}
+  open: {{ store: files, path: open, policy: plain }}
+policies:
+  pair: {{ allowed_principals: [orders], grant: {{ ttl_secs: 60, max_uses: 2 }} }}
+  plain: {{ allowed_principals: [orders, api] }}
+audit: {{ ledger: "{ledger}", tenant: acme, salt_file: "{salt}", signing_key_file: "{key}" }}
+state: {{ redis: {{ url: "{redis}", timeout_ms: 300 }} }}
+"#,
+                files = files.display(),
+                ledger = ledger.display(),
+                salt = salt.display(),
+                key = key.display(),
+            ),
+        )
+        .unwrap();
+        let served = serve_secrets(dir, root, "api", &config);
+        Self {
+            socket: served.socket,
+            app_socket: served.app_socket,
+            ledger,
+            _proc: served.proc,
+        }
+    }
+
+    /// Resolves `name` presenting `token` (none: as the workload itself).
+    fn resolve(&self, name: &str, token: Option<&str>) -> (u16, String) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        let to = if token.is_some() {
+            &self.app_socket
+        } else {
+            &self.socket
+        };
+        let body = serde_json::json!({ "name": name }).to_string();
+        let r = send(to, "POST", "/v1/secrets/resolve", &headers, &body);
+        (r.status, r.body)
+    }
+
+    fn ledger_errors(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.ledger)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["error"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+/// Mints `orders`' JWT-SVIDs for the secrets audience of `api`, each with
+/// its own `jti`.
+struct Tokens {
+    minter: Minter,
+    audience: SpiffeId,
+}
+
+impl Tokens {
+    fn new(root: &Root) -> Self {
+        let pem = std::fs::read_to_string(root.dir.join("services/orders/key.pem")).unwrap();
+        let key = PrivateKey::from_pkcs8_pem(&pem).unwrap();
+        let orders = SpiffeId::parse("spiffe://example.org/orders").unwrap();
+        let api = SpiffeId::parse("spiffe://example.org/api").unwrap();
+        Self {
+            minter: Minter::new(orders, key),
+            audience: secrets_audience(&api).unwrap(),
+        }
+    }
+
+    fn mint(&self, jti: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        self.minter
+            .mint(&self.audience, now, 60, Some(jti), &RustCrypto)
+            .unwrap()
+    }
+}
+
+#[test]
+fn replicas_share_replay_and_grant_state_and_fail_closed_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["api", "orders"]);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("pair"), PAIR).unwrap();
+    std::fs::write(files.join("open"), OPEN).unwrap();
+    let key = ledger_key(dir.path()).0;
+    let redis = Redis::start(&dir.path().join("redis"), true);
+    let a = Replica::start(&dir.path().join("a"), &root, &files, &redis.url(), &key);
+    let b = Replica::start(&dir.path().join("b"), &root, &files, &redis.url(), &key);
+    let tokens = Tokens::new(&root);
+
+    // A token presented to one replica is spent at the other.
+    let replayed = tokens.mint("jti-replayed");
+    let r = a.resolve("open", Some(&replayed));
+    assert_eq!(r.0, 200, "{r:?}");
+    assert!(r.1.contains(OPEN), "{r:?}");
+    let r = b.resolve("open", Some(&replayed));
+    assert_eq!(r.0, 403, "{r:?}");
+    assert!(r.1.contains("token replayed"), "{r:?}");
+
+    // A grant of two uses allows exactly two reads across both replicas,
+    // under 64 concurrent readers split over them.
+    let minted: Vec<String> = (0..64)
+        .map(|i| tokens.mint(&format!("jti-pair-{i}")))
+        .collect();
+    let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+        let readers: Vec<_> = minted
+            .iter()
+            .enumerate()
+            .map(|(i, token)| {
+                let replica = if i % 2 == 0 { &a } else { &b };
+                s.spawn(move || replica.resolve("pair", Some(token)))
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let served = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(served, 2, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|(s, _)| *s == 200 || *s == 403),
+        "the rest are refused: {statuses:?}"
+    );
+    let spent = tokens.mint("jti-after-budget");
+    assert_eq!(b.resolve("pair", Some(&spent)).0, 403);
+
+    // Redis down: reads that need the state are not decided (503, audited
+    // as such); a read that needs none is served.
+    let port = redis.kill();
+    let r = a.resolve("open", Some(&tokens.mint("jti-while-down")));
+    assert_eq!(r.0, 503, "{r:?}");
+    assert!(r.1.contains("state store unavailable"), "{r:?}");
+    assert!(
+        a.ledger_errors()
+            .iter()
+            .any(|e| e == "state store unavailable"),
+        "{:?}",
+        a.ledger_errors()
+    );
+    let r = a.resolve("open", None);
+    assert_eq!(r.0, 200, "the workload's own read needs no state: {r:?}");
+    assert!(r.1.contains(OPEN));
+
+    // Redis back with its data (append-only file): service resumes by
+    // itself, and what was spent stays spent.
+    let redis = Redis::start_on(&dir.path().join("redis"), port, true);
+    let resumed = wait_until(Duration::from_secs(10), || {
+        a.resolve(
+            "open",
+            Some(&tokens.mint(&format!("jti-probe-{}", rand_suffix()))),
+        )
+        .0 == 200
+    });
+    assert!(resumed.is_some(), "reads resume when Redis returns");
+    let r = b.resolve("open", Some(&replayed));
+    assert!(r.1.contains("token replayed"), "{r:?}");
+    assert_eq!(
+        b.resolve("pair", Some(&tokens.mint("jti-still-spent"))).0,
+        403
+    );
+
+    // Redis back empty (it forgot): detected; no replay and no extra use
+    // gets through, at either replica, for the replay window plus the
+    // longest grant lifetime.
+    let port = redis.kill();
+    let redis = Redis::start_on(&dir.path().join("redis-empty"), port, false);
+    let detected = wait_until(Duration::from_secs(10), || {
+        let r = b.resolve("open", Some(&replayed));
+        assert_ne!(r.0, 200, "a replayed token after the loss: {r:?}");
+        r.0 == 503
+    });
+    assert!(detected.is_some(), "the loss is detected");
+    for replica in [&a, &b] {
+        let r = replica.resolve("open", Some(&replayed));
+        assert_eq!(r.0, 503, "{r:?}");
+        let r = replica.resolve(
+            "pair",
+            Some(&tokens.mint(&format!("jti-x-{}", rand_suffix()))),
+        );
+        assert_eq!(r.0, 503, "no new grant while the state is unknown: {r:?}");
+    }
+    let ttl: u64 = redis.cli(&["PTTL", "ephemera:quarantine"]).parse().unwrap();
+    assert!(
+        ttl > 300_000 && ttl <= 360_000,
+        "quarantine for the replay window (300 s) plus the longest grant (60 s): {ttl} ms"
+    );
+    assert_eq!(
+        a.resolve("open", None).0,
+        200,
+        "reads needing no state go on"
+    );
+}
+
+/// A distinct suffix for probe `jti`s.
+fn rand_suffix() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
