@@ -7,10 +7,11 @@ gives the median and min-max req/s over the rounds, the median p50/p99
 latency, and Envoy's CPU microseconds per request (utime+stime from /proc
 over the measured interval, the steadier figure). Ratios are taken between
 rows of the same run. Then: memory, revocation latency, IPT through Envoy
-against the same OpenBao calls made directly, and durable ledger appends
-beside pymayfly's FileAuditLedger (no fsync).
+against the same OpenBao calls made directly, durable ledger appends
+beside pymayfly's FileAuditLedger (no fsync), and secret reads with the
+enforcement state in memory and in Redis.
 
-usage: suite.py [--rounds N] [--seconds S] [--only a,b,...] [--skip memory,revocation,ipt,ledger]
+usage: suite.py [--rounds N] [--seconds S] [--only a,b,...] [--skip memory,revocation,ipt,ledger,secrets]
 """
 
 import argparse
@@ -79,23 +80,27 @@ class Identities:
         bundle = json.loads((self.root / "bundle.json").read_text())
         return json.dumps({"keys": bundle["identities"][service_id]["keys"]})
 
-    def pool(self, count: int, path: Path) -> None:
-        """`count` distinct tokens of orders for billing, one per line,
-        signed with orders' key exactly as `token mint` signs them."""
+    def tokens(self, count: int, audience: str = BILLING, ttl: int = 3600, tag: str = "bench"):
+        """`count` distinct tokens of orders for `audience`, signed with
+        orders' key exactly as `token mint` signs them."""
         key = serialization.load_pem_private_key(
             (self.root / "services/orders/key.pem").read_bytes(), password=None)
         kid = json.loads(self.jwks(ORDERS))["keys"][0]["kid"]
         header = b64(json.dumps({"alg": "ES256", "kid": kid, "typ": "JWT"}).encode())
         now = int(time.time())
+        for i in range(count):
+            claims = {"sub": ORDERS, "aud": audience, "iat": now, "exp": now + ttl,
+                      "jti": f"{tag}-{i}"}
+            signing_input = f"{header}.{b64(json.dumps(claims).encode())}"
+            r, s = decode_dss_signature(
+                key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+            yield f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def pool(self, count: int, path: Path) -> None:
+        """`count` distinct tokens of orders for billing, one per line."""
         with path.open("w") as out:
-            for i in range(count):
-                claims = {"sub": ORDERS, "aud": BILLING, "iat": now, "exp": now + 3600,
-                          "jti": f"bench-{i}"}
-                signing_input = f"{header}.{b64(json.dumps(claims).encode())}"
-                r, s = decode_dss_signature(
-                    key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-                sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-                out.write(f"{signing_input}.{b64(sig)}\n")
+            for token in self.tokens(count):
+                out.write(f"{token}\n")
 
 
 def wasm_filter(name: str, root_id: str, code: Path, configuration: str) -> dict:
@@ -381,6 +386,88 @@ def ledger(work) -> dict:
     return out
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path):
+        super().__init__("localhost", timeout=5)
+        self.path = str(path)
+
+    def connect(self):
+        import socket
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def secrets(ids, work, reads=500) -> dict:
+    """Sequential secret reads by a caller presenting a fresh JWT-SVID each
+    time, at a shim keeping its enforcement state in memory and at one
+    keeping it in Redis (same machine): the latency Redis adds per read."""
+    files = work / "secret-files"
+    files.mkdir()
+    (files / "plain").write_text("bench-value")
+    (files / "granted").write_text("bench-value")
+    out = {}
+    for mode in ("memory", "redis"):
+        redis = None
+        state = ""
+        if mode == "redis":
+            port = free_port()
+            redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                                      "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            state = f'state: {{ redis: {{ url: "redis://127.0.0.1:{port}" }} }}\n'
+        config = work / f"secrets-{mode}.yaml"
+        config.write_text(
+            f'stores: {{ files: {{ backend: file, dir: "{files}", mount: creds }} }}\n'
+            "refs:\n  plain: { store: files, path: plain, policy: plain }\n"
+            "  granted: { store: files, path: granted, policy: granted }\n"
+            "policies:\n  plain: { allowed_principals: [orders] }\n"
+            "  granted: { allowed_principals: [orders], grant: { ttl_secs: 600, max_uses: 100000 } }\n"
+            + state)
+        sockets = work / f"secrets-{mode}"
+        shim = subprocess.Popen(
+            [E, "serve", "--listen", f"unix:{sockets}/envoy.sock", "--secrets-config", str(config),
+             "--app-listen", f"unix:{sockets}/app.sock"],
+            env=ids.env("billing"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                if (sockets / "app.sock").exists():
+                    break
+                time.sleep(0.05)
+            audience = f"{BILLING}/ephemera-secrets"
+            for name in ("plain", "granted"):
+                tokens = list(ids.tokens(reads + 20, audience, ttl=120, tag=f"{mode}-{name}"))
+                samples = []
+                conn = UnixHTTPConnection(sockets / "app.sock")
+                for i, token in enumerate(tokens):
+                    start = time.perf_counter()
+                    conn.request("POST", "/v1/secrets/resolve", body=json.dumps({"name": name}),
+                                 headers={"authorization": f"Bearer {token}",
+                                          "content-type": "application/json"})
+                    response = conn.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        sys.exit(f"secret read at the {mode} shim: {response.status}")
+                    if i >= 20:  # warm-up: connections, script cache
+                        samples.append((time.perf_counter() - start) * 1e3)
+                samples.sort()
+                pick = lambda q: samples[round((len(samples) - 1) * q)]
+                out[f"{mode}/{name}"] = {"reads": reads, "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+        finally:
+            shim.terminate()
+            shim.wait()
+            if redis:
+                redis.terminate()
+                redis.wait()
+    return out
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def ratio(rows, a, b):
     if a in rows and b in rows:
         return rows[a]["rps_median"] / rows[b]["rps_median"]
@@ -475,6 +562,13 @@ def report(result) -> str:
             lines.append(f"  {w:2} writers: {o['per_s']:.0f}/s, {o['records_per_sync']:.1f} records per "
                          f"fdatasync, append p50 {o['p50_us']:.0f} µs p99 {o['p99_us']:.0f} µs; "
                          f"pymayfly {x['pymayfly']['per_s']:.0f}/s")
+    if "secrets" in result:
+        lines.append("secret reads through the shim (a fresh JWT-SVID each, sequential), p50 / p99 ms:")
+        for name in ("plain", "granted"):
+            m, r = result["secrets"][f"memory/{name}"], result["secrets"][f"redis/{name}"]
+            lines.append(f"  {name:8} state in memory {m['p50_ms']:.2f} / {m['p99_ms']:.2f}; "
+                         f"in Redis {r['p50_ms']:.2f} / {r['p99_ms']:.2f} "
+                         f"(+{r['p50_ms'] - m['p50_ms']:.2f} ms at p50)")
     lines += ["", "targets"]
     for t in result["targets"]:
         mark = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
@@ -488,7 +582,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=6)
     p.add_argument("--only", help="throughput variants to run (comma-separated)")
-    p.add_argument("--skip", default="", help="parts to skip: throughput,memory,revocation,ipt,ledger")
+    p.add_argument("--skip", default="", help="parts to skip: throughput,memory,revocation,ipt,ledger,secrets")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     work = Path(tempfile.mkdtemp(prefix="ephemera-bench-", dir=REPO / "target"))
@@ -519,6 +613,9 @@ def main():
         if "ledger" not in skip:
             print("ledger", flush=True)
             result["ledger"] = ledger(work)
+        if "secrets" not in skip:
+            print("secrets", flush=True)
+            result["secrets"] = secrets(ids, work)
         result["targets"] = targets(result)
         text = report(result)
         print("\n" + text)

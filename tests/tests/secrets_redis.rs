@@ -11,6 +11,7 @@ use ephemera_core::secrets::secrets_audience;
 use ephemera_core::{Minter, PrivateKey, RustCrypto, SpiffeId};
 use ephemera_tests::net::{send, wait_until};
 use ephemera_tests::redis::Redis;
+use ephemera_tests::tls::TestCa;
 use ephemera_tests::workload::{Root, ledger_key, serve_secrets};
 
 const PAIR: &str = "pair-secret-value";
@@ -21,10 +22,11 @@ struct Replica {
     socket: PathBuf,
     app_socket: PathBuf,
     ledger: PathBuf,
-    _proc: ephemera_tests::procs::Proc,
+    proc: ephemera_tests::procs::Proc,
 }
 
 impl Replica {
+    /// A replica whose secrets configuration has `state: { redis: <redis> }`.
     fn start(dir: &Path, root: &Root, files: &Path, redis: &str, key: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let ledger = dir.join("secrets-audit.jsonl");
@@ -44,7 +46,7 @@ policies:
   pair: {{ allowed_principals: [orders], grant: {{ ttl_secs: 60, max_uses: 2 }} }}
   plain: {{ allowed_principals: [orders, api] }}
 audit: {{ ledger: "{ledger}", tenant: acme, salt_file: "{salt}", signing_key_file: "{key}" }}
-state: {{ redis: {{ url: "{redis}", timeout_ms: 300 }} }}
+state: {{ redis: {redis} }}
 "#,
                 files = files.display(),
                 ledger = ledger.display(),
@@ -58,7 +60,7 @@ state: {{ redis: {{ url: "{redis}", timeout_ms: 300 }} }}
             socket: served.socket,
             app_socket: served.app_socket,
             ledger,
-            _proc: served.proc,
+            proc: served.proc,
         }
     }
 
@@ -129,8 +131,9 @@ fn replicas_share_replay_and_grant_state_and_fail_closed_without_it() {
     std::fs::write(files.join("open"), OPEN).unwrap();
     let key = ledger_key(dir.path()).0;
     let redis = Redis::start(&dir.path().join("redis"), true);
-    let a = Replica::start(&dir.path().join("a"), &root, &files, &redis.url(), &key);
-    let b = Replica::start(&dir.path().join("b"), &root, &files, &redis.url(), &key);
+    let state = format!(r#"{{ url: "{}", timeout_ms: 300 }}"#, redis.url());
+    let a = Replica::start(&dir.path().join("a"), &root, &files, &state, &key);
+    let b = Replica::start(&dir.path().join("b"), &root, &files, &state, &key);
     let tokens = Tokens::new(&root);
 
     // A token presented to one replica is spent at the other.
@@ -232,6 +235,80 @@ fn replicas_share_replay_and_grant_state_and_fail_closed_without_it() {
         200,
         "reads needing no state go on"
     );
+}
+
+#[test]
+fn redis_behind_tls_and_a_password_is_reached_with_the_configured_ca_and_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["api", "orders"]);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("pair"), PAIR).unwrap();
+    std::fs::write(files.join("open"), OPEN).unwrap();
+    let key = ledger_key(dir.path()).0;
+    let ca = TestCa::new(dir.path(), "redis");
+    let password = "redis-password-7f3a9c";
+    let redis = Redis::start_tls(&dir.path().join("redis"), &ca, password);
+    let right = dir.path().join("right-password");
+    let wrong = dir.path().join("wrong-password");
+    std::fs::write(&right, format!("{password}\n")).unwrap();
+    std::fs::write(&wrong, "not-the-redis-password\n").unwrap();
+    let tokens = Tokens::new(&root);
+    let state = |password: &Path, ca: Option<&Path>| {
+        let ca = ca.map_or(String::new(), |ca| {
+            format!(r#", ca_file: "{}""#, ca.display())
+        });
+        format!(
+            r#"{{ url: "{}", password_file: "{}"{ca}, timeout_ms: 1000 }}"#,
+            redis.url(),
+            password.display()
+        )
+    };
+
+    let trusted = Replica::start(
+        &dir.path().join("trusted"),
+        &root,
+        &files,
+        &state(&right, Some(&ca.cert)),
+        &key,
+    );
+    let token = tokens.mint("jti-tls");
+    assert_eq!(trusted.resolve("open", Some(&token)).0, 200);
+    let r = trusted.resolve("open", Some(&token));
+    assert!(
+        r.1.contains("token replayed"),
+        "the state is kept over TLS: {r:?}"
+    );
+    assert_eq!(redis.cli(&["GET", "ephemera:epoch"]).len(), 32);
+
+    let refused = Replica::start(
+        &dir.path().join("refused"),
+        &root,
+        &files,
+        &state(&wrong, Some(&ca.cert)),
+        &key,
+    );
+    let r = refused.resolve("open", Some(&tokens.mint("jti-wrong-password")));
+    assert_eq!(r.0, 503, "a wrong password fails closed: {r:?}");
+    let untrusting = Replica::start(
+        &dir.path().join("untrusting"),
+        &root,
+        &files,
+        &state(&right, None),
+        &key,
+    );
+    let r = untrusting.resolve("open", Some(&tokens.mint("jti-untrusted")));
+    assert_eq!(
+        r.0, 503,
+        "a server outside the system's roots fails closed: {r:?}"
+    );
+    for replica in [&trusted, &refused, &untrusting] {
+        let said = format!("{}{}", replica.proc.stdout(), replica.proc.stderr());
+        assert!(
+            !said.contains(password) && !said.contains("not-the-redis-password"),
+            "no password in the shim's output: {said}"
+        );
+    }
 }
 
 /// A distinct suffix for probe `jti`s.
