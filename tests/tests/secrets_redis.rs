@@ -311,6 +311,55 @@ fn redis_behind_tls_and_a_password_is_reached_with_the_configured_ca_and_passwor
     }
 }
 
+#[test]
+fn a_shared_state_the_shim_cannot_set_up_stops_it_and_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["api"]);
+    let garbage_ca = dir.path().join("ca.pem");
+    std::fs::write(&garbage_ca, "not a certificate").unwrap();
+    for (state, field) in [
+        (
+            format!(
+                r#"{{ url: "redis://127.0.0.1:1", password_file: "{}" }}"#,
+                dir.path().join("absent").display()
+            ),
+            "state.redis.password_file",
+        ),
+        (
+            format!(
+                r#"{{ url: "rediss://127.0.0.1:1", ca_file: "{}" }}"#,
+                garbage_ca.display()
+            ),
+            "state.redis.ca_file",
+        ),
+        (
+            r#"{ url: "redis://:pw@127.0.0.1:1" }"#.to_owned(),
+            "url must not carry credentials",
+        ),
+    ] {
+        let config = dir.path().join("secrets.yaml");
+        std::fs::write(&config, format!("state: {{ redis: {state} }}\n")).unwrap();
+        // A shim that starts after all is stopped after 10 s, and fails the test.
+        let out = std::process::Command::new("timeout")
+            .arg("10")
+            .arg(ephemera_tests::ephemera_bin())
+            .args(["serve", "--listen"])
+            .arg(format!(
+                "unix:{}",
+                dir.path().join("run/shim.sock").display()
+            ))
+            .arg("--secrets-config")
+            .arg(&config)
+            .envs(root.env("api"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{state}: the shim must not start");
+        assert!(stderr.contains(field), "{state}: {stderr}");
+        assert!(!stderr.contains("pw@"), "no credential echoed: {stderr}");
+    }
+}
+
 /// A distinct suffix for probe `jti`s.
 fn rand_suffix() -> u32 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -69,6 +69,9 @@ pub enum RedisSetupError {
     /// The URL is not a Redis URL.
     #[error("state.redis.url: {0}")]
     Url(String),
+    /// The CA certificates cannot be used.
+    #[error("state.redis.ca_file: {0}")]
+    Tls(String),
     /// A file named by the configuration cannot be read.
     #[error("state.redis.{field}: {path}: {reason}")]
     File {
@@ -127,6 +130,19 @@ fn read_file(field: &'static str, path: &str) -> Result<Vec<u8>, RedisSetupError
     })
 }
 
+/// The PEM file at `path`, which must hold at least one certificate (the
+/// client reads it only when it connects).
+fn pem_certificates(path: &str) -> Result<Vec<u8>, RedisSetupError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let pem = read_file("ca_file", path)?;
+    let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => Ok(pem),
+        _ => Err(RedisSetupError::Tls(format!("{path}: no PEM certificate"))),
+    }
+}
+
 impl RedisGate {
     /// A gate on the Redis `state` names, for `tenant` of `config`. Nothing
     /// is connected yet: the first read connects.
@@ -160,12 +176,12 @@ impl RedisGate {
                 info,
                 redis::TlsCertificates {
                     client_tls: None,
-                    root_cert: Some(read_file("ca_file", path)?),
+                    root_cert: Some(pem_certificates(path)?),
                 },
-            ),
-            None => redis::Client::open(info),
-        }
-        .map_err(|e| RedisSetupError::Url(e.to_string()))?;
+            )
+            .map_err(|e| RedisSetupError::Tls(e.to_string()))?,
+            None => redis::Client::open(info).map_err(|e| RedisSetupError::Url(e.to_string()))?,
+        };
         let longest_grant_ms = config
             .policies
             .values()
