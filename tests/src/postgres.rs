@@ -1,0 +1,111 @@
+//! A throwaway PostgreSQL cluster (Debian's server) for tests: initialized
+//! in a temporary directory and run as an unprivileged user (PostgreSQL
+//! refuses to run as root), on 127.0.0.1 with trust authentication.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::net::{free_port, wait_until};
+use crate::procs::Proc;
+use crate::{ATTACKER_UID, Run, run};
+
+/// A running cluster; stopped, then its directory removed, on drop.
+pub struct Postgres {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+/// The directory of the newest installed PostgreSQL's programs.
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (tests/setup.sh)")
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("a PostgreSQL server binary")
+}
+
+/// `program` run as the unprivileged user when this process is root.
+fn unprivileged(program: PathBuf) -> Command {
+    if rustix::process::geteuid().is_root() {
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={ATTACKER_UID}"))
+            .arg(format!("--regid={ATTACKER_UID}"))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    /// Initializes and starts a cluster with superuser `postgres`.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        if rustix::process::geteuid().is_root() {
+            // The unprivileged user must reach and own the cluster.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let uid = Some(rustix::process::Uid::from_raw(ATTACKER_UID));
+            let gid = Some(rustix::process::Gid::from_raw(ATTACKER_UID));
+            rustix::fs::chown(&data, uid, gid).unwrap();
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let bin = bin_dir();
+        run(unprivileged(bin.join("initdb"))
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data))
+        .ok();
+        let port = free_port();
+        let mut command = unprivileged(bin.join("postgres"));
+        command
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(&data);
+        let proc = Proc::spawn("postgres", dir.path(), &mut command);
+        let ready = wait_until(Duration::from_secs(20), || {
+            Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        assert!(ready.is_some(), "PostgreSQL up: {}", proc.stderr());
+        Self {
+            port,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+
+    /// `postgres://<user>@127.0.0.1:<port>/postgres`.
+    pub fn url(&self, user: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs `sql` with `psql` as `user` (stops at the first error).
+    pub fn psql(&self, user: &str, sql: &str) -> Run {
+        run(Command::new("psql")
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user])
+            .args(["-d", "postgres", "-c", sql]))
+    }
+}
