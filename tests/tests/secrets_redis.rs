@@ -121,15 +121,20 @@ impl Tokens {
     }
 }
 
-#[test]
-fn replicas_share_replay_and_grant_state_and_fail_closed_without_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Root::new(&dir.path().join("root"), &["api", "orders"]);
-    let files = dir.path().join("files");
+/// Identities `api` and `orders`, the secret files, and a ledger key.
+fn world(dir: &Path) -> (Root, PathBuf, PathBuf) {
+    let root = Root::new(&dir.join("root"), &["api", "orders"]);
+    let files = dir.join("files");
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(files.join("pair"), PAIR).unwrap();
     std::fs::write(files.join("open"), OPEN).unwrap();
-    let key = ledger_key(dir.path()).0;
+    (root, files, ledger_key(dir).0)
+}
+
+#[test]
+fn replicas_share_replay_and_grant_state_and_fail_closed_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, files, key) = world(dir.path());
     let redis = Redis::start(&dir.path().join("redis"), true);
     let state = format!(r#"{{ url: "{}", timeout_ms: 300 }}"#, redis.url());
     let a = Replica::start(&dir.path().join("a"), &root, &files, &state, &key);
@@ -240,12 +245,7 @@ fn replicas_share_replay_and_grant_state_and_fail_closed_without_it() {
 #[test]
 fn redis_behind_tls_and_a_password_is_reached_with_the_configured_ca_and_password_file() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::new(&dir.path().join("root"), &["api", "orders"]);
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    std::fs::write(files.join("pair"), PAIR).unwrap();
-    std::fs::write(files.join("open"), OPEN).unwrap();
-    let key = ledger_key(dir.path()).0;
+    let (root, files, key) = world(dir.path());
     let ca = TestCa::new(dir.path(), "redis");
     let password = "redis-password-7f3a9c";
     let redis = Redis::start_tls(&dir.path().join("redis"), &ca, password);
