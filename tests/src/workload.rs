@@ -161,6 +161,21 @@ impl Sidecar {
         Self::start_with(dir, root, service, app_port, config, outbound, &[])
     }
 
+    /// A sidecar of `orders` with an outbound listener and egress secrets
+    /// from the `secrets` configuration, Envoy logging at `info` (where
+    /// credentials flow).
+    pub fn start_egress(
+        dir: &Path,
+        root: &Root,
+        app_port: u16,
+        config: &str,
+        secrets: &Path,
+    ) -> Self {
+        let secrets = secrets.display().to_string();
+        let extra = ["--secrets-config", &secrets, "--envoy-log-level", "info"];
+        Self::start_with(dir, root, "orders", app_port, Some(config), true, &extra)
+    }
+
     /// As [`Self::start`], with extra `ephemera sidecar` arguments.
     pub fn start_with(
         dir: &Path,

@@ -37,21 +37,7 @@ fn the_upstream_receives_the_secret_the_app_never_held() {
         "outbound:\n  egress:\n    - {{ host: api.example.com, address: \"127.0.0.1:{0}\", secret: api_token, inject: {{ as: bearer }} }}\n    - {{ host: basic.example.com, address: \"127.0.0.1:{0}\", secret: api_token, inject: {{ as: basic, username: svc }} }}\n    - {{ host: forbidden.example.com, address: \"127.0.0.1:{0}\", secret: billing_only, inject: {{ as: header, header: x-api-key }} }}\n    - {{ host: cached.example.com, address: \"127.0.0.1:{0}\", secret: cached_token, inject: {{ as: header, header: x-api-key }} }}\n    - {{ host: gone.example.com, address: \"127.0.0.1:{0}\", secret: gone_token, inject: {{ as: bearer }} }}\n",
         api.port
     );
-    let secrets_arg = secrets.display().to_string();
-    let sidecar = Sidecar::start_with(
-        dir.path(),
-        &root,
-        "orders",
-        app.port,
-        Some(&config),
-        true,
-        &[
-            "--secrets-config",
-            &secrets_arg,
-            "--envoy-log-level",
-            "info",
-        ],
-    );
+    let sidecar = Sidecar::start_egress(dir.path(), &root, app.port, &config, &secrets);
     let out = sidecar.outbound.unwrap();
 
     let seen = get(

@@ -319,21 +319,7 @@ fn egress_through_real_envoy_carries_the_password_store_secret_and_nothing_leaks
         "outbound:\n  egress:\n    - {{ host: api.example.com, address: \"127.0.0.1:{}\", secret: databento_api_key, inject: {{ as: header, header: x-api-key }} }}\n",
         api.port
     );
-    let secrets_arg = secrets.display().to_string();
-    let sidecar = Sidecar::start_with(
-        dir,
-        &root,
-        "orders",
-        app.port,
-        Some(&config),
-        true,
-        &[
-            "--secrets-config",
-            &secrets_arg,
-            "--envoy-log-level",
-            "info",
-        ],
-    );
+    let sidecar = Sidecar::start_egress(dir, &root, app.port, &config, &secrets);
     let out = sidecar.outbound.unwrap();
     let seen = get(out, "/v1/bars", &[("host", "api.example.com")]).json();
     assert_eq!(seen["headers"]["x-api-key"], "db-s3cret-value");
