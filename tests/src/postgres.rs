@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL cluster (Debian's server) for tests: initialized
 //! in a temporary directory and run as an unprivileged user (PostgreSQL
-//! refuses to run as root), on 127.0.0.1 with trust authentication.
+//! refuses to run as root), on 127.0.0.1 with trust authentication, or with
+//! passwords for TCP connections.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
@@ -15,6 +16,8 @@ use crate::{ATTACKER_UID, Run, run};
 pub struct Postgres {
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Its data directory, also its Unix socket's directory.
+    data: PathBuf,
     _proc: Proc,
     _dir: tempfile::TempDir,
 }
@@ -47,8 +50,25 @@ fn unprivileged(program: PathBuf) -> Command {
 }
 
 impl Postgres {
-    /// Initializes and starts a cluster with superuser `postgres`.
+    /// Initializes and starts a cluster with superuser `postgres`, trusting
+    /// every connection.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Initializes and starts a cluster whose TCP connections need a
+    /// password (SCRAM); superuser `postgres` has `password`.
+    pub fn start_with_password(password: &str) -> Self {
+        let pg = Self::start_with(Some(password));
+        pg.psql(
+            "postgres",
+            &format!("ALTER USER postgres PASSWORD '{password}'"),
+        )
+        .ok();
+        pg
+    }
+
+    fn start_with(password: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -65,7 +85,12 @@ impl Postgres {
             .args([
                 "-U",
                 "postgres",
-                "--auth=trust",
+                "--auth-local=trust",
+                if password.is_some() {
+                    "--auth-host=scram-sha-256"
+                } else {
+                    "--auth-host=trust"
+                },
                 "-E",
                 "UTF8",
                 "--no-sync",
@@ -91,6 +116,7 @@ impl Postgres {
         assert!(ready.is_some(), "PostgreSQL up: {}", proc.stderr());
         Self {
             port,
+            data,
             _proc: proc,
             _dir: dir,
         }
@@ -101,11 +127,14 @@ impl Postgres {
         format!("postgres://{user}@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Runs `sql` with `psql` as `user` (stops at the first error).
+    /// Runs `sql` with `psql` as `user` over the Unix socket, where every
+    /// user is trusted (stops at the first error).
     pub fn psql(&self, user: &str, sql: &str) -> Run {
         run(Command::new("psql")
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user])
+            .arg("-h")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-U", user])
             .args(["-d", "postgres", "-c", sql]))
     }
 }

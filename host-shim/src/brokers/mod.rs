@@ -1,6 +1,7 @@
 //! Brokers issue an ephemeral credential scoped to exactly one resource and
 //! one action, and revoke it when the transaction ends.
 
+pub mod database;
 pub mod openbao;
 pub mod sts;
 
@@ -40,6 +41,16 @@ pub enum BrokerError {
         /// What differed.
         reason: String,
     },
+    /// No role is configured for this resource and action.
+    #[error("{broker}: no role for {action} on {resource}")]
+    NoRole {
+        /// The broker.
+        broker: String,
+        /// The resource.
+        resource: String,
+        /// The action.
+        action: String,
+    },
     /// The broker cannot express this action.
     #[error("{broker}: action {action} is not supported")]
     UnsupportedAction {
@@ -60,16 +71,22 @@ pub enum Revocation {
         /// The per-transaction policy.
         policy: String,
     },
+    /// OpenBao/Vault leases (the database secrets engine): revoke the lease.
+    Lease {
+        /// The lease (not a credential: revoking it needs a token).
+        lease_id: String,
+    },
     /// The provider cannot revoke (AWS STS): the TTL is the backstop.
     TtlBackstop,
 }
 
 impl Revocation {
     /// How the ledger describes it.
-    pub fn describe(&self) -> &'static str {
+    pub fn describe(&self) -> String {
         match self {
-            Self::OpenBao { .. } => "revoked by accessor, policy deleted",
-            Self::TtlBackstop => "none, ttl backstop",
+            Self::OpenBao { .. } => "revoked by accessor, policy deleted".into(),
+            Self::Lease { lease_id } => format!("lease {lease_id} revoked"),
+            Self::TtlBackstop => "none, ttl backstop".into(),
         }
     }
 }
@@ -94,6 +111,8 @@ pub enum Broker {
     OpenBao(openbao::OpenBaoBroker),
     /// AWS STS sessions with a one-statement policy.
     Sts(sts::StsBroker),
+    /// Database users from OpenBao/Vault's database secrets engine.
+    Database(database::DatabaseBroker),
 }
 
 /// A broker's configuration (`kind` selects the provider).
@@ -105,6 +124,8 @@ pub enum BrokerConfig {
     OpenBao(openbao::OpenBaoConfig),
     /// AWS STS.
     Sts(sts::StsConfig),
+    /// OpenBao/Vault's database secrets engine.
+    Database(database::DatabaseConfig),
 }
 
 /// Why a configured broker cannot be built; each names the broker.
@@ -117,6 +138,16 @@ pub enum BrokerSetupError {
         broker: String,
         /// Why.
         source: crate::provider::openbao::TokenFileError,
+    },
+    /// A field has a value the broker cannot use.
+    #[error("broker {broker}: {field} {problem}")]
+    Field {
+        /// The broker.
+        broker: String,
+        /// The field, e.g. `roles."postgres://orders/invoices".read`.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
     },
     /// A limit that must be positive is zero.
     #[error("broker {broker}: ttl_secs and num_uses must be positive")]
@@ -158,6 +189,7 @@ impl Broker {
         match config {
             BrokerConfig::OpenBao(c) => openbao::OpenBaoBroker::new(name, c).map(Self::OpenBao),
             BrokerConfig::Sts(c) => sts::StsBroker::new(name, c).map(Self::Sts),
+            BrokerConfig::Database(c) => database::DatabaseBroker::new(name, c).map(Self::Database),
         }
     }
 
@@ -171,6 +203,7 @@ impl Broker {
         match self {
             Self::OpenBao(b) => b.issue(transaction_id, resource, action).await,
             Self::Sts(b) => b.issue(transaction_id, resource, action).await,
+            Self::Database(b) => b.issue(resource, action).await,
         }
     }
 
@@ -180,11 +213,21 @@ impl Broker {
             (Self::OpenBao(b), Revocation::OpenBao { accessor, policy }) => {
                 b.revoke(accessor, policy).await
             }
+            (Self::Database(b), Revocation::Lease { lease_id }) => b.revoke(lease_id).await,
             (_, Revocation::TtlBackstop) => Ok(()),
-            (Self::Sts(b), Revocation::OpenBao { .. }) => Err(BrokerError::Mismatch {
-                broker: b.name().to_owned(),
+            (broker, _) => Err(BrokerError::Mismatch {
+                broker: broker.name().to_owned(),
                 reason: "revocation handle of another broker".into(),
             }),
+        }
+    }
+
+    /// The broker's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::OpenBao(b) => b.name(),
+            Self::Sts(b) => b.name(),
+            Self::Database(b) => b.name(),
         }
     }
 }

@@ -59,10 +59,91 @@ fn default_timeout() -> u64 {
 /// An OpenBao/Vault broker.
 #[derive(Debug, Clone)]
 pub struct OpenBaoBroker {
-    name: String,
+    session: Session,
     config: OpenBaoConfig,
+}
+
+/// A broker's authenticated client of one OpenBao/Vault server, with the
+/// shim's own token.
+#[derive(Debug, Clone)]
+pub(super) struct Session {
+    name: String,
     token: Arc<TokenFile>,
     server: Arc<OpenBao>,
+    timeout: Duration,
+}
+
+impl Session {
+    /// Connects broker `name`; its token file must hold a token now.
+    pub(super) fn new(
+        name: &str,
+        address: &str,
+        token_file: &std::path::Path,
+        ca_file: Option<&std::path::Path>,
+        timeout_ms: u64,
+    ) -> Result<Self, BrokerSetupError> {
+        let broker = || name.to_owned();
+        let token = TokenFile::shared(token_file);
+        token
+            .token()
+            .map_err(|source| BrokerSetupError::TokenFile {
+                broker: broker(),
+                source,
+            })?;
+        let server =
+            OpenBao::shared(address, ca_file).map_err(|source| BrokerSetupError::Client {
+                broker: broker(),
+                source,
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            token,
+            server,
+            timeout: Duration::from_millis(timeout_ms),
+        })
+    }
+
+    /// The broker's name.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// One API call; a non-2xx answer is `Refused` with the server's
+    /// `errors`.
+    pub(super) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, BrokerError> {
+        let unavailable = |reason| BrokerError::Unavailable {
+            broker: self.name.clone(),
+            reason,
+        };
+        let token = self.token.token().map_err(|e| unavailable(e.to_string()))?;
+        let mut request = self.server.request(method, path, &token, self.timeout);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unavailable(describe(&e)))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let errors = value
+                .get("errors")
+                .map_or_else(|| "no details".to_owned(), Value::to_string);
+            return Err(BrokerError::Refused {
+                broker: self.name.clone(),
+                status: status.as_u16(),
+                reason: format!("{path}: {errors}"),
+            });
+        }
+        Ok(value)
+    }
 }
 
 /// The capabilities an action needs on its one path.
@@ -98,66 +179,24 @@ pub fn policy_document(resource: &Resource, action: &Action) -> Option<String> {
 impl OpenBaoBroker {
     /// Builds the broker; its token file must hold a token now.
     pub fn new(name: &str, config: OpenBaoConfig) -> Result<Self, BrokerSetupError> {
-        let broker = || name.to_owned();
-        let token = TokenFile::shared(&config.token_file);
-        token
-            .token()
-            .map_err(|source| BrokerSetupError::TokenFile {
-                broker: broker(),
-                source,
-            })?;
         if config.ttl_secs == 0 || config.num_uses == 0 {
-            return Err(BrokerSetupError::ZeroLimit { broker: broker() });
-        }
-        let server =
-            OpenBao::shared(&config.address, config.ca_file.as_deref()).map_err(|source| {
-                BrokerSetupError::Client {
-                    broker: broker(),
-                    source,
-                }
-            })?;
-        Ok(Self {
-            name: name.to_owned(),
-            token,
-            server,
-            config,
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, BrokerError> {
-        let unavailable = |reason| BrokerError::Unavailable {
-            broker: self.name.clone(),
-            reason,
-        };
-        let token = self.token.token().map_err(|e| unavailable(e.to_string()))?;
-        let timeout = Duration::from_millis(self.config.timeout_ms);
-        let mut request = self.server.request(method, path, &token, timeout);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unavailable(describe(&e)))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let errors = value
-                .get("errors")
-                .map_or_else(|| "no details".to_owned(), Value::to_string);
-            return Err(BrokerError::Refused {
-                broker: self.name.clone(),
-                status: status.as_u16(),
-                reason: format!("{path}: {errors}"),
+            return Err(BrokerSetupError::ZeroLimit {
+                broker: name.to_owned(),
             });
         }
-        Ok(value)
+        let session = Session::new(
+            name,
+            &config.address,
+            &config.token_file,
+            config.ca_file.as_deref(),
+            config.timeout_ms,
+        )?;
+        Ok(Self { session, config })
+    }
+
+    /// The broker's name.
+    pub fn name(&self) -> &str {
+        self.session.name()
     }
 
     /// Creates the policy and the token; checks what came back.
@@ -169,18 +208,20 @@ impl OpenBaoBroker {
     ) -> Result<Issued, BrokerError> {
         let document =
             policy_document(resource, action).ok_or_else(|| BrokerError::UnsupportedAction {
-                broker: self.name.clone(),
+                broker: self.session.name().to_owned(),
                 action: action.to_string(),
             })?;
         let policy = format!("ephemera-{transaction_id}");
-        self.call(
-            reqwest::Method::PUT,
-            &format!("sys/policies/acl/{policy}"),
-            Some(json!({ "policy": document })),
-        )
-        .await?;
+        self.session
+            .call(
+                reqwest::Method::PUT,
+                &format!("sys/policies/acl/{policy}"),
+                Some(json!({ "policy": document })),
+            )
+            .await?;
         let ttl = format!("{}s", self.config.ttl_secs);
         let created = self
+            .session
             .call(
                 reqwest::Method::POST,
                 &format!("auth/token/create/{}", self.config.role),
@@ -229,7 +270,7 @@ impl OpenBaoBroker {
                 let _ = self.delete_policy(&policy).await;
             }
             return Err(BrokerError::Mismatch {
-                broker: self.name.clone(),
+                broker: self.session.name().to_owned(),
                 reason,
             });
         }
@@ -246,18 +287,20 @@ impl OpenBaoBroker {
     }
 
     async fn delete_policy(&self, policy: &str) -> Result<(), BrokerError> {
-        self.call(
-            reqwest::Method::DELETE,
-            &format!("sys/policies/acl/{policy}"),
-            None,
-        )
-        .await
-        .map(drop)
+        self.session
+            .call(
+                reqwest::Method::DELETE,
+                &format!("sys/policies/acl/{policy}"),
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Revokes the token by accessor, then deletes its policy.
     pub async fn revoke(&self, accessor: &str, policy: &str) -> Result<(), BrokerError> {
         let revoked = match self
+            .session
             .call(
                 reqwest::Method::POST,
                 "auth/token/revoke-accessor",

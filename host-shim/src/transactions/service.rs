@@ -307,7 +307,7 @@ impl Transactions {
         let mut e = self.event(Event::Open, Some(&caller), &request);
         e.issued_at = Some(issued_at);
         e.blast_radius = Some(issued.blast_radius.clone());
-        e.revocation = Some(issued.revocation.describe().to_owned());
+        e.revocation = Some(issued.revocation.describe());
         if let Err(err) = self.ledger.append(e).await {
             // Unaudited means unissued: take it back and refuse.
             if let Err(revoke_err) = broker.revoke(&issued.revocation).await {
@@ -420,7 +420,7 @@ impl Transactions {
         e.issued_at = Some(txn.issued_at);
         e.closed_at = Some(unix_now());
         e.duration_ms = Some(txn.started.elapsed().as_millis() as u64);
-        e.revocation = Some(txn.revocation.describe().to_owned());
+        e.revocation = Some(txn.revocation.describe());
         e.error = error;
         if let Err(err) = self.ledger.append(e).await {
             tracing::error!("ledger: cannot record the end of a transaction: {err}");
