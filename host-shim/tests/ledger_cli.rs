@@ -24,7 +24,7 @@ fn ledger_with(n: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
     ]);
     assert_eq!(code, 0, "{err}");
     let path = dir.path().join("ledger.jsonl");
-    let key = LedgerKey::load(&private, &path).unwrap();
+    let key = LedgerKey::load(&private, Some(&path)).unwrap();
     let (ledger, _) = FileLedger::open(&path, Some(key)).unwrap();
     for i in 0..n {
         let mut e = TransactionEvent::new(

@@ -18,7 +18,7 @@ pub struct Postgres {
     pub port: u16,
     /// Its data directory, also its Unix socket's directory.
     data: PathBuf,
-    _proc: Proc,
+    proc: Proc,
     _dir: tempfile::TempDir,
 }
 
@@ -99,27 +99,24 @@ impl Postgres {
             .arg(&data))
         .ok();
         let port = free_port();
-        let mut command = unprivileged(bin.join("postgres"));
-        command
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-k")
-            .arg(&data);
-        let proc = Proc::spawn("postgres", dir.path(), &mut command);
-        let ready = wait_until(Duration::from_secs(20), || {
-            Command::new(bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-        assert!(ready.is_some(), "PostgreSQL up: {}", proc.stderr());
+        let proc = launch(dir.path(), &data, port);
         Self {
             port,
             data,
-            _proc: proc,
+            proc,
             _dir: dir,
         }
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, committed data
+    /// stays).
+    pub fn stop(&mut self) {
+        self.proc.signal_and_wait("INT");
+    }
+
+    /// Starts the stopped server again, on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.proc = launch(self._dir.path(), &self.data, self.port);
     }
 
     /// `postgres://<user>@127.0.0.1:<port>/postgres`.
@@ -137,4 +134,25 @@ impl Postgres {
             .args(["-p", &self.port.to_string(), "-U", user])
             .args(["-d", "postgres", "-c", sql]))
     }
+}
+
+/// Runs the server on `data` and waits until it accepts connections.
+fn launch(dir: &std::path::Path, data: &std::path::Path, port: u16) -> Proc {
+    let bin = bin_dir();
+    let mut command = unprivileged(bin.join("postgres"));
+    command
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-k")
+        .arg(data);
+    let proc = Proc::spawn("postgres", dir, &mut command);
+    let ready = wait_until(Duration::from_secs(20), || {
+        Command::new(bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(ready.is_some(), "PostgreSQL up: {}", proc.stderr());
+    proc
 }

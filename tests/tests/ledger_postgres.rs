@@ -1,13 +1,21 @@
-//! File ledgers shipped into one PostgreSQL table (a real server, run as an
-//! unprivileged user): every writer keeps its own signed chain, shipping
-//! again adds nothing twice, the shipping role can only insert and read,
-//! and a row edited or deleted in SQL is found and named.
+//! Ledgers in one PostgreSQL table (a real server, run as an unprivileged
+//! user), shipped from files or written by shims directly: every writer
+//! keeps its own signed chain, shipping again adds nothing twice, the
+//! writing role can only insert and read, a row edited or deleted in SQL is
+//! found and named, and with PostgreSQL down no transaction opens.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use ephemera_shim::ledger::{Event, FileLedger, LedgerKey, TransactionEvent};
+use ephemera_tests::net::{get, send, wait_until};
+use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::postgres::Postgres;
-use ephemera_tests::{Run, ephemera};
+use ephemera_tests::procs::Proc;
+use ephemera_tests::workload::{Root, ledger_key};
+use ephemera_tests::{Run, ephemera, ephemera_bin};
+use serde_json::{Value, json};
 
 const ROLE: &str = "ephemera_ledger_writer";
 
@@ -33,7 +41,7 @@ fn file_ledger(dir: &Path, writer: &str, records: usize) -> (PathBuf, PathBuf) {
 
 /// Appends transaction events `range` of `writer` to the ledger at `path`.
 fn append(path: &Path, key: &Path, writer: &str, range: std::ops::Range<usize>) {
-    let key = LedgerKey::load(key, path).unwrap();
+    let key = LedgerKey::load(key, Some(path)).unwrap();
     let (ledger, _) = FileLedger::open(path, Some(key)).unwrap();
     for i in range {
         let mut e = TransactionEvent::new(Event::Open, format!("{writer}-tx-{i}"));
@@ -187,4 +195,192 @@ fn shipped_ledgers_keep_one_signed_chain_per_writer_and_tampering_is_named() {
         "SELECT count(*) FROM ephemera_ledger WHERE writer = 'shim-d'",
     );
     assert_eq!(count.ok(), "40", "nothing of it was shipped");
+}
+
+/// A shim whose IPT ledger is the table, as `writer`; its socket and
+/// public key.
+fn table_shim(
+    dir: &Path,
+    root: &Root,
+    bao: &OpenBao,
+    pg: &Postgres,
+    writer: &str,
+) -> (PathBuf, PathBuf, Proc) {
+    let dir = dir.join(writer);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (private, public) = ledger_key(&dir);
+    let config = dir.join("ipt.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "ledger:\n  postgres: {{ url: \"{}\", writer: {writer}, timeout_ms: 2000 }}\n  signing_key_file: \"{}\"\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\", ttl_secs: 60, num_uses: 10 }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
+            pg.url(ROLE),
+            private.display(),
+            bao.port,
+            bao.shim_token_file.display()
+        ),
+    )
+    .unwrap();
+    let socket = dir.join("run/shim.sock");
+    let proc = Proc::spawn(
+        "shim",
+        &dir,
+        Command::new(ephemera_bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--ipt-config")
+            .arg(&config)
+            .envs(root.env("billing")),
+    );
+    wait_until(Duration::from_secs(10), || {
+        get(&socket, "/healthz", &[]).status == 200
+    })
+    .unwrap_or_else(|| panic!("shim {writer} up: {}", proc.stderr()));
+    (socket, public, proc)
+}
+
+/// Opens a read of `secret/data/orders/a` as `caller`: status and body.
+fn open(socket: &Path, id: &str, caller: &str) -> (u16, Value) {
+    let body = json!({"transaction_id": id, "token": caller, "resource": "secret/data/orders/a",
+                      "action": "read", "broker": "vault"});
+    let r = send(
+        socket,
+        "POST",
+        "/v1/transactions",
+        &[("content-type", "application/json")],
+        &body.to_string(),
+    );
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+fn close(socket: &Path, id: &str) -> u16 {
+    send(
+        socket,
+        "POST",
+        &format!("/v1/transactions/{id}/close"),
+        &[("content-type", "application/json")],
+        &json!({"outcome": {"kind": "responded", "status": 200}}).to_string(),
+    )
+    .status
+}
+
+fn txid(shim: usize, n: usize) -> String {
+    format!("3f2b8c1e-9d4a-4b7e-8f10-{shim:04x}{n:08x}")
+}
+
+#[test]
+fn four_shims_write_one_table_and_without_postgres_no_transaction_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = Postgres::start();
+    pg.psql("postgres", &format!("CREATE ROLE {ROLE} LOGIN"))
+        .ok();
+    let schema = ephemera(&["ledger", "schema"], &[]).ok().to_owned();
+    pg.psql("postgres", &schema).ok();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let bao = OpenBao::start(dir.path());
+    let writers = ["shim-a", "shim-b", "shim-c", "shim-d"];
+    let shims: Vec<_> = writers
+        .iter()
+        .map(|w| table_shim(dir.path(), &root, &bao, &pg, w))
+        .collect();
+    let caller = root.mint("orders", "spiffe://example.org/billing", &[]);
+
+    // Four shims, eight concurrent transactions each, opened and closed.
+    std::thread::scope(|s| {
+        for (i, (socket, _, _)) in shims.iter().enumerate() {
+            for lane in 0..8 {
+                let caller = &caller;
+                s.spawn(move || {
+                    for n in 0..4 {
+                        let id = txid(i, lane * 100 + n);
+                        let (status, body) = open(socket, &id, caller);
+                        assert_eq!(status, 200, "{body}");
+                        assert_eq!(close(socket, &id), 204);
+                    }
+                });
+            }
+        }
+    });
+    let count = || {
+        pg.psql("postgres", "SELECT count(*) FROM ephemera_ledger")
+            .ok()
+            .to_owned()
+    };
+    assert_eq!(
+        count(),
+        (4 * 8 * 4 * 2).to_string(),
+        "open and close of each"
+    );
+    let keys: Vec<(&str, &Path)> = writers
+        .iter()
+        .zip(&shims)
+        .map(|(w, (_, public, _))| (*w, public.as_path()))
+        .collect();
+    let verified = verify(&pg, &keys);
+    assert!(
+        verified.ok().contains("writer \"shim-c\": 64 records"),
+        "{}",
+        verified.stdout
+    );
+
+    // PostgreSQL stopped: opens fail closed and leave no live credential.
+    let tokens = bao.token_count();
+    pg.stop();
+    let (status, body) = open(&shims[0].0, &txid(9, 1), &caller);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.get("credential").is_none(), "{body}");
+    assert_eq!(bao.token_count(), tokens, "the issued token was revoked");
+    let logged = shims[0].2.stderr();
+    assert!(
+        logged.contains("postgres table ephemera_ledger"),
+        "{logged}"
+    );
+
+    // Restarted: service resumes by itself, and every acknowledged record
+    // is there.
+    pg.restart();
+    let mut acknowledged = vec![];
+    let resumed = wait_until(Duration::from_secs(15), || {
+        let id = txid(9, 2 + acknowledged.len());
+        let (status, _) = open(&shims[1].0, &id, &caller);
+        if status == 200 {
+            acknowledged.push(id);
+        }
+        status == 200
+    });
+    assert!(resumed.is_some(), "opens resume after PostgreSQL returns");
+    for (i, (socket, _, _)) in shims.iter().enumerate() {
+        let id = txid(i, 999);
+        assert_eq!(open(socket, &id, &caller).0, 200);
+        acknowledged.push(id);
+    }
+    for id in &acknowledged {
+        let rows = pg.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM ephemera_ledger WHERE record::json->>'transaction_id' = '{id}' \
+                 AND record::json->>'event' = 'open'"
+            ),
+        );
+        assert_eq!(rows.ok(), "1", "open of {id} acknowledged and kept");
+    }
+    assert!(verify(&pg, &keys).ok().lines().count() == 4);
+
+    // An edited row is named.
+    pg.psql(
+        "postgres",
+        "UPDATE ephemera_ledger SET record = replace(record, '3f2b8c1e', '3f2b8c1f') \
+         WHERE writer = 'shim-d' AND seq = 2",
+    )
+    .ok();
+    let edited = verify(&pg, &keys);
+    assert!(
+        edited.code != 0 && edited.stderr.contains("writer \"shim-d\", seq 2"),
+        "{}",
+        edited.stderr
+    );
 }

@@ -12,6 +12,9 @@ use crate::ledger::chain::verify_lines;
 use crate::ledger::postgres;
 use crate::ledger::{Checkpoint, LedgerKey, LedgerVerifier};
 
+/// Longest `ship` and `verify` wait for PostgreSQL to accept a connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Ledger commands.
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
@@ -138,7 +141,9 @@ impl LedgerCommand {
                 let password = read_password(password_file.as_deref())?;
                 let shipped = runtime()?
                     .block_on(async {
-                        let mut client = postgres::connect(&postgres, password.as_deref()).await?;
+                        let mut client =
+                            postgres::connect(&postgres, password.as_deref(), CONNECT_TIMEOUT)
+                                .await?;
                         postgres::ship(&mut client, &table, &writer, &text).await
                     })
                     .map_err(|e| Failure::rejected(e.to_string()))?;
@@ -243,7 +248,7 @@ fn verify_table(
     let password = read_password(password_file)?;
     let verdict = runtime()?
         .block_on(async {
-            let client = postgres::connect(url, password.as_deref()).await?;
+            let client = postgres::connect(url, password.as_deref(), CONNECT_TIMEOUT).await?;
             postgres::verify(&client, table, &keys).await
         })
         .map_err(|e| Failure::config(e.to_string()))?;

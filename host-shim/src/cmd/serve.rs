@@ -11,8 +11,9 @@ use super::Failure;
 use crate::identity::IdentitySource;
 use crate::identity::files::IdentityPaths;
 use crate::identity::{self, watch};
+use crate::ledger::postgres_writer::PostgresLedger;
 use crate::ledger::signing::configured_key;
-use crate::ledger::{Checkpointer, FileLedger, LedgerError};
+use crate::ledger::{Checkpointer, FileLedger, Ledger, LedgerError};
 use crate::secrets::{self, Callers, SecretsService};
 use crate::serve::{self, Access, Listen, StartSecret, UnixPeers};
 use crate::transactions::{IptConfig, SetupError, Transactions};
@@ -133,7 +134,7 @@ impl ServeArgs {
     /// The routes of both listeners: identity, plus transactions and
     /// secrets when configured (the reaper starts with transactions). Must
     /// run inside the runtime.
-    pub fn routers(&self, source: Arc<IdentitySource>) -> Result<Routers, Failure> {
+    pub async fn routers(&self, source: Arc<IdentitySource>) -> Result<Routers, Failure> {
         let mut envoy = identity::api::router(source.clone());
         let mut app = None;
         let mut on_shutdown = Shutdown::default();
@@ -162,8 +163,14 @@ impl ServeArgs {
             });
         };
         let config = IptConfig::load(path).map_err(Failure::config)?;
+        let (ledger_file, ledger_name) = match (&config.ledger.path, &config.ledger.postgres) {
+            (Some(file), _) => (Some(file.as_path()), file.display().to_string()),
+            (None, Some(pg)) => (None, format!("postgres table {}", pg.table)),
+            (None, None) => unreachable!("IptConfig::load requires a ledger"),
+        };
         let key = configured_key(
-            &config.ledger.path,
+            &ledger_name,
+            ledger_file,
             config.ledger.signing_key_file.as_deref(),
             self.insecure_unkeyed_ledger,
         )
@@ -174,18 +181,39 @@ impl ServeArgs {
                 path.display()
             )));
         }
-        let checkpoint = config.ledger.checkpoint.clone().zip(key.clone());
-        let opened = FileLedger::open(&config.ledger.path, key);
-        // A second writer is a configuration error, not an outage.
-        if let Err(e @ LedgerError::InUse(_)) = &opened {
-            return Err(Failure::config(e));
-        }
-        let service = opened.map_err(SetupError::from).and_then(|opened| {
-            if let Some((checkpoint, key)) = checkpoint {
+        let ledger = match (&config.ledger.path, &config.ledger.postgres) {
+            (Some(file), _) => match FileLedger::open(file, key.clone()) {
+                Ok((ledger, recovery)) => {
+                    if recovery.truncated_bytes > 0 {
+                        tracing::warn!(
+                            "ledger {}: truncated a torn last record ({} bytes)",
+                            file.display(),
+                            recovery.truncated_bytes
+                        );
+                    }
+                    tracing::info!(
+                        "ledger {}: {} records verified",
+                        file.display(),
+                        recovery.records
+                    );
+                    Ok(Ledger::File(ledger))
+                }
+                // A second writer is a configuration error, not an outage.
+                Err(e @ LedgerError::InUse(_)) => return Err(Failure::config(e)),
+                Err(e) => Err(e),
+            },
+            (None, Some(pg)) => PostgresLedger::start(pg, key.clone())
+                .await
+                .map(Ledger::Postgres),
+            (None, None) => unreachable!("IptConfig::load requires a ledger"),
+        };
+        let checkpoint = config.ledger.checkpoint.clone().zip(key);
+        let service = ledger.map_err(SetupError::from).and_then(|ledger| {
+            if let (Some((checkpoint, key)), Ledger::File(file)) = (checkpoint, &ledger) {
                 on_shutdown.transactions =
-                    Some(Checkpointer::start(opened.0.clone(), key, &checkpoint)?);
+                    Some(Checkpointer::start(file.clone(), key, &checkpoint)?);
             }
-            Transactions::new(config, source, opened)
+            Transactions::new(config, source, ledger)
         });
         let envoy = match service {
             Ok(service) => {
@@ -230,7 +258,7 @@ impl ServeArgs {
         source: Arc<IdentitySource>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Failure> {
-        let routers = self.routers(source.clone())?;
+        let routers = self.routers(source.clone()).await?;
         let on_shutdown = routers.on_shutdown;
         let secret = self.start_secret()?;
         let peers = UnixPeers {

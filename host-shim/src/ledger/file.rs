@@ -49,6 +49,22 @@ pub enum LedgerError {
     /// Another process (a second shim) holds the ledger.
     #[error("ledger {0} is in use by another process; one writer at a time")]
     InUse(PathBuf),
+    /// The ledger's database cannot be reached (appends fail until it can).
+    #[error("ledger {place}: unreachable: {reason}")]
+    Unreachable {
+        /// The table and writer.
+        place: String,
+        /// Why.
+        reason: String,
+    },
+    /// The ledger's database refused, or its table lost records.
+    #[error("ledger {place}: {reason}")]
+    Database {
+        /// The table and writer.
+        place: String,
+        /// Why.
+        reason: String,
+    },
     /// An earlier write failed and could not be cut back; nothing more is
     /// appended until a restart recovers the file.
     #[error("ledger {0} failed earlier and is closed for appends")]

@@ -64,14 +64,20 @@ pub fn schema(table: &str, role: &str) -> Result<String, PostgresError> {
 }
 
 /// Connects with a libpq-style URL (`postgres://user@host:port/db`) and,
-/// when given, the password.
-pub async fn connect(url: &str, password: Option<&str>) -> Result<Client, PostgresError> {
+/// when given, the password, giving up on an unanswered connect after
+/// `timeout`.
+pub async fn connect(
+    url: &str,
+    password: Option<&str>,
+    timeout: std::time::Duration,
+) -> Result<Client, PostgresError> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| PostgresError::Url(e.to_string()))?;
     if let Some(password) = password {
         config.password(password);
     }
+    config.connect_timeout(timeout);
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -65,9 +65,9 @@ impl std::fmt::Debug for LedgerKey {
 pub struct LedgerVerifier(VerifyingKey);
 
 impl LedgerKey {
-    /// Loads the key at `path` for the ledger at `ledger`: 0600, and not in
-    /// the ledger's directory.
-    pub fn load(path: &Path, ledger: &Path) -> Result<Self, KeyError> {
+    /// Loads the key at `path` for the ledger file `ledger` (if the ledger
+    /// is a file): 0600, and not in the ledger's directory.
+    pub fn load(path: &Path, ledger: Option<&Path>) -> Result<Self, KeyError> {
         let meta = std::fs::metadata(path).map_err(|e| KeyError::Io(path.to_owned(), e))?;
         let mode = meta.mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -78,7 +78,7 @@ impl LedgerKey {
                 .ok()
                 .and_then(|a| a.parent().map(Path::to_path_buf))
         };
-        if let (Some(key_dir), Some(ledger_dir)) = (dir_of(path), dir_of(ledger))
+        if let (Some(key_dir), Some(ledger_dir)) = (dir_of(path), ledger.and_then(dir_of))
             && key_dir == ledger_dir
         {
             return Err(KeyError::BesideLedger(path.to_owned(), ledger_dir));
@@ -185,32 +185,32 @@ pub enum KeySetupError {
     Key(#[from] KeyError),
     /// No key file is configured and an unkeyed ledger was not asked for.
     #[error(
-        "ledger {}: no signing_key_file; without it whoever can write the file can rewrite it \
-         unnoticed. Create one with `ephemera ledger keygen KEY PUB` (outside the ledger's \
-         directory), or pass --insecure-unkeyed-ledger",
-        .0.display()
+        "ledger {0}: no signing_key_file; without it whoever can write the ledger can rewrite \
+         it unnoticed. Create one with `ephemera ledger keygen KEY PUB` (outside the ledger's \
+         directory), or pass --insecure-unkeyed-ledger"
     )]
-    Missing(PathBuf),
+    Missing(String),
 }
 
-/// The signing key of a configured ledger, from `key_file`; without one,
-/// `None` only when an unkeyed ledger was asked for.
+/// The signing key of the ledger `name` (kept in `file`, when it is a
+/// file), from `key_file`; without one, `None` only when an unkeyed ledger
+/// was asked for.
 pub fn configured_key(
-    ledger: &Path,
+    name: &str,
+    file: Option<&Path>,
     key_file: Option<&Path>,
     unkeyed: bool,
 ) -> Result<Option<LedgerKey>, KeySetupError> {
     match key_file {
-        Some(file) => Ok(Some(LedgerKey::load(file, ledger)?)),
+        Some(key_file) => Ok(Some(LedgerKey::load(key_file, file)?)),
         None if unkeyed => {
             tracing::warn!(
-                "ledger {}: unkeyed (--insecure-unkeyed-ledger): whoever can write the file can \
-                 rewrite it unnoticed",
-                ledger.display()
+                "ledger {name}: unkeyed (--insecure-unkeyed-ledger): whoever can write the \
+                 ledger can rewrite it unnoticed"
             );
             Ok(None)
         }
-        None => Err(KeySetupError::Missing(ledger.to_path_buf())),
+        None => Err(KeySetupError::Missing(name.to_owned())),
     }
 }
 
@@ -243,14 +243,14 @@ mod tests {
         std::fs::set_permissions(&delivered, std::fs::Permissions::from_mode(0o440)).unwrap();
         let ledger = dir.path().join("logs/ledger.jsonl");
         assert!(matches!(
-            LedgerKey::load(&delivered, &ledger),
+            LedgerKey::load(&delivered, Some(&ledger)),
             Err(KeyError::Mode(_, 0o440))
         ));
         let installed = dir.path().join("installed.key");
         LedgerKey::install(&delivered, &installed).unwrap();
         let mode = std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let loaded = LedgerKey::load(&installed, &ledger).unwrap();
+        let loaded = LedgerKey::load(&installed, Some(&ledger)).unwrap();
         assert!(key.verifier().verify("h", &loaded.sign("h")));
         std::fs::write(&delivered, "not a key").unwrap();
         assert!(matches!(
@@ -271,7 +271,7 @@ mod tests {
         key.write(&private, &public).unwrap();
         assert!(key.write(&private, &public).is_err(), "never overwritten");
         let ledger = logs.join("ledger.jsonl");
-        let loaded = LedgerKey::load(&private, &ledger).unwrap();
+        let loaded = LedgerKey::load(&private, Some(&ledger)).unwrap();
         let verifier = LedgerVerifier::load(&public).unwrap();
         assert!(verifier.verify("h", &loaded.sign("h")));
 
@@ -279,12 +279,12 @@ mod tests {
         std::fs::copy(&private, &beside).unwrap();
         std::fs::set_permissions(&beside, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
-            LedgerKey::load(&beside, &ledger),
+            LedgerKey::load(&beside, Some(&ledger)),
             Err(KeyError::BesideLedger(..))
         ));
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(
-            LedgerKey::load(&private, &ledger),
+            LedgerKey::load(&private, Some(&ledger)),
             Err(KeyError::Mode(_, 0o640))
         ));
     }

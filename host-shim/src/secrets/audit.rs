@@ -68,7 +68,12 @@ impl Audit {
         })?;
         let salt = HmacKey::new(salt).ok_or(AuditError::ShortSalt(salt_path))?;
         let path = Path::new(&a.ledger);
-        let key = configured_key(path, a.signing_key_file.as_deref().map(Path::new), unkeyed)?;
+        let key = configured_key(
+            &path.display().to_string(),
+            Some(path),
+            a.signing_key_file.as_deref().map(Path::new),
+            unkeyed,
+        )?;
         if a.checkpoint.is_some() && key.is_none() {
             return Err(AuditError::CheckpointWithoutKey(path.to_path_buf()));
         }

@@ -13,7 +13,11 @@ use crate::brokers::BrokerConfig;
 #[serde(deny_unknown_fields)]
 pub struct LedgerConfig {
     /// The ledger file (JSON lines).
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Or a PostgreSQL table shared with other shims.
+    #[serde(default)]
+    pub postgres: Option<crate::ledger::postgres_writer::PostgresLedgerConfig>,
     /// A file holding the key (at least 16 bytes) for HMAC references: with
     /// it, records carry `refs.caller_token`, an HMAC of the caller's token,
     /// to correlate a token with its transactions without storing it.
@@ -73,6 +77,14 @@ pub enum IptConfigError {
         /// Where and why.
         source: serde_yaml_ng::Error,
     },
+    /// The ledger is not one file or one table.
+    #[error("{}: ledger: {problem}", path.display())]
+    Ledger {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// Policy rules name brokers the file does not define.
     #[error("{}: {}", path.display(), problems.join("; "))]
     UnknownBrokers {
@@ -95,6 +107,18 @@ impl IptConfig {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let ledger = |problem| IptConfigError::Ledger {
+            path: path.to_path_buf(),
+            problem,
+        };
+        match (&config.ledger.path, &config.ledger.postgres) {
+            (Some(_), Some(_)) => return Err(ledger("give path or postgres, not both")),
+            (None, None) => return Err(ledger("give path (a file) or postgres (a table)")),
+            (None, Some(_)) if config.ledger.checkpoint.is_some() => {
+                return Err(ledger("checkpoint applies to a file ledger, not postgres"));
+            }
+            _ => {}
+        }
         let problems: Vec<String> = config
             .policy
             .iter()

@@ -17,8 +17,7 @@ use crate::brokers::{Broker, BrokerSetupError, Revocation};
 use crate::clock::unix_now;
 use crate::identity::IdentitySource;
 use crate::ledger::checkpoint::CheckpointSetupError;
-use crate::ledger::file::Recovery;
-use crate::ledger::{Event, FileLedger, HmacKey, LedgerError, TransactionEvent};
+use crate::ledger::{Event, HmacKey, Ledger, LedgerError, TransactionEvent};
 
 /// Why a transaction call failed; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,7 +143,7 @@ pub struct Transactions {
     identity: Arc<IdentitySource>,
     brokers: HashMap<String, Broker>,
     rules: Vec<policy::Rule>,
-    ledger: FileLedger,
+    ledger: Ledger,
     hmac: Option<HmacKey>,
     entries: Mutex<HashMap<TransactionId, Entry>>,
     limit: CallerLimit,
@@ -152,12 +151,11 @@ pub struct Transactions {
 }
 
 impl Transactions {
-    /// Builds the service: brokers, and the ledger `opened` (recovered on
-    /// open) by [`FileLedger::open`].
+    /// Builds the service: brokers, and the opened `ledger`.
     pub fn new(
         config: IptConfig,
         identity: Arc<IdentitySource>,
-        opened: (FileLedger, Recovery),
+        ledger: Ledger,
     ) -> Result<Self, SetupError> {
         let mut brokers = HashMap::new();
         for (name, c) in config.brokers {
@@ -173,19 +171,6 @@ impl Transactions {
                 Some(HmacKey::new(bytes).ok_or_else(|| SetupError::ShortHmacKey(path.clone()))?)
             }
         };
-        let (ledger, recovery) = opened;
-        if recovery.truncated_bytes > 0 {
-            tracing::warn!(
-                "ledger {}: truncated a torn last record ({} bytes)",
-                config.ledger.path.display(),
-                recovery.truncated_bytes
-            );
-        }
-        tracing::info!(
-            "ledger {}: {} records verified",
-            config.ledger.path.display(),
-            recovery.records
-        );
         Ok(Self {
             identity,
             brokers,
