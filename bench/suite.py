@@ -8,7 +8,8 @@ latency, and Envoy's CPU microseconds per request (utime+stime from /proc
 over the measured interval, the steadier figure). Ratios are taken between
 rows of the same run. Then: memory, revocation latency, IPT through Envoy
 against the same OpenBao calls made directly, durable ledger appends
-beside pymayfly's FileAuditLedger (no fsync), and secret reads with the
+beside pymayfly's FileAuditLedger (no fsync) and on a PostgreSQL table, and
+secret reads with the
 enforcement state in memory and in Redis.
 
 usage: suite.py [--rounds N] [--seconds S] [--only a,b,...] [--skip memory,revocation,ipt,ledger,secrets]
@@ -372,17 +373,71 @@ def ipt(requests=300) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+class Postgres:
+    """A throwaway PostgreSQL cluster (Debian's server) with the ledger table,
+    run as nobody when this is root (PostgreSQL refuses root)."""
+
+    def __init__(self, work: Path):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+        if not bins:
+            sys.exit("PostgreSQL is not installed (tests/setup.sh installs it)")
+        self.bin = bins[-1].parent
+        self.data = work / "pg-data"
+        self.data.mkdir()
+        drop = []
+        if os.geteuid() == 0:
+            os.chmod(work, 0o755)
+            os.chown(self.data, 65534, 65534)
+            drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        os.chmod(self.data, 0o700)
+        run(*drop, str(self.bin / "initdb"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+            "--no-sync", "-D", str(self.data))
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [*drop, str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+             "-c", "listen_addresses=127.0.0.1", "-k", str(self.data)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                sys.exit("PostgreSQL did not start")
+            time.sleep(0.1)
+        self.psql("CREATE ROLE ephemera_ledger_writer LOGIN")
+        self.psql(run(E, "ledger", "schema"))
+        self.url = f"postgres://ephemera_ledger_writer@127.0.0.1:{self.port}/postgres"
+
+    def psql(self, sql: str):
+        run("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.data), "-p", str(self.port),
+            "-U", "postgres", "-d", "postgres", "-c", sql)
+
+    def stop(self):
+        self.proc.send_signal(2)
+        self.proc.wait()
+
+
 def ledger(work) -> dict:
+    """Durable appends: the file ledger beside pymayfly, and the same
+    writer on a PostgreSQL table (durable on commit) on the same disk."""
     plan = {1: 3000, 8: 1000, 64: 200}
     out = {}
-    for writers, each in plan.items():
-        ours = run(str(REPO / "target/release/examples/ledger_bench"), str(writers), str(each), str(work))
-        theirs = run(sys.executable, str(REPO / "bench/pymayfly_ledger.py"), str(writers), str(each), str(work))
-        out[writers] = {"ephemera": json.loads(ours.strip().splitlines()[-1]),
-                        "pymayfly": json.loads(theirs.strip().splitlines()[-1])}
-        print(f"  ledger {writers:2} writers: ephemera {out[writers]['ephemera']['per_s']:.0f}/s "
-              f"({out[writers]['ephemera']['records_per_sync']:.1f} per fdatasync), "
-              f"pymayfly {out[writers]['pymayfly']['per_s']:.0f}/s", flush=True)
+    pg = Postgres(work)
+    try:
+        for writers, each in plan.items():
+            bench = str(REPO / "target/release/examples/ledger_bench")
+            ours = run(bench, str(writers), str(each), str(work))
+            table = run(bench, str(writers), str(each), pg.url)
+            theirs = run(sys.executable, str(REPO / "bench/pymayfly_ledger.py"), str(writers), str(each), str(work))
+            out[writers] = {"ephemera": json.loads(ours.strip().splitlines()[-1]),
+                            "postgres": json.loads(table.strip().splitlines()[-1]),
+                            "pymayfly": json.loads(theirs.strip().splitlines()[-1])}
+            print(f"  ledger {writers:2} writers: ephemera {out[writers]['ephemera']['per_s']:.0f}/s "
+                  f"({out[writers]['ephemera']['records_per_sync']:.1f} per fdatasync), "
+                  f"on PostgreSQL {out[writers]['postgres']['per_s']:.0f}/s "
+                  f"({out[writers]['postgres']['records_per_sync']:.1f} per commit), "
+                  f"pymayfly {out[writers]['pymayfly']['per_s']:.0f}/s", flush=True)
+    finally:
+        pg.stop()
     return out
 
 
@@ -562,6 +617,10 @@ def report(result) -> str:
             lines.append(f"  {w:2} writers: {o['per_s']:.0f}/s, {o['records_per_sync']:.1f} records per "
                          f"fdatasync, append p50 {o['p50_us']:.0f} µs p99 {o['p99_us']:.0f} µs; "
                          f"pymayfly {x['pymayfly']['per_s']:.0f}/s")
+            if "postgres" in x:
+                p = x["postgres"]
+                lines.append(f"      on PostgreSQL: {p['per_s']:.0f}/s, {p['records_per_sync']:.1f} records per "
+                             f"commit, append p50 {p['p50_us']:.0f} µs p99 {p['p99_us']:.0f} µs")
     if "secrets" in result:
         lines.append("secret reads through the shim (a fresh JWT-SVID each, sequential), p50 / p99 ms:")
         for name in ("plain", "granted"):
