@@ -337,3 +337,73 @@ impl CountingProxy {
             .count()
     }
 }
+
+/// A TCP relay on loopback whose link can be cut (every open connection
+/// reset, new ones refused) and restored: a network partition between a
+/// client and one server.
+pub struct Relay {
+    /// Where it listens.
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<RelayState>>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    cut: bool,
+    open: Vec<TcpStream>,
+}
+
+impl Relay {
+    /// Relays every connection to `127.0.0.1:target`.
+    pub fn start(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(RelayState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(mut state) = shared.lock() else { return };
+                if state.cut {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for stream in [&client, &upstream] {
+                    if let Ok(kept) = stream.try_clone() {
+                        state.open.push(kept);
+                    }
+                }
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                if let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) {
+                    pipe(client, upstream);
+                    pipe(u2, c2);
+                }
+            }
+        });
+        Self { port, state }
+    }
+
+    /// Resets every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.cut = true;
+            for stream in state.open.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Relays new connections again.
+    pub fn restore(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.cut = false;
+        }
+    }
+}

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::Failure;
 use crate::identity::provision::Root;
+use crate::identity::store::{BundleStore, publish, schema};
 
 /// Identity provisioning commands.
 #[derive(Debug, Subcommand)]
@@ -24,6 +25,9 @@ pub enum IdentityCommand {
         root: PathBuf,
         /// The service name (the SPIFFE ID path).
         name: String,
+        /// The bundle store changes are published to.
+        #[command(flatten)]
+        store: PublishArgs,
     },
     /// Give a service a new key; the old one stays in the bundle for overlap.
     Rotate {
@@ -34,6 +38,9 @@ pub enum IdentityCommand {
         /// Drop the old keys from the bundle now.
         #[arg(long)]
         drop_old: bool,
+        /// The bundle store changes are published to.
+        #[command(flatten)]
+        store: PublishArgs,
     },
     /// Revoke a service: remove it from the bundle and delete its files.
     Remove {
@@ -41,6 +48,26 @@ pub enum IdentityCommand {
         root: PathBuf,
         /// The service name.
         name: String,
+        /// The bundle store changes are published to.
+        #[command(flatten)]
+        store: PublishArgs,
+    },
+    /// Publish the root's whole bundle as the bundle store's next revision.
+    Publish {
+        /// The provisioning root directory.
+        root: PathBuf,
+        /// The bundle store changes are published to.
+        #[command(flatten)]
+        store: PublishArgs,
+    },
+    /// Print the SQL that creates the bundle store's table.
+    Schema {
+        /// The role shims read the table as.
+        #[arg(long, default_value = "ephemera_shim")]
+        reader: String,
+        /// The role `identity … --postgres` publishes as.
+        #[arg(long, default_value = "ephemera_publisher")]
+        publisher: String,
     },
     /// Print the environment variables pointing a workload at its material.
     Env {
@@ -49,6 +76,40 @@ pub enum IdentityCommand {
         /// The service name.
         name: String,
     },
+}
+
+/// Where bundle changes are published (the shims' `--bundle-postgres`).
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Publish the bundle change to this PostgreSQL database's bundle store
+    /// (`postgres://user@host:port/db`) before any key is written.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// A file holding the publishing role's password.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+}
+
+impl PublishArgs {
+    /// `root`, publishing through the store when one is given.
+    fn root(&self, root: PathBuf) -> Result<Root, Failure> {
+        let root = Root::new(root);
+        let Some(url) = &self.postgres else {
+            return Ok(root);
+        };
+        let store = BundleStore {
+            url: url.clone(),
+            password_file: self.password_file.clone(),
+        };
+        let runtime = super::runtime()?;
+        Ok(root.publishing(Box::new(move |doc, change| {
+            let revision = runtime
+                .block_on(publish(&store, doc, change))
+                .map_err(|e| e.to_string())?;
+            eprintln!("bundle store: revision {revision} published");
+            Ok(())
+        })))
+    }
 }
 
 impl IdentityCommand {
@@ -64,26 +125,37 @@ impl IdentityCommand {
                     root.display()
                 );
             }
-            Self::Add { root, name } => {
-                println!("{}", Root::new(root).add(&name).map_err(Failure::config)?);
+            Self::Add { root, name, store } => {
+                println!("{}", store.root(root)?.add(&name).map_err(Failure::config)?);
             }
             Self::Rotate {
                 root,
                 name,
                 drop_old,
+                store,
             } => {
                 println!(
                     "{}",
-                    Root::new(root)
+                    store
+                        .root(root)?
                         .rotate(&name, drop_old)
                         .map_err(Failure::config)?
                 );
             }
-            Self::Remove { root, name } => {
+            Self::Remove { root, name, store } => {
                 println!(
                     "{}",
-                    Root::new(root).remove(&name).map_err(Failure::config)?
+                    store.root(root)?.remove(&name).map_err(Failure::config)?
                 );
+            }
+            Self::Publish { root, store } => {
+                if store.postgres.is_none() {
+                    return Err(Failure::config("identity publish needs --postgres"));
+                }
+                store.root(root)?.publish_all().map_err(Failure::config)?;
+            }
+            Self::Schema { reader, publisher } => {
+                print!("{}", schema(&reader, &publisher).map_err(Failure::config)?);
             }
             Self::Env { root, name } => {
                 for (var, path) in Root::new(root).env(&name).map_err(Failure::config)? {

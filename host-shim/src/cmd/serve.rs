@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use ephemera_core::filter::workload_identity::BundleFormatName;
@@ -10,6 +11,7 @@ use ephemera_core::filter::workload_identity::BundleFormatName;
 use super::Failure;
 use crate::identity::IdentitySource;
 use crate::identity::files::IdentityPaths;
+use crate::identity::store::BundleStore;
 use crate::identity::{self, watch};
 use crate::ledger::postgres_writer::PostgresLedger;
 use crate::ledger::signing::configured_key;
@@ -63,6 +65,36 @@ pub struct ServeArgs {
     /// can then rewrite it unnoticed.
     #[arg(long)]
     pub insecure_unkeyed_ledger: bool,
+    /// Where the bundle comes from instead of its file.
+    #[command(flatten)]
+    pub bundle_store: BundleStoreArgs,
+}
+
+/// The bundle store: the bundle from PostgreSQL, so that identity changes
+/// on one node reach this shim within about a second.
+#[derive(Debug, Clone, Args)]
+pub struct BundleStoreArgs {
+    /// Follow the bundle's revisions in this PostgreSQL database
+    /// (`postgres://user@host:port/db`, table `ephemera_bundle`) instead of
+    /// reading the bundle file.
+    #[arg(long)]
+    pub bundle_postgres: Option<String>,
+    /// A file holding the bundle store role's password.
+    #[arg(long)]
+    pub bundle_password_file: Option<PathBuf>,
+    /// Stop serving the identity (503) once the store has not confirmed the
+    /// bundle for this long: a revocation may be pending.
+    #[arg(long, default_value_t = 30_000)]
+    pub bundle_max_age_ms: u64,
+}
+
+impl BundleStoreArgs {
+    fn store(&self) -> Option<BundleStore> {
+        self.bundle_postgres.as_ref().map(|url| BundleStore {
+            url: url.clone(),
+            password_file: self.bundle_password_file.clone(),
+        })
+    }
 }
 
 /// The routers of both listeners.
@@ -102,6 +134,7 @@ impl ServeArgs {
         secrets_config: Option<PathBuf>,
         app_listen: Option<Listen>,
         insecure_unkeyed_ledger: bool,
+        bundle_store: BundleStoreArgs,
     ) -> Self {
         Self {
             listen,
@@ -113,10 +146,13 @@ impl ServeArgs {
             ipt_config,
             secrets_config,
             insecure_unkeyed_ledger,
+            bundle_store,
         }
     }
 
-    /// The identity source these options describe (files from the environment).
+    /// The identity source these options describe (files from the
+    /// environment, the bundle from the store when one is given, followed
+    /// from now on). Must run inside the runtime.
     pub fn source(&self) -> Result<Arc<IdentitySource>, Failure> {
         let paths = IdentityPaths::from_env().map_err(Failure::config)?;
         let format = if self.central_issuer {
@@ -124,11 +160,27 @@ impl ServeArgs {
         } else {
             BundleFormatName::Spiffile
         };
-        let source = Arc::new(IdentitySource::new(paths, format));
-        if let Err(e) = source.reload() {
-            tracing::error!("no identity yet (serving 503 until the files are valid): {e}");
-        }
+        let Some(store) = self.bundle_store.store() else {
+            let source = Arc::new(IdentitySource::new(paths, format));
+            if let Err(e) = source.reload() {
+                tracing::error!("no identity yet (serving 503 until the files are valid): {e}");
+            }
+            return Ok(source);
+        };
+        let max_age = Duration::from_millis(self.bundle_store.bundle_max_age_ms);
+        let source = Arc::new(IdentitySource::with_store(paths, format, max_age));
+        tokio::spawn(identity::store::follow(store, source.clone()));
         Ok(source)
+    }
+
+    /// Waits (up to `limit`) until the identity is served: at once from
+    /// files, after the first revision from a bundle store.
+    pub async fn first_identity(source: &IdentitySource, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while source.served().is_none() && start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        source.served().is_some()
     }
 
     /// The routes of both listeners: identity, plus transactions and

@@ -167,6 +167,9 @@ pub struct RunArgs {
     /// can then rewrite it unnoticed.
     #[arg(long)]
     insecure_unkeyed_ledger: bool,
+    /// Where the bundle comes from instead of its file.
+    #[command(flatten)]
+    bundle_store: super::serve::BundleStoreArgs,
 }
 
 impl RunArgs {
@@ -201,9 +204,10 @@ impl RunArgs {
                 self.secrets_config.clone(),
                 self.app_listen.clone(),
                 self.insecure_unkeyed_ledger,
+                self.bundle_store.clone(),
             );
             let source = serve_args.source()?;
-            if source.served().is_none() {
+            if !super::serve::ServeArgs::first_identity(&source, Duration::from_secs(10)).await {
                 return Err(Failure::config(
                     "the identity files are not usable (see the log above); set SPIFFILE_* to a provisioned identity",
                 ));

@@ -29,6 +29,20 @@ pub fn health(source: Arc<IdentitySource>) -> Router {
 }
 
 async fn identity(State(source): State<Arc<IdentitySource>>, headers: HeaderMap) -> Response {
+    if let Some(age) = source
+        .unconfirmed_for()
+        .filter(|age| *age > super::store::VOUCH_WINDOW)
+    {
+        let message = if age == std::time::Duration::MAX {
+            "the bundle store has delivered no revision yet\n".to_owned()
+        } else {
+            format!(
+                "the bundle store has not confirmed the bundle for {} ms\n",
+                age.as_millis()
+            )
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    }
     let Some(served) = source.served() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no identity loaded\n").into_response();
     };
@@ -70,6 +84,7 @@ async fn status(State(source): State<Arc<IdentitySource>>) -> Response {
         "version": served.as_ref().map(|s| s.version.clone()),
         "generation": served.as_ref().map(|s| s.generation),
         "reload_failures": source.reload_failures(),
+        "bundle_unconfirmed_ms": source.unconfirmed_for().map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
     }))
     .into_response()
 }

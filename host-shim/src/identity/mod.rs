@@ -1,11 +1,13 @@
 //! The workload's identity: its files (SPIFFE ID, key, bundle), their
 //! provisioning, the validated document the filter fetches, the watch that
-//! reloads it, and the routes that serve it.
+//! reloads it, the bundle store that carries bundle changes between nodes,
+//! and the routes that serve it.
 
 pub mod api;
 pub mod files;
 pub mod provision;
 pub mod source;
+pub mod store;
 pub mod watch;
 
 pub use source::IdentitySource;

@@ -10,6 +10,7 @@ use ephemera_core::{BundleDocument, BundleError, KeyError, PrivateKey, SpiffeId,
 use crate::atomic_file;
 pub use crate::identity::files::{BUNDLE_FILE, ID_FILE, KEY_FILE};
 use crate::identity::files::{ENV_BUNDLE_FILE, ENV_ID_FILE, ENV_KEY_FILE};
+use crate::identity::store::Change;
 
 /// The directory of per-service material in a root.
 pub const SERVICES_DIR: &str = "services";
@@ -17,6 +18,10 @@ pub const SERVICES_DIR: &str = "services";
 /// Why a provisioning operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
+    /// The bundle change could not be published (the bundle file has it;
+    /// no key was written: run the command again).
+    #[error("publishing the bundle change failed: {0}")]
+    Publish(String),
     /// `init` on a root that already has a bundle.
     #[error("already initialized: {0}")]
     AlreadyInitialized(PathBuf),
@@ -65,16 +70,54 @@ pub enum ProvisionError {
     },
 }
 
+/// Carries a root's bundle change elsewhere (a bundle store) after the
+/// bundle file is written and before any key is: bundle before key.
+pub type Publisher = Box<dyn Fn(&BundleDocument, &Change) -> Result<(), String> + Send + Sync>;
+
 /// A provisioning root.
-#[derive(Debug, Clone)]
 pub struct Root {
     dir: PathBuf,
+    publisher: Option<Publisher>,
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Root")
+            .field("dir", &self.dir)
+            .field("publishes", &self.publisher.is_some())
+            .finish()
+    }
 }
 
 impl Root {
     /// A root at `dir` (not touched until an operation runs).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            publisher: None,
+        }
+    }
+
+    /// The same root, publishing every bundle change through `publisher`.
+    pub fn publishing(self, publisher: Publisher) -> Self {
+        Self {
+            publisher: Some(publisher),
+            ..self
+        }
+    }
+
+    /// Publishes the whole bundle as it is now.
+    pub fn publish_all(&self) -> Result<(), ProvisionError> {
+        let _lock = self.lock()?;
+        let doc = self.read_bundle()?;
+        self.publish(&doc, &Change::Whole)
+    }
+
+    fn publish(&self, doc: &BundleDocument, change: &Change) -> Result<(), ProvisionError> {
+        match &self.publisher {
+            Some(publish) => publish(doc, change).map_err(ProvisionError::Publish),
+            None => Ok(()),
+        }
     }
 
     /// The bundle file.
@@ -124,6 +167,7 @@ impl Root {
         doc.identities
             .insert(id.to_string(), jwk_set(vec![jwk_value(&key)]));
         self.write_bundle(&doc)?;
+        self.publish(&doc, &Change::Put { id: id.to_string() })?;
         write_file(&dir.join(KEY_FILE), key.to_pkcs8_pem()?.as_bytes(), 0o600)?;
         Ok(id)
     }
@@ -155,6 +199,7 @@ impl Root {
         }
         doc.identities.insert(id.to_string(), jwk_set(keys));
         self.write_bundle(&doc)?;
+        self.publish(&doc, &Change::Put { id: id.to_string() })?;
         write_file(&key_path, key.to_pkcs8_pem()?.as_bytes(), 0o600)?;
         Ok(id)
     }
@@ -166,6 +211,7 @@ impl Root {
         let id = service_id(&doc, name)?;
         doc.identities.remove(id.as_str());
         self.write_bundle(&doc)?;
+        self.publish(&doc, &Change::Remove { id: id.to_string() })?;
         let dir = self.service_dir(name);
         for file in [ID_FILE, KEY_FILE] {
             remove_if_present(&dir.join(file))?;

@@ -1,10 +1,12 @@
-//! The workload identity the shim serves: read from the three files,
-//! validated as the filter would, versioned by content, and replaced only by
-//! a new valid set (a malformed new bundle or key keeps the last good one).
+//! The workload identity the shim serves: read from the three files (the
+//! bundle from a bundle store instead, when one is configured), validated
+//! as the filter would, versioned by content, and replaced only by a new
+//! valid set (a malformed new bundle or key keeps the last good one).
 
 use std::fs;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ephemera_core::filter::workload_identity::BundleFormatName;
 use ephemera_core::filter::{IdentityDocument, WorkloadIdentity};
@@ -46,6 +48,18 @@ pub enum ReloadError {
     /// The set does not make a usable identity.
     #[error("identity refused: {0}")]
     Invalid(String),
+    /// The bundle store has not delivered a revision yet.
+    #[error("no bundle revision from the bundle store yet")]
+    NoRevision,
+}
+
+/// The bundle as a store delivers it, and when the store last confirmed it
+/// is the newest.
+#[derive(Debug)]
+struct Stored {
+    newest: RwLock<Option<(i64, String)>>,
+    confirmed: RwLock<Option<Instant>>,
+    max_age: Duration,
 }
 
 /// Reads, validates and serves the identity files.
@@ -54,6 +68,7 @@ pub struct IdentitySource {
     paths: IdentityPaths,
     format: BundleFormatName,
     served: RwLock<Option<Served>>,
+    stored: Option<Stored>,
     /// Version of the last refused file set, so it is reported once.
     refused: RwLock<Option<String>>,
     reload_failures: AtomicU64,
@@ -66,9 +81,52 @@ impl IdentitySource {
             paths,
             format,
             served: RwLock::new(None),
+            stored: None,
             refused: RwLock::new(None),
             reload_failures: AtomicU64::new(0),
         }
+    }
+
+    /// A source whose bundle comes from a bundle store
+    /// ([`crate::identity::store`]) instead of the bundle file; nothing is
+    /// served until the store delivers a revision, nor once it has not
+    /// confirmed one for `max_age`.
+    pub fn with_store(paths: IdentityPaths, format: BundleFormatName, max_age: Duration) -> Self {
+        Self {
+            stored: Some(Stored {
+                newest: RwLock::new(None),
+                confirmed: RwLock::new(None),
+                max_age,
+            }),
+            ..Self::new(paths, format)
+        }
+    }
+
+    /// Takes a new revision from the store and serves it if valid.
+    pub fn store_revision(&self, revision: i64, bundle: String) -> Result<(), ReloadError> {
+        if let Some(stored) = &self.stored
+            && let Ok(mut newest) = stored.newest.write()
+        {
+            *newest = Some((revision, bundle));
+        }
+        self.reload().map(drop)
+    }
+
+    /// The store answered: its newest revision is the one in force.
+    pub fn store_confirmed(&self) {
+        if let Some(stored) = &self.stored
+            && let Ok(mut confirmed) = stored.confirmed.write()
+        {
+            *confirmed = Some(Instant::now());
+        }
+    }
+
+    /// How long ago the store last confirmed the bundle: `None` without a
+    /// store, [`Duration::MAX`] before its first answer.
+    pub fn unconfirmed_for(&self) -> Option<Duration> {
+        let stored = self.stored.as_ref()?;
+        let confirmed = stored.confirmed.read().ok().and_then(|c| *c);
+        Some(confirmed.map_or(Duration::MAX, |at| at.elapsed()))
     }
 
     /// The watched files.
@@ -76,8 +134,15 @@ impl IdentitySource {
         &self.paths
     }
 
-    /// The identity served now, if any.
+    /// The identity served now, if any: none while a bundle store has not
+    /// confirmed its bundle for longer than its maximum age (a revocation
+    /// may be pending).
     pub fn served(&self) -> Option<Served> {
+        if let (Some(stored), Some(age)) = (&self.stored, self.unconfirmed_for())
+            && age > stored.max_age
+        {
+            return None;
+        }
         self.served.read().ok().and_then(|s| s.clone())
     }
 
@@ -103,14 +168,22 @@ impl IdentitySource {
                 source,
             })
         };
-        let bundle = read(&self.paths.bundle)?;
+        let bundle = match &self.stored {
+            Some(stored) => stored
+                .newest
+                .read()
+                .ok()
+                .and_then(|n| n.as_ref().map(|(_, bundle)| bundle.clone()))
+                .ok_or(ReloadError::NoRevision)?,
+            None => read(&self.paths.bundle)?,
+        };
         let key_pem = read(&self.paths.key)?;
         let mut hash = Sha256::new();
         for part in [id.as_str(), "\0", &bundle, "\0", &key_pem] {
             hash.update(part.as_bytes());
         }
         let version = hex::encode(&hash.finalize()[..12]);
-        let current = self.served();
+        let current = self.served.read().ok().and_then(|s| s.clone());
         let refused_before = self
             .refused
             .read()
