@@ -6,13 +6,14 @@ wrk runs on CPU 1; variants are measured in interleaved rounds (A B C, A B C,
 gives the median and min-max req/s over the rounds, the median p50/p99
 latency, and Envoy's CPU microseconds per request (utime+stime from /proc
 over the measured interval, the steadier figure). Ratios are taken between
-rows of the same run. Then: memory, revocation latency, IPT through Envoy
+rows of the same run. Then: memory, revocation latency (one node, and fanned
+out to three through the bundle store in PostgreSQL), IPT through Envoy
 against the same OpenBao calls made directly, durable ledger appends
 beside pymayfly's FileAuditLedger (no fsync) and on a PostgreSQL table, and
 secret reads with the
 enforcement state in memory and in Redis.
 
-usage: suite.py [--rounds N] [--seconds S] [--only a,b,...] [--skip memory,revocation,ipt,ledger,secrets]
+usage: suite.py [--rounds N] [--seconds S] [--only a,b,...] [--skip memory,revocation,fanout,ipt,ledger,secrets]
 """
 
 import argparse
@@ -181,7 +182,7 @@ def before() -> dict:
             "cold-before": (inbound(), "pool", "the earlier build, distinct tokens")}
 
 
-def bootstrap(filters: list, shim: Path, concurrency_note: str = "") -> dict:
+def bootstrap(filters: list, shim: Path, port: int = PORT, admin: int = ADMIN) -> dict:
     hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
            "stat_prefix": "bench",
            "route_config": {"virtual_hosts": [{"name": "a", "domains": ["*"], "routes": [
@@ -190,9 +191,9 @@ def bootstrap(filters: list, shim: Path, concurrency_note: str = "") -> dict:
            "http_filters": filters + [{"name": "envoy.filters.http.router", "typed_config": {
                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
     return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN}}},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
-            "listeners": [{"address": {"socket_address": {"address": "127.0.0.1", "port_value": PORT}},
+            "listeners": [{"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
                            "filter_chains": [{"filters": [{"name": "hcm", "typed_config": hcm}]}]}],
             "clusters": [{"name": "ephemera_shim", "type": "STATIC", "connect_timeout": "1s",
                           "load_assignment": {"cluster_name": "ephemera_shim", "endpoints": [{
@@ -200,9 +201,9 @@ def bootstrap(filters: list, shim: Path, concurrency_note: str = "") -> dict:
     }
 
 
-def status(headers: dict, path: str = "/") -> int:
+def status(headers: dict, path: str = "/", port: int = PORT) -> int:
     try:
-        c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         c.request("GET", path, headers=headers)
         return c.getresponse().status
     except OSError:
@@ -214,9 +215,11 @@ class Envoy:
 
     running: list = []
 
-    def __init__(self, work: Path, name: str, filters: list, shim: Path, workers: int = 1):
+    def __init__(self, work: Path, name: str, filters: list, shim: Path, workers: int = 1,
+                 port: int = PORT, admin: int = ADMIN):
+        self.port = port
         config = work / f"{name}-{workers}.json"
-        config.write_text(json.dumps(bootstrap(filters, shim)))
+        config.write_text(json.dumps(bootstrap(filters, shim, port, admin)))
         cpus = "0" if workers == 1 else "0,1"
         self.log = (work / f"{name}-{workers}.log").open("w")
         self.proc = subprocess.Popen(
@@ -228,7 +231,7 @@ class Envoy:
         for _ in range(200):
             # Another Envoy on the port (reuse_port) would answer too: this
             # one must be alive, and so own its admin port.
-            if status(headers) == 200 and self.proc.poll() is None:
+            if status(headers, port=self.port) == 200 and self.proc.poll() is None:
                 return
             if self.proc.poll() is not None:
                 break
@@ -367,6 +370,58 @@ def revocation(ids, work, shim, trials=20) -> dict:
     return {"trials": trials, "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": samples[-1]}
 
 
+def fanout(ids, work, trials=20) -> dict:
+    """A caller removed through the bundle store (PostgreSQL) → its first
+    401 at each of three Envoys, each with its own shim following the store."""
+    pg = Postgres(work, "fanout-pg")
+    pg.psql("CREATE ROLE ephemera_shim LOGIN; CREATE ROLE ephemera_publisher LOGIN")
+    pg.psql(run(E, "identity", "schema"))
+    publisher = pg.url("ephemera_publisher")
+    run(E, "identity", "publish", str(ids.root), "--postgres", publisher)
+    shims, envoys = [], []
+    try:
+        for n in range(3):
+            sock = work / f"fanout-{n}/shim.sock"
+            shims.append(subprocess.Popen(
+                [E, "serve", "--listen", f"unix:{sock}", "--bundle-postgres", pg.url("ephemera_shim")],
+                env=ids.env("billing"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            envoy = Envoy(work, f"fanout-{n}", [variants(ids)["warm"][0]], sock,
+                          port=PORT + 10 + n, admin=ADMIN + 10 + n)
+            envoy.ready({"authorization": f"Bearer {os.environ['BENCH_TOKEN']}"})
+            envoys.append(envoy)
+        samples = []
+        for i in range(trials):
+            name = f"fanout{i}"
+            run(E, "identity", "add", str(ids.root), name, "--postgres", publisher)
+            headers = {"authorization": f"Bearer {ids.mint(name)}"}
+            deadline = time.monotonic() + 10
+            while any(status(headers, port=e.port) != 200 for e in envoys):
+                if time.monotonic() > deadline:
+                    sys.exit(f"{name} was never admitted everywhere")
+                time.sleep(0.01)
+            start = time.monotonic()
+            run(E, "identity", "remove", str(ids.root), name, "--postgres", publisher)
+            waiting = {e.port for e in envoys}
+            while waiting:
+                for port in sorted(waiting):
+                    if status(headers, port=port) == 401:
+                        waiting.discard(port)
+                        samples.append((time.monotonic() - start) * 1e3)
+                if time.monotonic() - start > 10:
+                    sys.exit(f"{name} was still admitted 10 s after its removal")
+        samples.sort()
+        pick = lambda q: samples[round((len(samples) - 1) * q)]
+        return {"trials": trials, "samples": len(samples), "p50_ms": pick(0.5),
+                "p99_ms": pick(0.99), "max_ms": samples[-1]}
+    finally:
+        for envoy in envoys:
+            envoy.stop()
+        for shim in shims:
+            shim.terminate()
+            shim.wait()
+        pg.stop()
+
+
 def ipt(requests=300) -> dict:
     out = run(str(REPO / "target/release/examples/ipt_bench"), str(requests),
               env=dict(os.environ, EPHEMERA_BIN=E))
@@ -374,15 +429,15 @@ def ipt(requests=300) -> dict:
 
 
 class Postgres:
-    """A throwaway PostgreSQL cluster (Debian's server) with the ledger table,
-    run as nobody when this is root (PostgreSQL refuses root)."""
+    """A throwaway PostgreSQL cluster (Debian's server), run as nobody when
+    this is root (PostgreSQL refuses root)."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, name: str):
         bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
         if not bins:
             sys.exit("PostgreSQL is not installed (tests/setup.sh installs it)")
         self.bin = bins[-1].parent
-        self.data = work / "pg-data"
+        self.data = work / name
         self.data.mkdir()
         drop = []
         if os.geteuid() == 0:
@@ -403,9 +458,9 @@ class Postgres:
             if time.monotonic() > deadline:
                 sys.exit("PostgreSQL did not start")
             time.sleep(0.1)
-        self.psql("CREATE ROLE ephemera_ledger_writer LOGIN")
-        self.psql(run(E, "ledger", "schema"))
-        self.url = f"postgres://ephemera_ledger_writer@127.0.0.1:{self.port}/postgres"
+
+    def url(self, role: str) -> str:
+        return f"postgres://{role}@127.0.0.1:{self.port}/postgres"
 
     def psql(self, sql: str):
         run("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.data), "-p", str(self.port),
@@ -421,12 +476,14 @@ def ledger(work) -> dict:
     writer on a PostgreSQL table (durable on commit) on the same disk."""
     plan = {1: 3000, 8: 1000, 64: 200}
     out = {}
-    pg = Postgres(work)
+    pg = Postgres(work, "ledger-pg")
+    pg.psql("CREATE ROLE ephemera_ledger_writer LOGIN")
+    pg.psql(run(E, "ledger", "schema"))
     try:
         for writers, each in plan.items():
             bench = str(REPO / "target/release/examples/ledger_bench")
             ours = run(bench, str(writers), str(each), str(work))
-            table = run(bench, str(writers), str(each), pg.url)
+            table = run(bench, str(writers), str(each), pg.url("ephemera_ledger_writer"))
             theirs = run(sys.executable, str(REPO / "bench/pymayfly_ledger.py"), str(writers), str(each), str(work))
             out[writers] = {"ephemera": json.loads(ours.strip().splitlines()[-1]),
                             "postgres": json.loads(table.strip().splitlines()[-1]),
@@ -546,6 +603,9 @@ def targets(result) -> list:
     rev = result.get("revocation")
     v = rev and rev["p99_ms"]
     add("revocation p99 ≤ 1000 ms", v, 1000, v is not None and v <= 1000)
+    fan = result.get("fanout")
+    v = fan and fan["p99_ms"]
+    add("revocation fanned out to three nodes, p99 ≤ 1000 ms", v, 1000, v is not None and v <= 1000)
     i = result.get("ipt")
     v = i and i["ipt_ms"]["p50"] / i["raw_ms"]["p50"]
     add("IPT p50 ≤ 1.2× direct OpenBao calls", v, 1.2, v is not None and v <= 1.2)
@@ -604,6 +664,11 @@ def report(result) -> str:
         r = result["revocation"]
         lines.append(f"revocation (identity remove → first 401, {r['trials']} trials): "
                      f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms")
+    if "fanout" in result:
+        r = result["fanout"]
+        lines.append(f"revocation through the bundle store (identity remove --postgres → first 401 at "
+                     f"each of 3 Envoys, {r['samples']} samples): p50 {r['p50_ms']:.0f} ms, "
+                     f"p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms")
     if "ipt" in result:
         i = result["ipt"]
         lines.append(f"IPT ({i['requests']} sequential requests): through Envoy p50 {i['ipt_ms']['p50']:.2f} ms "
@@ -641,7 +706,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=6)
     p.add_argument("--only", help="throughput variants to run (comma-separated)")
-    p.add_argument("--skip", default="", help="parts to skip: throughput,memory,revocation,ipt,ledger,secrets")
+    p.add_argument("--skip", default="", help="parts to skip: throughput,memory,revocation,fanout,ipt,ledger,secrets")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     work = Path(tempfile.mkdtemp(prefix="ephemera-bench-", dir=REPO / "target"))
@@ -666,6 +731,9 @@ def main():
         if "revocation" not in skip:
             print("revocation", flush=True)
             result["revocation"] = revocation(ids, work, shim)
+        if "fanout" not in skip:
+            print("fanout", flush=True)
+            result["fanout"] = fanout(ids, work)
         if "ipt" not in skip:
             print("ipt", flush=True)
             result["ipt"] = ipt()

@@ -40,6 +40,7 @@ fn main() {
             table: "ephemera_ledger".into(),
             writer: Some(format!("bench-{}-{writers}", std::process::id())),
             password_file: None,
+            ca_file: None,
             timeout_ms: 10_000,
         };
         runtime

@@ -53,13 +53,19 @@ impl Postgres {
     /// Initializes and starts a cluster with superuser `postgres`, trusting
     /// every connection.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, None)
+    }
+
+    /// Initializes and starts a cluster that accepts TCP connections only
+    /// over TLS, with a server certificate from `ca` (trust authentication).
+    pub fn start_tls(ca: &crate::tls::TestCa) -> Self {
+        Self::start_with(None, Some(ca))
     }
 
     /// Initializes and starts a cluster whose TCP connections need a
     /// password (SCRAM); superuser `postgres` has `password`.
     pub fn start_with_password(password: &str) -> Self {
-        let pg = Self::start_with(Some(password));
+        let pg = Self::start_with(Some(password), None);
         pg.psql(
             "postgres",
             &format!("ALTER USER postgres PASSWORD '{password}'"),
@@ -68,7 +74,7 @@ impl Postgres {
         pg
     }
 
-    fn start_with(password: Option<&str>) -> Self {
+    fn start_with(password: Option<&str>, tls: Option<&crate::tls::TestCa>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -98,6 +104,29 @@ impl Postgres {
             ])
             .arg(&data))
         .ok();
+        if let Some(ca) = tls {
+            let (cert, key) = ca.server_cert();
+            for (from, to) in [(&cert, "server.pem"), (&key, "server.key")] {
+                let to = data.join(to);
+                std::fs::copy(from, &to).unwrap();
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if rustix::process::geteuid().is_root() {
+                    let id = Some(rustix::process::Uid::from_raw(ATTACKER_UID));
+                    let gid = Some(rustix::process::Gid::from_raw(ATTACKER_UID));
+                    rustix::fs::chown(&to, id, gid).unwrap();
+                }
+            }
+            let hba = data.join("pg_hba.conf");
+            let rules = std::fs::read_to_string(&hba).unwrap();
+            std::fs::write(&hba, format!("hostnossl all all 0.0.0.0/0 reject\n{rules}")).unwrap();
+            let conf = data.join("postgresql.conf");
+            let settings = std::fs::read_to_string(&conf).unwrap();
+            std::fs::write(
+                &conf,
+                format!("{settings}\nssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n"),
+            )
+            .unwrap();
+        }
         let port = free_port();
         let proc = launch(dir.path(), &data, port);
         Self {

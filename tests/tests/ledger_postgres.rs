@@ -13,6 +13,7 @@ use ephemera_tests::net::{get, send, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::postgres::Postgres;
 use ephemera_tests::procs::Proc;
+use ephemera_tests::tls::TestCa;
 use ephemera_tests::workload::{Root, ledger_key};
 use ephemera_tests::{Run, ephemera, ephemera_bin};
 use serde_json::{Value, json};
@@ -206,6 +207,19 @@ fn table_shim(
     pg: &Postgres,
     writer: &str,
 ) -> (PathBuf, PathBuf, Proc) {
+    table_shim_with(dir, root, bao, &pg.url(ROLE), writer, "")
+}
+
+/// As [`table_shim`], reaching the table at `url`, with `extra` fields in
+/// `ledger.postgres`.
+fn table_shim_with(
+    dir: &Path,
+    root: &Root,
+    bao: &OpenBao,
+    url: &str,
+    writer: &str,
+    extra: &str,
+) -> (PathBuf, PathBuf, Proc) {
     let dir = dir.join(writer);
     std::fs::create_dir_all(&dir).unwrap();
     let (private, public) = ledger_key(&dir);
@@ -213,8 +227,8 @@ fn table_shim(
     std::fs::write(
         &config,
         format!(
-            "ledger:\n  postgres: {{ url: \"{}\", writer: {writer}, timeout_ms: 2000 }}\n  signing_key_file: \"{}\"\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\", ttl_secs: 60, num_uses: 10 }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
-            pg.url(ROLE),
+            "ledger:\n  postgres: {{ url: \"{}\", writer: {writer}, timeout_ms: 2000{extra} }}\n  signing_key_file: \"{}\"\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\", ttl_secs: 60, num_uses: 10 }}\npolicy:\n  - {{ callers: [\"spiffe://example.org/orders\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
+            url,
             private.display(),
             bao.port,
             bao.shim_token_file.display()
@@ -382,5 +396,105 @@ fn four_shims_write_one_table_and_without_postgres_no_transaction_opens() {
         edited.code != 0 && edited.stderr.contains("writer \"shim-d\", seq 2"),
         "{}",
         edited.stderr
+    );
+}
+
+#[test]
+fn postgres_is_reached_over_verified_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "pg");
+    let pg = Postgres::start_tls(&ca);
+    pg.psql("postgres", &format!("CREATE ROLE {ROLE} LOGIN; CREATE ROLE ephemera_shim LOGIN; CREATE ROLE ephemera_publisher LOGIN"))
+        .ok();
+    pg.psql("postgres", ephemera(&["ledger", "schema"], &[]).ok())
+        .ok();
+    pg.psql("postgres", ephemera(&["identity", "schema"], &[]).ok())
+        .ok();
+    let ca_file = ca.cert.display().to_string();
+
+    // The server takes TLS only.
+    let plain = pg.url(ROLE) + "?sslmode=disable";
+    let (file, public) = file_ledger(dir.path(), "shim-a", 3);
+    let refused = ephemera_tests::run(
+        Command::new(ephemera_bin())
+            .args(["ledger", "ship"])
+            .arg(&file)
+            .args(["--postgres", &plain, "--writer", "shim-a"]),
+    );
+    assert!(
+        refused.code != 0 && refused.stderr.contains("no encryption"),
+        "{}",
+        refused.stderr
+    );
+    // Verified against the platform's roots, the test CA is unknown.
+    let unverified = ship(&pg, &file, "shim-a");
+    assert!(
+        unverified.code != 0 && unverified.stderr.contains("UnknownIssuer"),
+        "{}",
+        unverified.stderr
+    );
+    let shipped = ephemera_tests::run(
+        Command::new(ephemera_bin())
+            .args(["ledger", "ship"])
+            .arg(&file)
+            .args([
+                "--postgres",
+                &pg.url(ROLE),
+                "--writer",
+                "shim-a",
+                "--ca-file",
+                &ca_file,
+            ]),
+    );
+    assert!(shipped.ok().contains("shipped: 3 new records"));
+
+    // A shim writes its ledger over TLS.
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    let bao = OpenBao::start(dir.path());
+    let extra = format!(", ca_file: \"{ca_file}\"");
+    let (socket, shim_public, _shim) =
+        table_shim_with(dir.path(), &root, &bao, &pg.url(ROLE), "shim-b", &extra);
+    let caller = root.mint("orders", "spiffe://example.org/billing", &[]);
+    let (status, body) = open(&socket, &txid(1, 1), &caller);
+    assert_eq!(status, 200, "{body}");
+    let mut command = Command::new(ephemera_bin());
+    command
+        .args([
+            "ledger",
+            "verify",
+            "--postgres",
+            &pg.url(ROLE),
+            "--ca-file",
+            &ca_file,
+        ])
+        .arg("--writer-key")
+        .arg(format!("shim-a={}", public.display()))
+        .arg("--writer-key")
+        .arg(format!("shim-b={}", shim_public.display()));
+    let verified = ephemera_tests::run(&mut command);
+    assert!(
+        verified.ok().contains("writer \"shim-b\": 1 records"),
+        "{}",
+        verified.stdout
+    );
+
+    // And the bundle store too.
+    let published = ephemera(
+        &[
+            "identity",
+            "publish",
+            &root.dir.display().to_string(),
+            "--postgres",
+            &pg.url("ephemera_publisher"),
+            "--ca-file",
+            &ca_file,
+        ],
+        &[],
+    );
+    published.ok();
+    assert!(
+        published.stderr.contains("revision 1 published"),
+        "{}",
+        published.stderr
     );
 }

@@ -88,6 +88,10 @@ pub struct PublishArgs {
     /// A file holding the publishing role's password.
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// PEM CAs trusted for the bundle store instead of the platform's (TLS
+    /// required).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 impl PublishArgs {
@@ -100,6 +104,7 @@ impl PublishArgs {
         let store = BundleStore {
             url: url.clone(),
             password_file: self.password_file.clone(),
+            ca_file: self.ca_file.clone(),
         };
         let runtime = super::runtime()?;
         Ok(root.publishing(Box::new(move |doc, change| {

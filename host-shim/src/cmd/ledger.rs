@@ -56,6 +56,10 @@ pub enum LedgerCommand {
         /// With --postgres: a file holding the password.
         #[arg(long, requires = "postgres")]
         password_file: Option<PathBuf>,
+        /// With --postgres: PEM CAs trusted instead of the platform's (TLS
+        /// required).
+        #[arg(long, requires = "postgres")]
+        ca_file: Option<PathBuf>,
         /// The writer's public key (`ledger keygen`); without it only the
         /// chain is checked, which a rewrite of the whole file passes.
         #[arg(long)]
@@ -85,6 +89,9 @@ pub enum LedgerCommand {
         /// A file holding the password.
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// PEM CAs trusted instead of the platform's (TLS required).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
     /// Print the SQL that creates the table and lets a role ship into it
     /// (`INSERT` and `SELECT` only).
@@ -127,23 +134,35 @@ impl LedgerCommand {
                 table,
                 writer_keys,
                 password_file,
+                ca_file,
                 ..
-            } => verify_table(&url, &table, &writer_keys, password_file.as_deref())?,
+            } => verify_table(
+                &url,
+                &table,
+                &writer_keys,
+                password_file.as_deref(),
+                ca_file.as_deref(),
+            )?,
             Self::Ship {
                 file,
                 postgres,
                 writer,
                 table,
                 password_file,
+                ca_file,
             } => {
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| Failure::config(format!("{}: {e}", file.display())))?;
                 let password = read_password(password_file.as_deref())?;
                 let shipped = runtime()?
                     .block_on(async {
-                        let mut client =
-                            postgres::connect(&postgres, password.as_deref(), CONNECT_TIMEOUT)
-                                .await?;
+                        let mut client = postgres::connect(postgres::Target {
+                            url: &postgres,
+                            password: password.as_deref(),
+                            ca_file: ca_file.as_deref(),
+                            timeout: CONNECT_TIMEOUT,
+                        })
+                        .await?;
                         postgres::ship(&mut client, &table, &writer, &text).await
                     })
                     .map_err(|e| Failure::rejected(e.to_string()))?;
@@ -236,6 +255,7 @@ fn verify_table(
     table: &str,
     writer_keys: &[String],
     password_file: Option<&std::path::Path>,
+    ca_file: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
     let mut keys = BTreeMap::new();
     for pair in writer_keys {
@@ -248,7 +268,13 @@ fn verify_table(
     let password = read_password(password_file)?;
     let verdict = runtime()?
         .block_on(async {
-            let client = postgres::connect(url, password.as_deref(), CONNECT_TIMEOUT).await?;
+            let client = postgres::connect(postgres::Target {
+                url,
+                password: password.as_deref(),
+                ca_file,
+                timeout: CONNECT_TIMEOUT,
+            })
+            .await?;
             postgres::verify(&client, table, &keys).await
         })
         .map_err(|e| Failure::config(e.to_string()))?;

@@ -82,6 +82,10 @@ pub struct BundleStoreArgs {
     /// A file holding the bundle store role's password.
     #[arg(long)]
     pub bundle_password_file: Option<PathBuf>,
+    /// PEM CAs trusted for the bundle store instead of the platform's (TLS
+    /// required).
+    #[arg(long)]
+    pub bundle_ca_file: Option<PathBuf>,
     /// Stop serving the identity (503) once the store has not confirmed the
     /// bundle for this long: a revocation may be pending.
     #[arg(long, default_value_t = 30_000)]
@@ -93,6 +97,7 @@ impl BundleStoreArgs {
         self.bundle_postgres.as_ref().map(|url| BundleStore {
             url: url.clone(),
             password_file: self.bundle_password_file.clone(),
+            ca_file: self.bundle_ca_file.clone(),
         })
     }
 }
@@ -177,7 +182,8 @@ impl ServeArgs {
     /// files, after the first revision from a bundle store.
     pub async fn first_identity(source: &IdentitySource, limit: Duration) -> bool {
         let start = std::time::Instant::now();
-        while source.served().is_none() && start.elapsed() < limit {
+        let from_store = source.unconfirmed_for().is_some();
+        while from_store && source.served().is_none() && start.elapsed() < limit {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         source.served().is_some()

@@ -17,7 +17,7 @@ use ephemera_core::BundleDocument;
 use tokio_postgres::AsyncMessage;
 
 use super::IdentitySource;
-use crate::ledger::postgres::{PostgresError, table_name};
+use crate::ledger::postgres::{PostgresError, Target, table_name};
 
 /// The table of bundle revisions.
 pub const TABLE: &str = "ephemera_bundle";
@@ -41,6 +41,8 @@ pub struct BundleStore {
     pub url: String,
     /// A file holding the role's password.
     pub password_file: Option<PathBuf>,
+    /// PEM CAs trusted instead of the platform's (TLS required).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// What a publisher changes in the newest revision.
@@ -67,7 +69,7 @@ pub enum StoreError {
     #[error(transparent)]
     Postgres(#[from] PostgresError),
     /// PostgreSQL answered with an error.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", crate::ledger::postgres::describe(.0))]
     Query(#[from] tokio_postgres::Error),
     /// The password file cannot be read.
     #[error("{}: {source}", path.display())]
@@ -130,19 +132,17 @@ async fn open(
         ),
         None => None,
     };
-    let mut config: tokio_postgres::Config = store
-        .url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| PostgresError::Url(e.to_string()))?;
-    if let Some(password) = &password {
-        config.password(password);
-    }
-    config.connect_timeout(TIMEOUT);
-    let (client, mut connection) =
-        tokio::time::timeout(TIMEOUT, config.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(PostgresError::Database)?;
+    let (client, mut connection) = tokio::time::timeout(
+        TIMEOUT,
+        crate::ledger::postgres::open(Target {
+            url: &store.url,
+            password: password.as_deref(),
+            ca_file: store.ca_file.as_deref(),
+            timeout: TIMEOUT,
+        }),
+    )
+    .await
+    .map_err(|_| StoreError::Timeout)??;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {

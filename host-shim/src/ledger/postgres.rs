@@ -7,7 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::{Client, NoTls};
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_postgres::Client;
 
 use super::chain::{ChainError, ChainHead, check_line, verify_lines};
 use super::signing::LedgerVerifier;
@@ -21,8 +24,11 @@ pub enum PostgresError {
     /// The connection string is not one.
     #[error("--postgres: {0}")]
     Url(String),
+    /// TLS cannot be set up.
+    #[error("postgres tls: {0}")]
+    Tls(String),
     /// PostgreSQL refused or could not be reached.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
     /// The file's chain is broken: nothing of it is shipped.
     #[error("the ledger file is broken at {0}; nothing shipped")]
@@ -35,6 +41,22 @@ pub enum PostgresError {
         /// The position.
         seq: u64,
     },
+}
+
+/// A PostgreSQL error with its causes (the server's message, the TLS or
+/// I/O error), which its own `Display` leaves out.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A table name safe to put in SQL.
@@ -63,22 +85,89 @@ pub fn schema(table: &str, role: &str) -> Result<String, PostgresError> {
     ))
 }
 
-/// Connects with a libpq-style URL (`postgres://user@host:port/db`) and,
-/// when given, the password, giving up on an unanswered connect after
-/// `timeout`.
-pub async fn connect(
-    url: &str,
-    password: Option<&str>,
-    timeout: std::time::Duration,
-) -> Result<Client, PostgresError> {
-    let mut config: tokio_postgres::Config = url
+/// A connection's background half: drive it (spawn it) for the client to
+/// work.
+pub type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+        tokio_postgres::Socket,
+    >>::Stream,
+>;
+
+/// Where and how to reach PostgreSQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// A libpq-style URL (`postgres://user@host:port/db?sslmode=require`).
+    pub url: &'a str,
+    /// The role's password, when it has one.
+    pub password: Option<&'a str>,
+    /// PEM CAs trusted instead of the platform's; TLS is then required.
+    pub ca_file: Option<&'a Path>,
+    /// Longest an unanswered connect may take.
+    pub timeout: std::time::Duration,
+}
+
+/// TLS for PostgreSQL: rustls (ring), verifying the server against the
+/// platform's trust store or only `ca_file`'s CAs.
+fn tls(ca_file: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PostgresError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PostgresError::Tls(e.to_string()))?;
+    let config = match ca_file {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| PostgresError::Tls(format!("ca_file {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert = cert
+                    .map_err(|e| PostgresError::Tls(format!("ca_file {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| PostgresError::Tls(format!("ca_file {}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(PostgresError::Tls(format!(
+                    "ca_file {}: no PEM certificate",
+                    path.display()
+                )));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt as _;
+            builder
+                .with_platform_verifier()
+                .map_err(|e| PostgresError::Tls(e.to_string()))?
+                .with_no_client_auth()
+        }
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Connects to `target`: TLS when the server offers it (always verified),
+/// required with a `ca_file` or `sslmode=require`.
+pub async fn open(target: Target<'_>) -> Result<(Client, Connection), PostgresError> {
+    let mut config: tokio_postgres::Config = target
+        .url
         .parse()
         .map_err(|e: tokio_postgres::Error| PostgresError::Url(e.to_string()))?;
-    if let Some(password) = password {
+    if let Some(password) = target.password {
         config.password(password);
     }
-    config.connect_timeout(timeout);
-    let (client, connection) = config.connect(NoTls).await?;
+    if target.ca_file.is_some() {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    config.connect_timeout(target.timeout);
+    let tls = tls(target.ca_file)?;
+    Ok(config.connect(tls).await?)
+}
+
+/// As [`open`], with the connection driven in the background.
+pub async fn connect(target: Target<'_>) -> Result<Client, PostgresError> {
+    let (client, connection) = open(target).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("postgres connection closed: {e}");

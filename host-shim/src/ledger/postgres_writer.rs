@@ -22,7 +22,7 @@ use tokio_postgres::{Client, Statement};
 
 use super::chain::ChainHead;
 use super::file::LedgerError;
-use super::postgres::{connect, table_name};
+use super::postgres::{Target, connect, table_name};
 use super::record::{Entry, LedgerRecord};
 use super::signing::LedgerKey;
 
@@ -45,6 +45,11 @@ pub struct PostgresLedgerConfig {
     /// A file holding the role's password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// PEM CAs trusted instead of the platform's; TLS is then required
+    /// (without it, TLS is used when the server offers it, and
+    /// `sslmode=require` in the URL requires it).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Longest a connect or a commit may take, milliseconds.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
@@ -199,7 +204,7 @@ impl Writer {
                 place: self.place.clone(),
                 reason: format!("{} ({})", db.message(), db.code().code()),
             },
-            None => self.unreachable(e),
+            None => self.unreachable(super::postgres::describe(e)),
         }
     }
 
@@ -225,12 +230,17 @@ impl Writer {
                 None => None,
             };
             let setup = async {
-                let client = connect(&self.config.url, password.as_deref(), timeout)
-                    .await
-                    .map_err(|e| match e {
-                        super::postgres::PostgresError::Database(e) => self.failed(&e),
-                        other => self.unreachable(other),
-                    })?;
+                let client = connect(Target {
+                    url: &self.config.url,
+                    password: password.as_deref(),
+                    ca_file: self.config.ca_file.as_deref(),
+                    timeout,
+                })
+                .await
+                .map_err(|e| match e {
+                    super::postgres::PostgresError::Database(e) => self.failed(&e),
+                    other => self.unreachable(other),
+                })?;
                 let head = client
                     .query_opt(&self.head_sql, &[&self.writer])
                     .await
