@@ -382,11 +382,12 @@ def fanout(ids, work, trials=20) -> dict:
     try:
         for n in range(3):
             sock = work / f"fanout-{n}/shim.sock"
+            log = (work / f"fanout-shim-{n}.log").open("w")
             shims.append(subprocess.Popen(
                 [E, "serve", "--listen", f"unix:{sock}", "--bundle-postgres", pg.url("ephemera_shim")],
-                env=ids.env("billing"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                env=ids.env("billing"), stdout=log, stderr=log))
             envoy = Envoy(work, f"fanout-{n}", [variants(ids)["warm"][0]], sock,
-                          port=PORT + 10 + n, admin=ADMIN + 10 + n)
+                          port=PORT + 10 + n, admin=PORT + 20 + n)
             envoy.ready({"authorization": f"Bearer {os.environ['BENCH_TOKEN']}"})
             envoys.append(envoy)
         samples = []
@@ -408,7 +409,9 @@ def fanout(ids, work, trials=20) -> dict:
                         waiting.discard(port)
                         samples.append((time.monotonic() - start) * 1e3)
                 if time.monotonic() - start > 10:
-                    sys.exit(f"{name} was still admitted 10 s after its removal")
+                    logs = "".join((work / f"fanout-shim-{n}.log").read_text()[-2000:] for n in range(3))
+                    answers = {p: status(headers, port=p) for p in waiting}
+                    sys.exit(f"{name} was still admitted 10 s after its removal: {answers}\n{logs}")
         samples.sort()
         pick = lambda q: samples[round((len(samples) - 1) * q)]
         return {"trials": trials, "samples": len(samples), "p50_ms": pick(0.5),
