@@ -1,8 +1,9 @@
 //! Replicas sharing their enforcement state in a real Redis: a `jti` spent
 //! at one shim is spent at every shim, a grant's budget holds across all of
 //! them under concurrency, Redis down fails closed for the reads that need
-//! it (and only those), and a Redis that comes back empty is detected and
-//! lets no replay or extra use through.
+//! it (and only those), and a Redis that comes back empty — or with an
+//! older copy of its data, as a lagging replica promoted by a failover
+//! would — is detected and lets no replay or extra use through.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -240,6 +241,45 @@ fn replicas_share_replay_and_grant_state_and_fail_closed_without_it() {
         200,
         "reads needing no state go on"
     );
+}
+
+#[test]
+fn a_redis_that_comes_back_with_older_data_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, files, key) = world(dir.path());
+    let data = dir.path().join("redis");
+    let redis = Redis::start(&data, false);
+    let state = format!(r#"{{ url: "{}", timeout_ms: 300 }}"#, redis.url());
+    let a = Replica::start(&dir.path().join("a"), &root, &files, &state, &key);
+    let tokens = Tokens::new(&root);
+    assert_eq!(a.resolve("pair", Some(&tokens.mint("jti-first"))).0, 200);
+
+    // A copy of the data as it was then (what a lagging replica holds)…
+    assert_eq!(redis.cli(&["SAVE"]), "OK");
+    let older = dir.path().join("older.rdb");
+    std::fs::copy(data.join("dump.rdb"), &older).unwrap();
+    // …misses what came after: the grant's last use and a spent `jti`.
+    assert_eq!(a.resolve("pair", Some(&tokens.mint("jti-second"))).0, 200);
+    let spent = tokens.mint("jti-spent");
+    assert_eq!(a.resolve("open", Some(&spent)).0, 200);
+
+    // Redis returns with the older data: the epoch is there, the writes
+    // are not. Neither the replay nor a third use gets through.
+    let port = redis.kill();
+    std::fs::copy(&older, data.join("dump.rdb")).unwrap();
+    let redis = Redis::start_on(&data, port, false);
+    let answers = wait_until(Duration::from_secs(10), || {
+        let replay = a.resolve("open", Some(&spent));
+        assert_ne!(
+            replay.0, 200,
+            "a replayed token after the rollback: {replay:?}"
+        );
+        replay.0 == 503
+    });
+    assert!(answers.is_some(), "the rollback is detected");
+    let third = a.resolve("pair", Some(&tokens.mint("jti-third")));
+    assert_eq!(third.0, 503, "no use beyond the grant's two: {third:?}");
+    assert_ne!(redis.cli(&["EXISTS", "ephemera:quarantine"]), "0");
 }
 
 #[test]

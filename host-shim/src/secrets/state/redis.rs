@@ -10,8 +10,13 @@
 //!   key; a shim that finds it gone or changed sets a quarantine key, and
 //!   while it lives — the replay window plus the longest grant lifetime —
 //!   every shim refuses the reads that need the state.
+//! - Redis that went back in time (a failover to a lagging replica, a
+//!   restore of an older copy): every decision increments a counter and
+//!   each shim remembers the highest value it was given; a counter below it
+//!   means writes this shim saw were lost, and is handled as a loss.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use ephemera_core::secrets::grants::{EnforcementOptions, GrantError, GrantKey, SenderBinding};
@@ -22,20 +27,23 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, IntoConnectionInfo as _, Script};
 use sha2::{Digest, Sha256};
 
-/// Decides one read. KEYS: epoch, quarantine, refusal denial, jti, grant,
-/// grant denial. ARGV: our epoch, verdict (refused | plain | grant), jti
-/// presented (1/0), replay window ms, refusal denial ms, grant lifetime ms,
-/// grant uses, sender (a new grant is bound to it; a standing one compared),
-/// grant denial ms.
+/// Decides one read; answers the outcome and the decision counter. KEYS:
+/// epoch, quarantine, refusal denial, jti, grant, grant denial, counter.
+/// ARGV: our epoch, verdict (refused | plain | grant), jti presented (1/0),
+/// replay window ms, refusal denial ms, grant lifetime ms, grant uses,
+/// sender (a new grant is bound to it; a standing one compared), grant
+/// denial ms, the highest counter this shim was given.
 const DECIDE: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'epoch' end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'quarantine' end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 'negative' end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'epoch', 0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'quarantine', 0} end
+local n = redis.call('INCR', KEYS[7])
+if n <= tonumber(ARGV[10]) then return {'behind', n} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'negative', n} end
 local jti = ARGV[3] == '1'
-if jti and redis.call('EXISTS', KEYS[4]) == 1 then return 'replay' end
+if jti and redis.call('EXISTS', KEYS[4]) == 1 then return {'replay', n} end
 if ARGV[2] == 'refused' then
   redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
-  return 'refused'
+  return {'refused', n}
 end
 if ARGV[2] == 'grant' then
   if redis.call('EXISTS', KEYS[5]) == 0 then
@@ -43,17 +51,17 @@ if ARGV[2] == 'grant' then
     redis.call('PEXPIRE', KEYS[5], ARGV[6])
     redis.call('DEL', KEYS[6])
   end
-  if redis.call('EXISTS', KEYS[6]) == 1 then return 'negative' end
+  if redis.call('EXISTS', KEYS[6]) == 1 then return {'negative', n} end
   local binding = redis.call('HGET', KEYS[5], 'binding')
-  if binding ~= '' and binding ~= ARGV[8] then return 'drift' end
+  if binding ~= '' and binding ~= ARGV[8] then return {'drift', n} end
   if tonumber(redis.call('HGET', KEYS[5], 'uses')) <= 0 then
     redis.call('SET', KEYS[6], '1', 'PX', ARGV[9])
-    return 'exhausted'
+    return {'exhausted', n}
   end
   redis.call('HINCRBY', KEYS[5], 'uses', -1)
 end
 if jti then redis.call('SET', KEYS[4], '1', 'PX', ARGV[4]) end
-return 'ok'
+return {'ok', n}
 ";
 
 /// Gives back a use and forgets a `jti`. KEYS: grant, jti. ARGV: jti presented.
@@ -118,6 +126,8 @@ pub struct RedisGate {
     timeout_ms: u64,
     /// The epoch this shim adopted.
     epoch: Mutex<String>,
+    /// The highest decision counter Redis gave this shim.
+    seen: AtomicI64,
     decide: Script,
     refund: Script,
 }
@@ -198,6 +208,7 @@ impl RedisGate {
             quarantine_ms: options.replay_window_ms.saturating_add(longest_grant_ms),
             timeout_ms: state.timeout_ms,
             epoch: Mutex::new(String::new()),
+            seen: AtomicI64::new(0),
             decide: Script::new(DECIDE),
             refund: Script::new(REFUND),
         })
@@ -230,10 +241,19 @@ impl RedisGate {
         {
             answer = self.run_decide(config, r, &verdict).await;
         }
-        let answer = match answer {
+        let (answer, counter) = match answer {
             Ok(answer) => answer,
             Err(e) => return unavailable(e.to_string()),
         };
+        if answer == "behind" {
+            // Start over from Redis's count once the loss is recorded.
+            self.seen.store(counter, Ordering::Relaxed);
+            self.lost("its decision counter went back").await;
+            return unavailable(
+                "it lost recent writes: reads that need it are refused for a while".into(),
+            );
+        }
+        self.seen.fetch_max(counter, Ordering::Relaxed);
         match answer.as_str() {
             "ok" => match verdict {
                 Verdict::Plain(plan) | Verdict::Grant { plan, .. } => Ok(plan),
@@ -248,7 +268,7 @@ impl RedisGate {
             "drift" => Err(GrantError::BindingDrift.into()),
             "exhausted" => Err(GrantError::Exhausted.into()),
             "epoch" => {
-                self.lost().await;
+                self.lost("its epoch key is gone or changed").await;
                 unavailable("it lost its state: reads that need it are refused for a while".into())
             }
             "quarantine" => unavailable(
@@ -281,7 +301,7 @@ impl RedisGate {
         config: &SecretsConfig,
         r: &GateRequest<'_>,
         verdict: &Verdict,
-    ) -> Result<String, Unavailable> {
+    ) -> Result<(String, i64), Unavailable> {
         let mut connection = self.connection().await?;
         let keys = Keys::of(&self.tenant, config, r);
         let (mode, ttl_ms, max_uses) = match verdict {
@@ -299,6 +319,7 @@ impl RedisGate {
             .key(self.key("jti", r.jti.unwrap_or_default().as_bytes()))
             .key(self.key("grant", &key_bytes(&keys.grant)))
             .key(self.key("deny", &key_bytes(&keys.grant)))
+            .key(format!("{}decisions", self.prefix))
             .arg(epoch)
             .arg(mode)
             .arg(if r.jti.is_some() { "1" } else { "0" })
@@ -307,17 +328,19 @@ impl RedisGate {
             .arg(ttl_ms.max(1))
             .arg(max_uses)
             .arg(binding(r.sender))
-            .arg(self.options.denial_ms(&keys.grant));
-        self.bounded(call.invoke_async::<String>(&mut connection))
+            .arg(self.options.denial_ms(&keys.grant))
+            .arg(self.seen.load(Ordering::Relaxed));
+        self.bounded(call.invoke_async::<(String, i64)>(&mut connection))
             .await
     }
 
-    /// Redis lost its state: quarantine every shim for the replay window
-    /// plus the longest grant lifetime, and adopt the epoch now in force.
-    async fn lost(&self) {
+    /// Redis lost its state (`why`): quarantine every shim for the replay
+    /// window plus the longest grant lifetime, and adopt the epoch now in
+    /// force.
+    async fn lost(&self, why: &str) {
         tracing::error!(
-            "secrets state: Redis lost its state (epoch key gone or changed); reads that \
-             need replay or grant state are refused for {} ms",
+            "secrets state: Redis lost its state ({why}); reads that need replay or grant \
+             state are refused for {} ms",
             self.quarantine_ms
         );
         let result = async {
@@ -353,7 +376,12 @@ impl RedisGate {
             .await?;
         let epoch: Option<String> = self.bounded(connection.get(&key)).await?;
         if let Ok(mut adopted) = self.epoch.lock() {
-            *adopted = epoch.unwrap_or_default();
+            let epoch = epoch.unwrap_or_default();
+            if *adopted != epoch {
+                // A new epoch starts a new count of decisions.
+                self.seen.store(0, Ordering::Relaxed);
+            }
+            *adopted = epoch;
         }
         Ok(())
     }
