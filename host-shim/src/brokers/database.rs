@@ -73,6 +73,8 @@ fn default_timeout() -> u64 {
 pub struct DatabaseBroker {
     session: Session,
     config: DatabaseConfig,
+    /// `config.roles` with its actions parsed once: (resource, action, role).
+    roles: Vec<(Resource, Action, String)>,
 }
 
 /// A mount or role name: letters, digits, `-`, `_`, `.` (and `/` between
@@ -103,15 +105,17 @@ impl DatabaseBroker {
         if config.roles.is_empty() {
             return Err(field("roles".into(), "must name at least one role"));
         }
+        let mut roles = Vec::new();
         for (resource, actions) in &config.roles {
             for (action, role) in actions {
                 let here = format!("roles.{:?}.{action}", resource.as_str());
-                if Action::parse(action).is_err() {
+                let Ok(parsed) = Action::parse(action) else {
                     return Err(field(here, "is not an action"));
-                }
+                };
                 if !is_path_name(role, false) {
                     return Err(field(here, "must be a plain role name"));
                 }
+                roles.push((resource.clone(), parsed, role.clone()));
             }
         }
         if let Some(dsn) = &config.dsn
@@ -132,7 +136,11 @@ impl DatabaseBroker {
             config.ca_file.as_deref(),
             config.timeout_ms,
         )?;
-        Ok(Self { session, config })
+        Ok(Self {
+            session,
+            config,
+            roles,
+        })
     }
 
     /// The broker's name.
@@ -141,11 +149,10 @@ impl DatabaseBroker {
     }
 
     fn role(&self, resource: &Resource, action: &Action) -> Option<&str> {
-        let actions = self.config.roles.get(resource)?;
-        actions
+        self.roles
             .iter()
-            .find(|(a, _)| Action::parse(a).is_ok_and(|a| &a == action))
-            .map(|(_, role)| role.as_str())
+            .find(|(r, a, _)| r == resource && a == action)
+            .map(|(_, _, role)| role.as_str())
     }
 
     /// Reads fresh credentials from the role for `action` on `resource`;
