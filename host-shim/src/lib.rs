@@ -3,7 +3,8 @@
 //! (`/v1/transactions`), `secrets` (`/v1/secrets/resolve`), with the
 //! `brokers`, `ledger` and `provider` connections behind them, `serve` (the
 //! listeners), `sidecar` (Envoy beside the shim), `oci` (the filter as an image),
-//! `mesh` (its Kubernetes objects) and `cmd` (the CLI).
+//! `mesh` (its Kubernetes objects), `workload_api` (the SPIFFE Workload API
+//! for the app) and `cmd` (the CLI).
 
 pub mod atomic_file;
 pub mod brokers;
@@ -19,3 +20,4 @@ pub mod sensitive;
 pub mod serve;
 pub mod sidecar;
 pub mod transactions;
+pub mod workload_api;

@@ -295,11 +295,16 @@ impl CountingProxy {
                         std::thread::spawn(move || {
                             let mut buf = [0u8; 16 * 1024];
                             while let Ok(n) = from.read(&mut buf) {
-                                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                if n == 0 {
                                     break;
                                 }
+                                // Recorded before it is forwarded: once the
+                                // upstream has answered, the count includes it.
                                 if let Some(Ok(mut kept)) = keep.as_ref().map(|k| k.lock()) {
                                     kept.extend_from_slice(&buf[..n]);
+                                }
+                                if to.write_all(&buf[..n]).is_err() {
+                                    break;
                                 }
                             }
                             let _ = to.shutdown(std::net::Shutdown::Write);

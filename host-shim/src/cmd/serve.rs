@@ -19,6 +19,7 @@ use crate::ledger::{Checkpointer, FileLedger, Ledger, LedgerError};
 use crate::secrets::{self, Callers, SecretsService};
 use crate::serve::{self, Access, Listen, StartSecret, UnixPeers};
 use crate::transactions::{IptConfig, SetupError, Transactions};
+use crate::workload_api::WorkloadApiArgs;
 
 /// The default Envoy listener: a socket in a directory only the shim's
 /// (and Envoy's) user can enter.
@@ -68,6 +69,9 @@ pub struct ServeArgs {
     /// Where the bundle comes from instead of its file.
     #[command(flatten)]
     pub bundle_store: BundleStoreArgs,
+    /// The SPIFFE Workload API for the app.
+    #[command(flatten)]
+    pub workload_api: WorkloadApiArgs,
 }
 
 /// The bundle store: the bundle from PostgreSQL, so that identity changes
@@ -140,6 +144,7 @@ impl ServeArgs {
         app_listen: Option<Listen>,
         insecure_unkeyed_ledger: bool,
         bundle_store: BundleStoreArgs,
+        workload_api: WorkloadApiArgs,
     ) -> Self {
         Self {
             listen,
@@ -152,6 +157,7 @@ impl ServeArgs {
             secrets_config,
             insecure_unkeyed_ledger,
             bundle_store,
+            workload_api,
         }
     }
 
@@ -349,6 +355,14 @@ impl ServeArgs {
             }
             _ => None,
         };
+        let workload_api = match self.workload_api.service(source.clone()) {
+            Some((socket, api)) => {
+                let listener = socket.bind().map_err(Failure::config)?;
+                tracing::info!("ephemera serve: SPIFFE Workload API on {socket}");
+                Some(tokio::spawn(api.serve(listener, wait(stopped.clone()))))
+            }
+            None => None,
+        };
         tracing::info!("ephemera serve: listening on {}", self.listen);
         tokio::spawn(watch::run(source));
         let envoy_server = tokio::spawn(serve::serve(
@@ -361,6 +375,9 @@ impl ServeArgs {
         let _ = stop.send(true);
         if let Some(app) = app_server {
             let _ = app.await;
+        }
+        if let Some(api) = workload_api {
+            let _ = api.await;
         }
         let served = envoy_server.await;
         on_shutdown.run().await;

@@ -170,6 +170,9 @@ pub struct RunArgs {
     /// Where the bundle comes from instead of its file.
     #[command(flatten)]
     bundle_store: super::serve::BundleStoreArgs,
+    /// The SPIFFE Workload API for the app.
+    #[command(flatten)]
+    workload_api: crate::workload_api::WorkloadApiArgs,
 }
 
 impl RunArgs {
@@ -205,6 +208,7 @@ impl RunArgs {
                 self.app_listen.clone(),
                 self.insecure_unkeyed_ledger,
                 self.bundle_store.clone(),
+                self.workload_api.clone(),
             );
             let source = serve_args.source()?;
             if !super::serve::ServeArgs::first_identity(&source, Duration::from_secs(10)).await {

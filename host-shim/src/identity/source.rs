@@ -72,6 +72,8 @@ pub struct IdentitySource {
     /// Version of the last refused file set, so it is reported once.
     refused: RwLock<Option<String>>,
     reload_failures: AtomicU64,
+    /// The generation served, announced to [`Self::subscribe`]rs.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl IdentitySource {
@@ -84,7 +86,13 @@ impl IdentitySource {
             stored: None,
             refused: RwLock::new(None),
             reload_failures: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Wakes on every new identity generation.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// A source whose bundle comes from a bundle store
@@ -232,6 +240,7 @@ impl IdentitySource {
                 identity: Arc::new(identity),
             });
         }
+        self.changes.send_replace(generation);
         Ok(Reload::Changed { generation })
     }
 }

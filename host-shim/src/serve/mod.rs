@@ -164,8 +164,14 @@ pub async fn bind_envoy(listen: &Listen, peers: &UnixPeers) -> Result<Bound, Bin
 pub async fn bind_app(listen: &Listen) -> Result<Bound, BindError> {
     match listen {
         Listen::Tcp(_) => bind_envoy(listen, &UnixPeers::default()).await,
-        Listen::Unix(path) => bind_unix(path, 0o666, None).map(Bound::Shared),
+        Listen::Unix(path) => bind_shared(path).map(Bound::Shared),
     }
+}
+
+/// Binds a Unix socket (0666) for the app: who can enter its directory
+/// decides who reaches it.
+pub fn bind_shared(path: &Path) -> Result<tokio::net::UnixListener, BindError> {
+    bind_unix(path, 0o666, None)
 }
 
 /// Serves `router` behind `access` on a bound listener until `shutdown`.

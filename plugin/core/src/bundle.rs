@@ -203,6 +203,13 @@ impl Bundle {
         }
     }
 
+    /// True for a spiffile bundle (each key signs for one identity only);
+    /// false for a central issuer's key set, any key of which signs for
+    /// the whole trust domain.
+    pub fn binds_keys_to_identities(&self) -> bool {
+        matches!(self.keys, Keys::PerIdentity(_))
+    }
+
     /// The trust domain the bundle speaks for.
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
