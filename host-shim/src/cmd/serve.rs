@@ -10,7 +10,8 @@ use ephemera_core::filter::workload_identity::BundleFormatName;
 
 use super::Failure;
 use crate::identity::IdentitySource;
-use crate::identity::files::IdentityPaths;
+use crate::identity::endpoint::{self, BundleEndpoint};
+use crate::identity::files::{FederatedFile, IdentityPaths};
 use crate::identity::store::BundleStore;
 use crate::identity::{self, watch};
 use crate::ledger::postgres_writer::PostgresLedger;
@@ -66,18 +67,19 @@ pub struct ServeArgs {
     /// can then rewrite it unnoticed.
     #[arg(long)]
     pub insecure_unkeyed_ledger: bool,
-    /// Where the bundle comes from instead of its file.
+    /// Where the bundles come from besides the identity files.
     #[command(flatten)]
-    pub bundle_store: BundleStoreArgs,
+    pub bundles: BundleArgs,
     /// The SPIFFE Workload API for the app.
     #[command(flatten)]
     pub workload_api: WorkloadApiArgs,
 }
 
-/// The bundle store: the bundle from PostgreSQL, so that identity changes
-/// on one node reach this shim within about a second.
+/// Where the bundles come from besides the identity files: the bundle
+/// store (the bundle from PostgreSQL, so that identity changes on one node
+/// reach this shim within about a second) and federated trust domains.
 #[derive(Debug, Clone, Args)]
-pub struct BundleStoreArgs {
+pub struct BundleArgs {
     /// Follow the bundle's revisions in this PostgreSQL database
     /// (`postgres://user@host:port/db`, table `ephemera_bundle`) instead of
     /// reading the bundle file.
@@ -94,9 +96,55 @@ pub struct BundleStoreArgs {
     /// bundle for this long: a revocation may be pending.
     #[arg(long, default_value_t = 30_000)]
     pub bundle_max_age_ms: u64,
+    /// A federated trust domain's spiffile bundle, TRUST_DOMAIN=PATH
+    /// (repeatable): its keys validate only its own identities.
+    #[arg(long = "federated-spiffile", value_name = "TRUST_DOMAIN=PATH")]
+    pub federated_spiffile: Vec<FederatedFile>,
+    /// A federated trust domain's standard SPIFFE bundle (JWKS),
+    /// TRUST_DOMAIN=PATH (repeatable): any of its keys signs for any ID of
+    /// that domain, and of that domain only.
+    #[arg(long = "federated-jwks", value_name = "TRUST_DOMAIN=PATH")]
+    pub federated_jwks: Vec<FederatedFile>,
+    /// A federated trust domain's SPIFFE bundle endpoint (https_web),
+    /// TRUST_DOMAIN=https://HOST/PATH (repeatable): its JWKS, refreshed at
+    /// its `spiffe_refresh_hint`.
+    #[arg(long = "federated-endpoint", value_name = "TRUST_DOMAIN=URL")]
+    pub federated_endpoints: Vec<BundleEndpoint>,
+    /// PEM CAs trusted for bundle endpoints instead of the platform's.
+    #[arg(long)]
+    pub federated_endpoint_ca: Option<PathBuf>,
 }
 
-impl BundleStoreArgs {
+impl BundleArgs {
+    /// Refuses a trust domain given more than one bundle source.
+    fn check_domains(&self) -> Result<(), Failure> {
+        let mut seen = std::collections::BTreeSet::new();
+        let files = self.federated_spiffile.iter().chain(&self.federated_jwks);
+        let domains = files
+            .map(|f| &f.trust_domain)
+            .chain(self.federated_endpoints.iter().map(|e| &e.trust_domain));
+        for domain in domains {
+            if !seen.insert(domain) {
+                return Err(Failure::config(format!(
+                    "trust domain {domain} is federated more than once: bundles are never merged"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn federated(&self) -> Vec<(BundleFormatName, FederatedFile)> {
+        let spiffile = self
+            .federated_spiffile
+            .iter()
+            .map(|f| (BundleFormatName::Spiffile, f.clone()));
+        let jwks = self
+            .federated_jwks
+            .iter()
+            .map(|f| (BundleFormatName::SpiffeJwks, f.clone()));
+        spiffile.chain(jwks).collect()
+    }
+
     fn store(&self) -> Option<BundleStore> {
         self.bundle_postgres.as_ref().map(|url| BundleStore {
             url: url.clone(),
@@ -143,7 +191,7 @@ impl ServeArgs {
         secrets_config: Option<PathBuf>,
         app_listen: Option<Listen>,
         insecure_unkeyed_ledger: bool,
-        bundle_store: BundleStoreArgs,
+        bundles: BundleArgs,
         workload_api: WorkloadApiArgs,
     ) -> Self {
         Self {
@@ -156,7 +204,7 @@ impl ServeArgs {
             ipt_config,
             secrets_config,
             insecure_unkeyed_ledger,
-            bundle_store,
+            bundles,
             workload_api,
         }
     }
@@ -171,16 +219,28 @@ impl ServeArgs {
         } else {
             BundleFormatName::Spiffile
         };
-        let Some(store) = self.bundle_store.store() else {
-            let source = Arc::new(IdentitySource::new(paths, format));
-            if let Err(e) = source.reload() {
-                tracing::error!("no identity yet (serving 503 until the files are valid): {e}");
+        self.bundles.check_domains()?;
+        let federated = self.bundles.federated();
+        let source = match self.bundles.store() {
+            None => {
+                let source = Arc::new(IdentitySource::new(paths, format).federating(federated));
+                if let Err(e) = source.reload() {
+                    tracing::error!("no identity yet (serving 503 until the files are valid): {e}");
+                }
+                source
             }
-            return Ok(source);
+            Some(store) => {
+                let max_age = Duration::from_millis(self.bundles.bundle_max_age_ms);
+                let source = IdentitySource::with_store(paths, format, max_age);
+                let source = Arc::new(source.federating(federated));
+                tokio::spawn(identity::store::follow(store, source.clone()));
+                source
+            }
         };
-        let max_age = Duration::from_millis(self.bundle_store.bundle_max_age_ms);
-        let source = Arc::new(IdentitySource::with_store(paths, format, max_age));
-        tokio::spawn(identity::store::follow(store, source.clone()));
+        for endpoint in &self.bundles.federated_endpoints {
+            let ca = self.bundles.federated_endpoint_ca.clone();
+            tokio::spawn(endpoint::follow(endpoint.clone(), ca, source.clone()));
+        }
         Ok(source)
     }
 

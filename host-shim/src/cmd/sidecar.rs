@@ -167,9 +167,9 @@ pub struct RunArgs {
     /// can then rewrite it unnoticed.
     #[arg(long)]
     insecure_unkeyed_ledger: bool,
-    /// Where the bundle comes from instead of its file.
+    /// Where the bundles come from besides the identity files.
     #[command(flatten)]
-    bundle_store: super::serve::BundleStoreArgs,
+    bundles: super::serve::BundleArgs,
     /// The SPIFFE Workload API for the app.
     #[command(flatten)]
     workload_api: crate::workload_api::WorkloadApiArgs,
@@ -207,7 +207,7 @@ impl RunArgs {
                 self.secrets_config.clone(),
                 self.app_listen.clone(),
                 self.insecure_unkeyed_ledger,
-                self.bundle_store.clone(),
+                self.bundles.clone(),
                 self.workload_api.clone(),
             );
             let source = serve_args.source()?;

@@ -105,6 +105,42 @@ impl IdentityPaths {
     }
 }
 
+/// A federated trust domain's bundle file, `TRUST_DOMAIN=PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedFile {
+    /// The trust domain the bundle speaks for.
+    pub trust_domain: String,
+    /// The bundle file.
+    pub path: PathBuf,
+}
+
+/// Why a `TRUST_DOMAIN=PATH` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FederatedFileError {
+    /// No `=`.
+    #[error("{0:?} is not TRUST_DOMAIN=PATH")]
+    Form(String),
+    /// The trust domain is not a valid name.
+    #[error("{0:?}: {1}")]
+    TrustDomain(String, ephemera_core::SpiffeIdError),
+}
+
+impl std::str::FromStr for FederatedFile {
+    type Err = FederatedFileError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (domain, path) = s
+            .split_once('=')
+            .filter(|(d, p)| !d.is_empty() && !p.is_empty())
+            .ok_or_else(|| FederatedFileError::Form(s.to_owned()))?;
+        SpiffeId::parse(&format!("spiffe://{domain}"))
+            .map_err(|e| FederatedFileError::TrustDomain(domain.to_owned(), e))?;
+        Ok(Self {
+            trust_domain: domain.to_owned(),
+            path: path.into(),
+        })
+    }
+}
+
 /// Reads a SPIFFE ID file (one line; trailing whitespace ignored).
 pub fn read_id(path: &Path) -> Result<SpiffeId, IdentityError> {
     let text = read_text(path)?;

@@ -1,9 +1,10 @@
 //! The workload's identity: its files (SPIFFE ID, key, bundle), their
 //! provisioning, the validated document the filter fetches, the watch that
 //! reloads it, the bundle store that carries bundle changes between nodes,
-//! and the routes that serve it.
+//! federated domains' bundle endpoints, and the routes that serve it.
 
 pub mod api;
+pub mod endpoint;
 pub mod files;
 pub mod provision;
 pub mod source;

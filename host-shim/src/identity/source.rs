@@ -3,16 +3,18 @@
 //! as the filter would, versioned by content, and replaced only by a new
 //! valid set (a malformed new bundle or key keeps the last good one).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ephemera_core::filter::workload_identity::BundleFormatName;
+use ephemera_core::filter::workload_identity::FederatedBundle;
 use ephemera_core::filter::{IdentityDocument, WorkloadIdentity};
 use sha2::{Digest, Sha256};
 
-use crate::identity::files::{IdentityError, IdentityPaths, read_id};
+use crate::identity::files::{FederatedFile, IdentityError, IdentityPaths, read_id};
 
 /// The identity currently served.
 #[derive(Debug, Clone)]
@@ -62,11 +64,21 @@ struct Stored {
     max_age: Duration,
 }
 
+/// A federated domain's bundle from its bundle endpoint.
+#[derive(Debug)]
+struct Fetched {
+    bundle: String,
+    at: Instant,
+    stale_after: Duration,
+}
+
 /// Reads, validates and serves the identity files.
 #[derive(Debug)]
 pub struct IdentitySource {
     paths: IdentityPaths,
     format: BundleFormatName,
+    federated: Vec<(BundleFormatName, FederatedFile)>,
+    fetched: RwLock<BTreeMap<String, Fetched>>,
     served: RwLock<Option<Served>>,
     stored: Option<Stored>,
     /// Version of the last refused file set, so it is reported once.
@@ -82,12 +94,57 @@ impl IdentitySource {
         Self {
             paths,
             format,
+            federated: Vec::new(),
+            fetched: RwLock::new(BTreeMap::new()),
             served: RwLock::new(None),
             stored: None,
             refused: RwLock::new(None),
             reload_failures: AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// This source with federated trust domains' bundle files, read (and
+    /// watched) with the identity files.
+    pub fn federating(mut self, federated: Vec<(BundleFormatName, FederatedFile)>) -> Self {
+        self.federated = federated;
+        self
+    }
+
+    /// Takes a bundle `trust_domain`'s endpoint answered, used until
+    /// `stale_after` passes without another, and serves it if valid.
+    pub fn fetched_bundle(&self, trust_domain: &str, bundle: String, stale_after: Duration) {
+        if let Ok(mut fetched) = self.fetched.write() {
+            let at = Instant::now();
+            fetched.insert(
+                trust_domain.to_owned(),
+                Fetched {
+                    bundle,
+                    at,
+                    stale_after,
+                },
+            );
+        }
+        match self.reload() {
+            Ok(Reload::Changed { generation }) => {
+                tracing::info!(
+                    "bundle of {trust_domain} fetched: identity generation {generation} served"
+                );
+            }
+            Ok(Reload::Unchanged) => {}
+            Err(e) => tracing::error!(
+                "bundle of {trust_domain} refused, keeping the last good identity: {e}"
+            ),
+        }
+    }
+
+    /// Every file the identity is read from.
+    pub fn files(&self) -> Vec<&std::path::Path> {
+        let own = [&self.paths.id, &self.paths.key, &self.paths.bundle];
+        own.into_iter()
+            .chain(self.federated.iter().map(|(_, f)| &f.path))
+            .map(std::path::PathBuf::as_path)
+            .collect()
     }
 
     /// Wakes on every new identity generation.
@@ -137,11 +194,6 @@ impl IdentitySource {
         Some(confirmed.map_or(Duration::MAX, |at| at.elapsed()))
     }
 
-    /// The watched files.
-    pub fn paths(&self) -> &IdentityPaths {
-        &self.paths
-    }
-
     /// The identity served now, if any: none while a bundle store has not
     /// confirmed its bundle for longer than its maximum age (a revocation
     /// may be pending).
@@ -186,9 +238,39 @@ impl IdentitySource {
             None => read(&self.paths.bundle)?,
         };
         let key_pem = read(&self.paths.key)?;
+        let federated = self
+            .federated
+            .iter()
+            .map(|(format, file)| {
+                Ok(FederatedBundle {
+                    trust_domain: file.trust_domain.clone(),
+                    bundle_format: *format,
+                    bundle: read(&file.path)?,
+                })
+            })
+            .collect::<Result<Vec<_>, IdentityError>>()?;
+        let mut federated = federated;
+        if let Ok(fetched) = self.fetched.read() {
+            // A domain whose endpoint has been silent too long is dropped.
+            federated.extend(
+                fetched
+                    .iter()
+                    .filter(|(_, f)| f.at.elapsed() < f.stale_after)
+                    .map(|(domain, f)| FederatedBundle {
+                        trust_domain: domain.clone(),
+                        bundle_format: BundleFormatName::SpiffeJwks,
+                        bundle: f.bundle.clone(),
+                    }),
+            );
+        }
         let mut hash = Sha256::new();
         for part in [id.as_str(), "\0", &bundle, "\0", &key_pem] {
             hash.update(part.as_bytes());
+        }
+        for f in &federated {
+            for part in ["\0", &f.trust_domain, "\0", &f.bundle] {
+                hash.update(part.as_bytes());
+            }
         }
         let version = hex::encode(&hash.finalize()[..12]);
         let current = self.served.read().ok().and_then(|s| s.clone());
@@ -208,6 +290,7 @@ impl IdentitySource {
             bundle_format: self.format,
             bundle,
             key_pem,
+            federated,
         };
         // Exactly the filter's validation: what we serve, it will accept.
         let identity = WorkloadIdentity::from_document(&doc).map_err(|e| {
@@ -216,8 +299,11 @@ impl IdentitySource {
             }
             ReloadError::Invalid(e.to_string())
         })?;
-        for warning in identity.bundle.warnings() {
-            tracing::warn!("{warning}");
+        let federated = identity.bundle.federated().iter();
+        for bundle in std::iter::once(&identity.bundle).chain(federated) {
+            for warning in bundle.warnings() {
+                tracing::warn!("{}: {warning}", bundle.trust_domain());
+            }
         }
         let own_key = identity.minter.key().public_key().kid();
         let bound = identity

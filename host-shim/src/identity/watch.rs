@@ -26,18 +26,15 @@ pub async fn run(source: Arc<IdentitySource>) {
             let _ = tx.send(());
         }
     });
-    let dirs: BTreeSet<PathBuf> = [
-        &source.paths().id,
-        &source.paths().key,
-        &source.paths().bundle,
-    ]
-    .iter()
-    .map(|p| {
-        p.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), PathBuf::from)
-    })
-    .collect();
+    let dirs: BTreeSet<PathBuf> = source
+        .files()
+        .iter()
+        .map(|p| {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from)
+        })
+        .collect();
     let _watcher = match watcher {
         Ok(mut w) => {
             for dir in &dirs {

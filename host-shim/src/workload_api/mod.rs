@@ -171,34 +171,35 @@ fn require_security_header(request: Request<()>) -> Result<Request<()>, Status> 
     }
 }
 
-/// The standard-mode JWT bundles the served identity carries: its trust
-/// domain's JWKS in central-issuer mode; nothing in spiffile mode, whose
-/// keys are bound to one identity each and must not be read as a
+/// The standard-mode JWT bundles the served identity carries, local and
+/// federated: each such trust domain's JWKS. Spiffile domains are left out:
+/// their keys are bound to one identity each and must not be read as a
 /// domain-wide key set.
 fn jwt_bundles(served: &Served) -> HashMap<String, Vec<u8>> {
-    let bundle = &served.identity.bundle;
-    let mut bundles = HashMap::new();
-    if !bundle.binds_keys_to_identities()
-        && let Ok(domain) = SpiffeId::parse(&format!("spiffe://{}", bundle.trust_domain()))
-    {
-        let keys: Vec<_> = bundle
-            .keys_for(&domain)
-            .unwrap_or_default()
-            .iter()
-            .map(|k| {
-                let mut jwk = k.jwk().clone();
-                jwk.kid = Some(k.kid().to_owned());
-                jwk.key_use = Some("jwt-svid".into());
-                jwk
-            })
-            .collect();
-        let mut jwks = serde_json::json!({ "keys": keys });
-        if let Some(sequence) = bundle.sequence() {
-            jwks["spiffe_sequence"] = sequence.into();
-        }
-        bundles.insert(domain.as_str().to_owned(), jwks.to_string().into_bytes());
-    }
-    bundles
+    let local = &served.identity.bundle;
+    std::iter::once(local)
+        .chain(local.federated())
+        .filter(|bundle| !bundle.binds_keys_to_identities())
+        .filter_map(|bundle| {
+            let domain = SpiffeId::parse(&format!("spiffe://{}", bundle.trust_domain())).ok()?;
+            let keys: Vec<_> = bundle
+                .keys_for(&domain)
+                .unwrap_or_default()
+                .iter()
+                .map(|k| {
+                    let mut jwk = k.jwk().clone();
+                    jwk.kid = Some(k.kid().to_owned());
+                    jwk.key_use = Some("jwt-svid".into());
+                    jwk
+                })
+                .collect();
+            let mut jwks = serde_json::json!({ "keys": keys });
+            if let Some(sequence) = bundle.sequence() {
+                jwks["spiffe_sequence"] = sequence.into();
+            }
+            Some((domain.as_str().to_owned(), jwks.to_string().into_bytes()))
+        })
+        .collect()
 }
 
 #[tonic::async_trait]

@@ -9,7 +9,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use ephemera_core::filter::edits::Edits;
-use ephemera_core::filter::workload_identity::{BundleFormatName, IdentityDocument};
+use ephemera_core::filter::workload_identity::{
+    BundleFormatName, FederatedBundle, IdentityDocument,
+};
 use ephemera_core::filter::{
     Exchange, Filter, FilterConfig, LocalReply, RequestView, ShimAnswer, ShimCall, Step,
     WorkerState, WorkloadIdentity,
@@ -70,6 +72,13 @@ impl RequestView for HostRequest<'_> {
 
     fn cluster(&self) -> Option<String> {
         self.0.cluster.clone()
+    }
+}
+
+fn format_name(format: identity::BundleFormat) -> BundleFormatName {
+    match format {
+        identity::BundleFormat::Spiffile => BundleFormatName::Spiffile,
+        identity::BundleFormat::SpiffeJwks => BundleFormatName::SpiffeJwks,
     }
 }
 
@@ -149,12 +158,18 @@ impl Component {
                 version: doc.version,
                 generation: doc.generation,
                 spiffe_id,
-                bundle_format: match doc.bundle_format {
-                    identity::BundleFormat::Spiffile => BundleFormatName::Spiffile,
-                    identity::BundleFormat::SpiffeJwks => BundleFormatName::SpiffeJwks,
-                },
+                bundle_format: format_name(doc.bundle_format),
                 bundle: doc.bundle,
                 key_pem: doc.key_pem,
+                federated: doc
+                    .federated
+                    .into_iter()
+                    .map(|f| FederatedBundle {
+                        trust_domain: f.trust_domain,
+                        bundle_format: format_name(f.bundle_format),
+                        bundle: f.bundle,
+                    })
+                    .collect(),
             };
             match WorkloadIdentity::from_document(&doc) {
                 Ok(identity) => self.worker.install(identity),

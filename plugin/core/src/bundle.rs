@@ -46,6 +46,17 @@ pub enum BundleError {
     /// The trust domain is not a valid name.
     #[error("bundle trust domain is invalid: {0}")]
     TrustDomain(SpiffeIdError),
+    /// A bundle names another trust domain than the one it was given for.
+    #[error("bundle is for trust domain {found:?}, configured for {expected:?}")]
+    WrongTrustDomain {
+        /// The configured trust domain.
+        expected: String,
+        /// The bundle's own.
+        found: String,
+    },
+    /// Two bundles for one trust domain: bundles are never merged.
+    #[error("trust domain {0:?} has more than one bundle")]
+    DuplicateTrustDomain(String),
 }
 
 /// An entry skipped while loading: the rest of the bundle stays usable.
@@ -75,7 +86,11 @@ pub struct Bundle {
     trust_domain: String,
     keys: Keys,
     sequence: Option<u64>,
+    refresh_hint: Option<u64>,
     warnings: Vec<BundleWarning>,
+    /// Other trust domains' bundles, each kept apart: a key of one never
+    /// validates an ID of another.
+    federated: Vec<Bundle>,
 }
 
 impl Bundle {
@@ -150,7 +165,9 @@ impl Bundle {
             trust_domain: trust_domain.to_owned(),
             keys: Keys::PerIdentity(bound),
             sequence: None,
+            refresh_hint: None,
             warnings,
+            federated: Vec::new(),
         })
     }
 
@@ -164,13 +181,12 @@ impl Bundle {
             .ok_or(BundleError::MissingMember("keys"))?
             .as_array()
             .ok_or(BundleError::WrongType("keys"))?;
-        let sequence = match doc.get("spiffe_sequence") {
-            None => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .ok_or(BundleError::WrongType("spiffe_sequence"))?,
-            ),
+        let number = |name: &'static str| match doc.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or(BundleError::WrongType(name)),
         };
+        let sequence = number("spiffe_sequence")?;
+        let refresh_hint = number("spiffe_refresh_hint")?;
         let mut warnings = Vec::new();
         let mut keys = Vec::with_capacity(jwks.len());
         for (i, jwk) in jwks.iter().enumerate() {
@@ -188,18 +204,47 @@ impl Bundle {
             trust_domain: trust_domain.to_owned(),
             keys: Keys::CentralIssuer(keys),
             sequence,
+            refresh_hint,
             warnings,
+            federated: Vec::new(),
         })
     }
 
-    /// The keys that may validate a token whose `sub` is `id`; `None` when the
-    /// bundle knows no such identity (an *unknown identity*, not a bad token).
+    /// This bundle with the bundles of `others` trust domains beside it.
+    /// Each answers only for IDs of its own trust domain.
+    pub fn federate(mut self, others: Vec<Bundle>) -> Result<Self, BundleError> {
+        let mut seen = vec![self.trust_domain.as_str()];
+        for other in &others {
+            if seen.contains(&other.trust_domain.as_str()) {
+                return Err(BundleError::DuplicateTrustDomain(
+                    other.trust_domain.clone(),
+                ));
+            }
+            seen.push(&other.trust_domain);
+        }
+        self.federated = others;
+        Ok(self)
+    }
+
+    /// The federated trust domains' bundles.
+    pub fn federated(&self) -> &[Bundle] {
+        &self.federated
+    }
+
+    /// The keys that may validate a token whose `sub` is `id`, from the
+    /// bundle of `id`'s own trust domain only; `None` when no bundle knows
+    /// such an identity (an *unknown identity*, not a bad token).
     pub fn keys_for(&self, id: &SpiffeId) -> Option<&[PublicKey]> {
+        if id.trust_domain() != self.trust_domain {
+            return self
+                .federated
+                .iter()
+                .find(|b| b.trust_domain == id.trust_domain())?
+                .keys_for(id);
+        }
         match &self.keys {
             Keys::PerIdentity(map) => map.get(id).map(Vec::as_slice),
-            Keys::CentralIssuer(keys) => (id.trust_domain() == self.trust_domain
-                && !keys.is_empty())
-            .then_some(keys.as_slice()),
+            Keys::CentralIssuer(keys) => (!keys.is_empty()).then_some(keys.as_slice()),
         }
     }
 
@@ -218,6 +263,11 @@ impl Bundle {
     /// `spiffe_sequence` of a SPIFFE bundle, if it carried one.
     pub fn sequence(&self) -> Option<u64> {
         self.sequence
+    }
+
+    /// `spiffe_refresh_hint` of a SPIFFE bundle, in seconds, if it carried one.
+    pub fn refresh_hint(&self) -> Option<u64> {
+        self.refresh_hint
     }
 
     /// Entries skipped while loading.
@@ -299,6 +349,59 @@ mod tests {
     use super::*;
     use crate::keys::PrivateKey;
     use serde_json::json;
+
+    fn spiffile(trust_domain: &str, id: &str, key: &Value) -> Bundle {
+        let doc = json!({
+            "trust_domain": trust_domain,
+            "spiffile_version": 1,
+            "identities": { id: { "keys": [key] } }
+        });
+        Bundle::parse_spiffile(doc.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_federated_key_never_answers_for_another_trust_domain() {
+        let (a_key, b_key, c_key) = (jwk(), jwk(), jwk());
+        let local = spiffile("a.org", "spiffe://a.org/x", &a_key);
+        let b = spiffile("b.org", "spiffe://b.org/x", &b_key);
+        let c_doc = json!({ "keys": [c_key] }).to_string();
+        let c = Bundle::parse_central_issuer(c_doc.as_bytes(), "c.org").unwrap();
+        let all = local.federate(vec![b, c]).unwrap();
+        let kid = |keys: Option<&[PublicKey]>| keys.map(|k| k[0].jwk().clone());
+        let id = |s: &str| SpiffeId::parse(s).unwrap();
+        let as_jwk = |v: &Value| serde_json::from_value::<crate::jwk::Jwk>(v.clone()).unwrap();
+        assert_eq!(
+            kid(all.keys_for(&id("spiffe://a.org/x"))),
+            Some(as_jwk(&a_key))
+        );
+        assert_eq!(
+            kid(all.keys_for(&id("spiffe://b.org/x"))),
+            Some(as_jwk(&b_key))
+        );
+        // A central issuer answers for its own domain only.
+        assert_eq!(
+            kid(all.keys_for(&id("spiffe://c.org/any"))),
+            Some(as_jwk(&c_key))
+        );
+        for unknown in ["spiffe://b.org/y", "spiffe://a.org/y", "spiffe://d.org/x"] {
+            assert!(all.keys_for(&id(unknown)).is_none(), "{unknown}");
+        }
+    }
+
+    #[test]
+    fn one_trust_domain_never_gets_two_bundles() {
+        let local = spiffile("a.org", "spiffe://a.org/x", &jwk());
+        let again = spiffile("a.org", "spiffe://a.org/y", &jwk());
+        assert_eq!(
+            local.clone().federate(vec![again]).unwrap_err(),
+            BundleError::DuplicateTrustDomain("a.org".into())
+        );
+        let b1 = spiffile("b.org", "spiffe://b.org/x", &jwk());
+        assert!(matches!(
+            local.federate(vec![b1.clone(), b1]),
+            Err(BundleError::DuplicateTrustDomain(_))
+        ));
+    }
 
     fn jwk() -> Value {
         serde_json::to_value(PrivateKey::generate().unwrap().public_key().jwk()).unwrap()
@@ -388,6 +491,7 @@ mod tests {
         let bundle =
             Bundle::parse_central_issuer(bytes.to_string().as_bytes(), "example.org").unwrap();
         assert_eq!(bundle.sequence(), Some(7));
+        assert_eq!(bundle.refresh_hint(), Some(300));
         assert!(bundle.warnings().is_empty());
         let inside = SpiffeId::parse("spiffe://example.org/any/one").unwrap();
         let outside = SpiffeId::parse("spiffe://evil.org/any").unwrap();

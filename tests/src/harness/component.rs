@@ -112,13 +112,26 @@ impl identity::Host for HostState {
             version: doc.version,
             generation: doc.generation,
             spiffe_id: doc.spiffe_id.to_string(),
-            bundle_format: match doc.bundle_format {
-                BundleFormatName::Spiffile => identity::BundleFormat::Spiffile,
-                BundleFormatName::SpiffeJwks => identity::BundleFormat::SpiffeJwks,
-            },
+            bundle_format: format(doc.bundle_format),
             bundle: doc.bundle,
             key_pem: doc.key_pem,
+            federated: doc
+                .federated
+                .into_iter()
+                .map(|f| identity::FederatedBundle {
+                    trust_domain: f.trust_domain,
+                    bundle_format: format(f.bundle_format),
+                    bundle: f.bundle,
+                })
+                .collect(),
         })
+    }
+}
+
+fn format(name: BundleFormatName) -> identity::BundleFormat {
+    match name {
+        BundleFormatName::Spiffile => identity::BundleFormat::Spiffile,
+        BundleFormatName::SpiffeJwks => identity::BundleFormat::SpiffeJwks,
     }
 }
 

@@ -250,7 +250,7 @@ impl Inbound {
             Ok(verified) => verified,
             Err(rejection) => return InboundVerdict::Rejected(rejection),
         };
-        if self.admits(&caller, path) {
+        if self.admits(&caller, workload, path) {
             InboundVerdict::Allowed { caller, cached }
         } else {
             InboundVerdict::Forbidden { caller }
@@ -281,10 +281,11 @@ impl Inbound {
 
     /// Route authorization: for each form of the path, the most specific
     /// rule covering it decides, and every form must admit the caller; no
-    /// rules at all admits every authenticated caller.
-    fn admits(&self, caller: &SpiffeId, path: &str) -> bool {
+    /// rules at all admits every authenticated caller of the workload's own
+    /// trust domain (a federated domain only where a rule names it).
+    fn admits(&self, caller: &SpiffeId, workload: &SpiffeId, path: &str) -> bool {
         if self.config.routes.is_empty() {
-            return true;
+            return caller.trust_domain() == workload.trust_domain();
         }
         self.path_forms(path).iter().all(|form| {
             self.config

@@ -36,6 +36,41 @@ pub struct IdentityDocument {
     pub bundle: String,
     /// The workload's private key, PKCS#8 PEM.
     pub key_pem: String,
+    /// The bundles of federated trust domains, each kept apart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federated: Vec<FederatedBundle>,
+}
+
+/// One federated trust domain's bundle, as the identity document carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedBundle {
+    /// The trust domain it speaks for.
+    pub trust_domain: String,
+    /// Format of `bundle`: a spiffile bundle, or a standard SPIFFE bundle
+    /// whose keys sign for any ID of the domain.
+    pub bundle_format: BundleFormatName,
+    /// The bundle document, verbatim.
+    pub bundle: String,
+}
+
+impl FederatedBundle {
+    /// Parses the bundle; it must speak for its configured trust domain.
+    pub fn parse(&self) -> Result<Bundle, BundleError> {
+        let bundle = match self.bundle_format {
+            BundleFormatName::Spiffile => Bundle::parse_spiffile(self.bundle.as_bytes())?,
+            BundleFormatName::SpiffeJwks => {
+                Bundle::parse_central_issuer(self.bundle.as_bytes(), &self.trust_domain)?
+            }
+        };
+        if bundle.trust_domain() != self.trust_domain {
+            return Err(BundleError::WrongTrustDomain {
+                expected: self.trust_domain.clone(),
+                found: bundle.trust_domain().to_owned(),
+            });
+        }
+        Ok(bundle)
+    }
 }
 
 impl fmt::Debug for IdentityDocument {
@@ -58,6 +93,9 @@ pub enum IdentityDocError {
     /// The bundle inside is invalid.
     #[error("identity bundle is invalid: {0}")]
     Bundle(#[from] BundleError),
+    /// A federated trust domain's bundle is invalid.
+    #[error("bundle of federated trust domain {0:?} is invalid: {1}")]
+    Federated(String, BundleError),
     /// The key inside is invalid.
     #[error("identity key is invalid: {0}")]
     Key(#[from] KeyError),
@@ -85,7 +123,15 @@ impl WorkloadIdentity {
                 trust_domain: doc.spiffe_id.trust_domain().to_owned(),
             },
         };
-        let bundle = Bundle::parse(doc.bundle.as_bytes(), &format)?;
+        let federated = doc
+            .federated
+            .iter()
+            .map(|f| {
+                f.parse()
+                    .map_err(|e| IdentityDocError::Federated(f.trust_domain.clone(), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let bundle = Bundle::parse(doc.bundle.as_bytes(), &format)?.federate(federated)?;
         let key = PrivateKey::from_pkcs8_pem(&doc.key_pem)?;
         Ok(Self {
             version: doc.version.clone(),
