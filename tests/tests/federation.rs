@@ -49,6 +49,11 @@ fn root(dir: &std::path::Path, trust_domain: &str, services: &[&str]) -> Root {
 /// A token with `sub` and `aud` (and a fresh `jti`, so no cache has seen
 /// it), signed with `service`'s key of `root`.
 fn signed(root: &Root, service: &str, sub: &str, aud: &str) -> String {
+    signed_for(root, service, sub, serde_json::json!(aud))
+}
+
+/// As [`signed`], with `aud` as given (a string or an array).
+fn signed_for(root: &Root, service: &str, sub: &str, aud: serde_json::Value) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let (secs, jti) = (now.as_secs(), now.as_nanos().to_string());
     let claims =
@@ -136,6 +141,34 @@ fn two_federated_domains_share_one_envoy_without_sharing_keys() {
             "{signer} signing as {sub}"
         );
     }
+
+    // An aud array: only where allowed, only from the standard domain.
+    let arrays = format!("{NAMED}  allow_multiple_audiences: true\n");
+    let lenient = Sidecar::start_with(
+        dir.path(),
+        &local,
+        "billing",
+        app.port,
+        Some(&arrays),
+        false,
+        &federation,
+    );
+    let both = serde_json::json!([BILLING, ORDERS]);
+    let nightly_both = signed_for(&third, "issuer", NIGHTLY, both.clone());
+    assert_eq!(
+        status(named.inbound, &nightly_both),
+        401,
+        "arrays not allowed"
+    );
+    assert_eq!(status(lenient.inbound, &nightly_both), 200);
+    let partner_both = signed_for(&other, "partner", PARTNER, both);
+    assert_eq!(
+        status(lenient.inbound, &partner_both),
+        401,
+        "spiffile: one string"
+    );
+    let elsewhere = signed_for(&third, "issuer", NIGHTLY, serde_json::json!([ORDERS]));
+    assert_eq!(status(lenient.inbound, &elsewhere), 401, "not for billing");
 
     // The partner's rotation reaches the filters without a restart.
     let d = other.dir.to_string_lossy();

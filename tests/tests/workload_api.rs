@@ -218,6 +218,13 @@ fn jwks(root: &Root, services: &[&str]) -> String {
     serde_json::json!({ "keys": keys, "spiffe_sequence": keys.len() }).to_string()
 }
 
+/// Replaces `path` atomically, as provisioning tools do.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
 fn watch(dir: &Path, socket: &Path, updates: usize) -> Proc {
     let mut watcher = Proc::spawn(
         &format!("watch-{updates}"),
@@ -251,10 +258,11 @@ fn bundle_streams_carry_standard_domains_and_move_on_every_change() {
 
     // Central issuer: the trust domain's JWKS is served, re-sent when it
     // changes.
-    let jwks_file = dir.path().join("jwks.json");
-    std::fs::write(&jwks_file, jwks(&root, &["orders"])).unwrap();
+    let jwks_file = dir.path().join("bundle/jwks.json");
+    std::fs::create_dir_all(jwks_file.parent().unwrap()).unwrap();
+    replace(&jwks_file, &jwks(&root, &["orders"]));
     let bundle = jwks_file.to_string_lossy().into_owned();
-    let (_shim, socket) = serve(
+    let (shim, socket) = serve(
         dir.path(),
         &root,
         &["--central-issuer"],
@@ -264,9 +272,15 @@ fn bundle_streams_carry_standard_domains_and_move_on_every_change() {
     let first: serde_json::Value = serde_json::from_str(client(&["bundles", &s]).ok()).unwrap();
     assert_eq!(first["example.org"].as_array().unwrap().len(), 1, "{first}");
     let watcher = watch(dir.path(), &socket, 2);
-    std::fs::write(&jwks_file, jwks(&root, &["orders", "billing"])).unwrap();
-    wait_until(Duration::from_secs(10), || updates(&watcher).len() >= 2)
-        .expect("an update after the bundle changed");
+    replace(&jwks_file, &jwks(&root, &["orders", "billing"]));
+    if wait_until(Duration::from_secs(20), || updates(&watcher).len() >= 2).is_none() {
+        panic!(
+            "no update after the bundle changed: client {} {}; shim {}",
+            watcher.stdout(),
+            watcher.stderr(),
+            shim.proc.stderr()
+        );
+    }
     let seen = updates(&watcher);
     let last = seen.last().unwrap();
     assert_eq!(last["example.org"].as_array().unwrap().len(), 2, "{seen:?}");
@@ -288,10 +302,10 @@ fn spiffile_keys_never_reach_a_bundle_stream_but_revocations_wake_it() {
     client(&["validate", &s, ORDERS, &from_billing]).ok();
     let watcher = watch(dir.path(), &socket, 3);
     root.identity("rotate", "orders", &[]);
-    wait_until(Duration::from_secs(10), || updates(&watcher).len() >= 2)
+    wait_until(Duration::from_secs(20), || updates(&watcher).len() >= 2)
         .expect("an update after the rotation");
     root.identity("remove", "billing", &[]);
-    wait_until(Duration::from_secs(10), || updates(&watcher).len() >= 3)
+    wait_until(Duration::from_secs(20), || updates(&watcher).len() >= 3)
         .expect("an update after the removal");
     // Each update is empty: per-identity keys are not a trust domain's set.
     assert!(

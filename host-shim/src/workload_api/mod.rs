@@ -66,8 +66,9 @@ impl WorkloadApiArgs {
     }
 }
 
-/// The metadata header every request must carry (SPIFFE Workload API §5.1):
-/// a browser or SSRF-driven request cannot set it.
+/// The metadata header every request must carry (the Workload API
+/// standard's defence against SSRF: a browser or a forwarded request
+/// cannot set it).
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 
 /// Default lifetime of the JWT-SVIDs it mints, in seconds.
@@ -76,8 +77,8 @@ pub const DEFAULT_SVID_TTL_SECS: u64 = 300;
 /// Which audiences the app may ask tokens for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Audiences {
-    /// Identities the bundle knows (spiffile: bound in it; central issuer:
-    /// in its trust domain).
+    /// Identities the bundles know: bound in a spiffile bundle, or in the
+    /// trust domain of a standard one (federated domains included).
     InBundle,
     /// Exactly these.
     Only(Vec<SpiffeId>),
@@ -91,7 +92,8 @@ pub struct WorkloadApi {
     ttl_secs: u64,
 }
 
-type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// A server stream of messages.
+type Updates<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl WorkloadApi {
     /// A service minting `ttl_secs` tokens for `audiences`.
@@ -204,9 +206,9 @@ fn jwt_bundles(served: &Served) -> HashMap<String, Vec<u8>> {
 
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for WorkloadApi {
-    type FetchX509SVIDStream = Stream_<X509svidResponse>;
-    type FetchX509BundlesStream = Stream_<X509BundlesResponse>;
-    type FetchJWTBundlesStream = Stream_<JwtBundlesResponse>;
+    type FetchX509SVIDStream = Updates<X509svidResponse>;
+    type FetchX509BundlesStream = Updates<X509BundlesResponse>;
+    type FetchJWTBundlesStream = Updates<JwtBundlesResponse>;
 
     async fn fetch_x509svid(
         &self,
@@ -285,8 +287,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         _: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let first = self.served()?;
+        // Subscribed before the first read: a change in between is not lost.
         let changes = self.source.subscribe();
+        let first = self.served()?;
         let source = self.source.clone();
         // One message now, then one per identity change (a rotation or a
         // revocation is a change even when no standard bundle moved).

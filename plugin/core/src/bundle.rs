@@ -226,6 +226,16 @@ impl Bundle {
         Ok(self)
     }
 
+    /// The bundle of `trust_domain`: this one or a federated one.
+    pub fn domain(&self, trust_domain: &str) -> Option<&Bundle> {
+        if trust_domain == self.trust_domain {
+            return Some(self);
+        }
+        self.federated
+            .iter()
+            .find(|b| b.trust_domain == trust_domain)
+    }
+
     /// The federated trust domains' bundles.
     pub fn federated(&self) -> &[Bundle] {
         &self.federated
@@ -236,11 +246,7 @@ impl Bundle {
     /// such an identity (an *unknown identity*, not a bad token).
     pub fn keys_for(&self, id: &SpiffeId) -> Option<&[PublicKey]> {
         if id.trust_domain() != self.trust_domain {
-            return self
-                .federated
-                .iter()
-                .find(|b| b.trust_domain == id.trust_domain())?
-                .keys_for(id);
+            return self.domain(id.trust_domain())?.keys_for(id);
         }
         match &self.keys {
             Keys::PerIdentity(map) => map.get(id).map(Vec::as_slice),

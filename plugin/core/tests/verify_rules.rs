@@ -470,3 +470,64 @@ fn central_issuer_mode_accepts_any_id_of_its_domain_only_when_configured() {
         Err(VerifyError::UnknownIdentity(_))
     ));
 }
+
+/// Billing's verifier allowing `aud` arrays, over its own spiffile bundle
+/// federated with `partner.org`, a central issuer whose key is `issuer`.
+fn several_audiences(issuer: &PrivateKey) -> (TokenVerifier, Bundle, World) {
+    let w = world();
+    let jwks = json!({"keys": [w_jwk(issuer)]}).to_string();
+    let partner = Bundle::parse_central_issuer(jwks.as_bytes(), "partner.org").unwrap();
+    let bundle = w.bundle.clone().federate(vec![partner]).unwrap();
+    let options = VerifyOptions {
+        allow_multiple_audiences: true,
+        ..VerifyOptions::default()
+    };
+    (TokenVerifier::new(id(BILLING), options), bundle, w)
+}
+
+fn w_jwk(key: &PrivateKey) -> serde_json::Value {
+    serde_json::to_value(key.public_key().jwk()).unwrap()
+}
+
+#[test]
+fn an_aud_array_is_accepted_only_where_allowed_and_only_from_a_standard_domain() {
+    let issuer = PrivateKey::generate().unwrap();
+    let (verifier, bundle, w) = several_audiences(&issuer);
+    let check = |token: &str| verifier.verify(token, &bundle, NOW, &RustCrypto);
+    let partner = |aud: serde_json::Value| {
+        let c = json!({"sub": "spiffe://partner.org/job", "aud": aud, "iat": NOW, "exp": NOW + 60});
+        sign_raw(&issuer, &header(&issuer), &c.to_string())
+    };
+    // A standard domain's caller may name several audiences, one of them ours.
+    let v = check(&partner(json!([BILLING, "spiffe://example.org/other"]))).unwrap();
+    assert_eq!(v.caller, id("spiffe://partner.org/job"));
+    assert_eq!(
+        check(&partner(json!(["spiffe://example.org/other"]))),
+        Err(VerifyError::Invalid(InvalidToken::AudienceMismatch))
+    );
+    assert_eq!(
+        check(&partner(json!([]))),
+        Err(VerifyError::Invalid(InvalidToken::ClaimType("aud")))
+    );
+    assert_eq!(
+        check(&partner(json!([BILLING, 7]))),
+        Err(VerifyError::Invalid(InvalidToken::ClaimType("aud")))
+    );
+    // A spiffile caller keeps the single string, even where arrays are allowed.
+    let mut c = claims();
+    c["aud"] = json!([BILLING]);
+    assert_eq!(
+        check(&w.with_claims(c)),
+        Err(VerifyError::Invalid(InvalidToken::AudienceNotString))
+    );
+    // Without the option, no caller may send an array.
+    assert_eq!(
+        TokenVerifier::new(id(BILLING), VerifyOptions::default()).verify(
+            &partner(json!([BILLING])),
+            &bundle,
+            NOW,
+            &RustCrypto
+        ),
+        Err(VerifyError::Invalid(InvalidToken::AudienceNotString))
+    );
+}

@@ -111,6 +111,10 @@ pub struct InboundConfig {
     pub leeway_secs: u64,
     /// Longest token accepted, bytes.
     pub max_token_bytes: usize,
+    /// Accept a token whose `aud` is an array containing the audience,
+    /// from callers of standard-mode trust domains only. The shim's own
+    /// checks (transactions, secrets) never do.
+    pub allow_multiple_audiences: bool,
     /// Verified-token cache entries per worker (0: no cache).
     pub cache_size: usize,
     /// Bound on the bytes of cached tokens per worker (0: no cache).
@@ -161,6 +165,7 @@ impl Default for InboundConfig {
             audience: None,
             leeway_secs: DEFAULT_LEEWAY_SECS,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            allow_multiple_audiences: false,
             cache_size: DEFAULT_CACHE_SIZE,
             cache_bytes: DEFAULT_CACHE_BYTES,
             case_sensitive: false,

@@ -135,6 +135,7 @@ impl Inbound {
         let options = VerifyOptions {
             leeway_secs: config.leeway_secs,
             max_token_bytes: config.max_token_bytes,
+            allow_multiple_audiences: config.allow_multiple_audiences,
         };
         let transactions = TransactionRoutes::new(config.transactions.clone());
         let caller_header = Text::from(config.caller_header.as_str());

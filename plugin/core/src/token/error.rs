@@ -70,7 +70,9 @@ pub enum InvalidToken {
     #[error("claim {0:?} has the wrong type")]
     ClaimType(&'static str),
     /// `aud` is an array (or another non-string), even one holding the receiver.
-    #[error("aud must be a single string")]
+    #[error(
+        "aud must be a single string (an array only from a standard-mode trust domain, where configured)"
+    )]
     AudienceNotString,
     /// `sub` is not a SPIFFE ID.
     #[error("sub is not a SPIFFE ID: {0}")]

@@ -23,6 +23,10 @@ pub struct VerifyOptions {
     pub leeway_secs: u64,
     /// Longest token accepted, in bytes.
     pub max_token_bytes: usize,
+    /// Accept an `aud` array that contains the audience, from callers of
+    /// a standard-mode (central issuer) trust domain only; spiffile callers
+    /// always need the single string.
+    pub allow_multiple_audiences: bool,
 }
 
 impl Default for VerifyOptions {
@@ -30,8 +34,15 @@ impl Default for VerifyOptions {
         Self {
             leeway_secs: DEFAULT_LEEWAY_SECS,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            allow_multiple_audiences: false,
         }
     }
+}
+
+/// `aud` as a token carries it.
+enum Aud<'c> {
+    One(&'c str),
+    Several(&'c [Value]),
 }
 
 /// Verifies JWT-SVIDs addressed to one audience.
@@ -88,7 +99,8 @@ impl TokenVerifier {
             .as_str()
             .ok_or(InvalidToken::ClaimType("sub"))?;
         let aud = match claims.get("aud").ok_or(InvalidToken::MissingClaim("aud"))? {
-            Value::String(aud) => aud,
+            Value::String(aud) => Aud::One(aud),
+            Value::Array(items) if self.options.allow_multiple_audiences => Aud::Several(items),
             _ => return Err(InvalidToken::AudienceNotString.into()),
         };
         let exp = numeric_date(claims, "exp")?.ok_or(InvalidToken::MissingClaim("exp"))?;
@@ -107,7 +119,26 @@ impl TokenVerifier {
             .ok_or_else(|| VerifyError::UnknownIdentity(caller.clone()))?;
 
         // 4. (cheap checks before the signature) audience and time.
-        if aud != self.audience.as_str() {
+        let aimed = match aud {
+            Aud::One(aud) => aud == self.audience.as_str(),
+            Aud::Several(items) => {
+                // Several audiences only from a domain whose keys sign for
+                // the whole domain; a spiffile domain keeps the one string.
+                let standard = bundle
+                    .domain(caller.trust_domain())
+                    .is_some_and(|d| !d.binds_keys_to_identities());
+                if !standard {
+                    return Err(InvalidToken::AudienceNotString.into());
+                }
+                if items.is_empty() || items.iter().any(|v| !v.is_string()) {
+                    return Err(InvalidToken::ClaimType("aud").into());
+                }
+                items
+                    .iter()
+                    .any(|v| v.as_str() == Some(self.audience.as_str()))
+            }
+        };
+        if !aimed {
             return Err(InvalidToken::AudienceMismatch.into());
         }
         let now_f = now as f64;
