@@ -42,9 +42,14 @@ impl Root {
 
     /// Initializes `dir` for `example.org` and adds `services`.
     pub fn new(dir: &Path, services: &[&str]) -> Self {
+        Self::for_domain(dir, "example.org", services)
+    }
+
+    /// Initializes `dir` for `trust_domain` and adds `services`.
+    pub fn for_domain(dir: &Path, trust_domain: &str, services: &[&str]) -> Self {
         let d = dir.to_string_lossy();
         ephemera(
-            &["identity", "init", &d, "--trust-domain", "example.org"],
+            &["identity", "init", &d, "--trust-domain", trust_domain],
             &[],
         )
         .ok();

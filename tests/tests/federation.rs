@@ -30,20 +30,11 @@ fn status(port: u16, token: &str) -> u16 {
     get(port, "/", &[("authorization", &format!("Bearer {token}"))]).status
 }
 
-/// A root for `trust_domain` with `services`.
-fn root(dir: &std::path::Path, trust_domain: &str, services: &[&str]) -> Root {
-    let d = dir.to_string_lossy();
-    ephemera(
-        &["identity", "init", &d, "--trust-domain", trust_domain],
-        &[],
-    )
-    .ok();
-    for s in services {
-        ephemera(&["identity", "add", &d, s], &[]).ok();
-    }
-    Root {
-        dir: dir.to_owned(),
-    }
+/// Roots for the local domain (orders, billing) and other.org (partner).
+fn local_and_other(dir: &Path) -> (Root, Root) {
+    let local = Root::for_domain(&dir.join("example"), "example.org", &["orders", "billing"]);
+    let other = Root::for_domain(&dir.join("other"), "other.org", &["partner"]);
+    (local, other)
 }
 
 /// A token with `sub` and `aud` (and a fresh `jti`, so no cache has seen
@@ -72,14 +63,9 @@ fn signed_for(root: &Root, service: &str, sub: &str, aud: serde_json::Value) -> 
 #[test]
 fn two_federated_domains_share_one_envoy_without_sharing_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let local = root(
-        &dir.path().join("example"),
-        "example.org",
-        &["orders", "billing"],
-    );
-    let other = root(&dir.path().join("other"), "other.org", &["partner"]);
+    let (local, other) = local_and_other(dir.path());
     // third.org is run by a central issuer: its JWKS signs for the domain.
-    let third = root(&dir.path().join("third"), "third.org", &["issuer"]);
+    let third = Root::for_domain(&dir.path().join("third"), "third.org", &["issuer"]);
     let third_bundle: serde_json::Value =
         serde_json::from_slice(&std::fs::read(third.dir.join("bundle.json")).unwrap()).unwrap();
     let jwks = dir.path().join("third-jwks.json");
@@ -183,12 +169,7 @@ fn two_federated_domains_share_one_envoy_without_sharing_keys() {
 #[test]
 fn a_federated_bundle_for_another_domain_is_refused_and_the_last_good_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let local = root(
-        &dir.path().join("example"),
-        "example.org",
-        &["orders", "billing"],
-    );
-    let other = root(&dir.path().join("other"), "other.org", &["partner"]);
+    let (local, other) = local_and_other(dir.path());
     let federated = dir.path().join("other-bundle.json");
     std::fs::copy(other.dir.join("bundle.json"), &federated).unwrap();
     let flag = format!("other.org={}", federated.display());
@@ -244,12 +225,12 @@ fn publish(www: &Path, third: &Root, services: &[&str], sequence: u64) {
 #[test]
 fn a_bundle_endpoint_over_tls_is_followed_and_never_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
-    let local = root(
+    let local = Root::for_domain(
         &dir.path().join("example"),
         "example.org",
         &["orders", "billing"],
     );
-    let third = root(
+    let third = Root::for_domain(
         &dir.path().join("third"),
         "third.org",
         &["one", "two", "three"],
