@@ -1,7 +1,8 @@
 //! ephemera's core: SPIFFE IDs, spiffile trust bundles, P-256 keys and
 //! JWT-SVID verification and minting ([`token`]); the filter, whose
 //! [`filter::exchange`] is each request's whole life; transactions
-//! ([`ipt`]); secrets, their grants and canonical URIs ([`secrets`]).
+//! ([`ipt`]); secrets, their grants and canonical URIs ([`secrets`]); WIMSE
+//! workload identity and proof tokens ([`wimse`]).
 //!
 //! Pure Rust with no I/O: hosts supply the time, the bytes of files and
 //! documents, and optionally a native signature backend ([`Es256`]); the
@@ -23,6 +24,7 @@ pub mod secrets;
 pub mod spiffe_id;
 pub mod strict_json;
 pub mod token;
+pub mod wimse;
 
 pub use bundle::{Bundle, BundleDocument, BundleError, BundleFormat, BundleWarning};
 pub use crypto::{CryptoError, Es256, RawSignature, RustCrypto};

@@ -74,8 +74,9 @@ pub enum DpopError {
     Crypto(#[from] CryptoError),
 }
 
-/// The `ath` of an access token: base64url SHA-256 of its text.
-fn token_hash(access_token: &str) -> String {
+/// The `ath` of an access token (and WIMSE's `wth`, `tth`, `oth` of their
+/// tokens): base64url SHA-256 of its text.
+pub(crate) fn token_hash(access_token: &str) -> String {
     b64::encode(Sha256::digest(access_token.as_bytes()))
 }
 
@@ -126,13 +127,14 @@ pub fn verify_dpop(
     })
 }
 
-/// The header's key, from its public members only.
-fn public_key(jwk: &Value) -> Result<PublicKey, JwkError> {
+/// A key carried in a token (a header's `jwk`, a `cnf.jwk`) or an issuer
+/// document, from its public members and `kid` only.
+pub(crate) fn public_key(jwk: &Value) -> Result<PublicKey, JwkError> {
     let map = jwk.as_object().ok_or(JwkError::NotAnObject)?;
     if map.contains_key("d") {
         return Err(JwkError::PrivatePart);
     }
-    let public: Map<String, Value> = ["kty", "crv", "x", "y"]
+    let public: Map<String, Value> = ["kty", "crv", "x", "y", "kid"]
         .into_iter()
         .filter_map(|k| map.get(k).map(|v| (k.to_owned(), v.clone())))
         .collect();

@@ -1,11 +1,11 @@
 //! JWT-SVIDs: the compact JWS form, verification and minting.
 
 mod claims;
-mod dpop;
+pub(crate) mod dpop;
 mod error;
 mod malleability;
 mod mint;
-mod verify;
+pub(crate) mod verify;
 
 pub use claims::VerifiedToken;
 pub use dpop::{DpopError, DpopProof, DpopRequest, create_proof, verify_dpop};

@@ -53,15 +53,15 @@ pub struct TokenVerifier {
 }
 
 /// The parts of a compact JWS, decoded but not yet trusted.
-pub(super) struct Parts<'t> {
+pub(crate) struct Parts<'t> {
     /// `header.claims`, the signed bytes.
-    pub(super) signing_input: &'t str,
+    pub(crate) signing_input: &'t str,
     /// The JOSE header.
-    pub(super) header: Map<String, Value>,
+    pub(crate) header: Map<String, Value>,
     /// The claims.
-    pub(super) claims: Map<String, Value>,
+    pub(crate) claims: Map<String, Value>,
     /// The raw `r || s` signature.
-    pub(super) signature: RawSignature,
+    pub(crate) signature: RawSignature,
 }
 
 impl TokenVerifier {
@@ -174,7 +174,7 @@ impl TokenVerifier {
 
 /// Splits and decodes a compact JWS of at most `max_bytes`; nothing is
 /// trusted yet.
-pub(super) fn decode(token: &str, max_bytes: usize) -> Result<Parts<'_>, InvalidToken> {
+pub(crate) fn decode(token: &str, max_bytes: usize) -> Result<Parts<'_>, InvalidToken> {
     if token.len() > max_bytes {
         return Err(InvalidToken::TooLarge {
             len: token.len(),
@@ -232,7 +232,7 @@ fn check_header(header: &Map<String, Value>) -> Result<(), InvalidToken> {
 }
 
 /// A NumericDate claim: absent, or a finite non-negative JSON number.
-fn numeric_date(
+pub(crate) fn numeric_date(
     claims: &Map<String, Value>,
     name: &'static str,
 ) -> Result<Option<f64>, InvalidToken> {
