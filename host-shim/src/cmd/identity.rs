@@ -28,6 +28,9 @@ pub enum IdentityCommand {
         /// The bundle store changes are published to.
         #[command(flatten)]
         store: PublishArgs,
+        /// Also issue the service a WIT.
+        #[command(flatten)]
+        wit: WitArgs,
     },
     /// Give a service a new key; the old one stays in the bundle for overlap.
     Rotate {
@@ -41,6 +44,35 @@ pub enum IdentityCommand {
         /// The bundle store changes are published to.
         #[command(flatten)]
         store: PublishArgs,
+        /// Also give the service a new WIT proof key and WIT.
+        #[command(flatten)]
+        wit: WitArgs,
+    },
+    /// Make a key (outside the root; created when absent) a WIT issuer of
+    /// the root's trust domain, listed in `wit-issuers.json`.
+    WitIssuer {
+        /// The provisioning root directory.
+        root: PathBuf,
+        /// The issuer's private key file (PKCS#8 PEM, 0600).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Issue a service a Workload Identity Token (`wit.jwt`), bound to its
+    /// proof key (`wit-key.pem`, made when absent).
+    Wit {
+        /// The provisioning root directory.
+        root: PathBuf,
+        /// The service name.
+        name: String,
+        /// The WIT issuer's private key file.
+        #[arg(long)]
+        issuer_key: PathBuf,
+        /// The WIT's lifetime, seconds.
+        #[arg(long, default_value_t = DEFAULT_WIT_TTL_SECS)]
+        ttl_secs: u64,
+        /// Make a new proof key: WITs bound to the old one stop verifying.
+        #[arg(long)]
+        new_proof_key: bool,
     },
     /// Revoke a service: remove it from the bundle and delete its files.
     Remove {
@@ -76,6 +108,30 @@ pub enum IdentityCommand {
         /// The service name.
         name: String,
     },
+}
+
+/// A WIT's default lifetime: hours, as the WIMSE draft advises.
+const DEFAULT_WIT_TTL_SECS: u64 = 4 * 3600;
+
+/// Issuing a WIT along with `add` or `rotate`.
+#[derive(Debug, Clone, Args)]
+pub struct WitArgs {
+    /// Issue the service a WIT signed by this issuer key file.
+    #[arg(long)]
+    wit_issuer_key: Option<PathBuf>,
+    /// The WIT's lifetime, seconds.
+    #[arg(long, default_value_t = DEFAULT_WIT_TTL_SECS)]
+    wit_ttl_secs: u64,
+}
+
+impl WitArgs {
+    fn issue(&self, root: &Root, name: &str, new_proof_key: bool) -> Result<(), Failure> {
+        if let Some(key) = &self.wit_issuer_key {
+            root.issue_wit(name, key, self.wit_ttl_secs, new_proof_key)
+                .map_err(Failure::config)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where bundle changes are published (the shims' `--bundle-postgres`).
@@ -130,22 +186,44 @@ impl IdentityCommand {
                     root.display()
                 );
             }
-            Self::Add { root, name, store } => {
-                println!("{}", store.root(root)?.add(&name).map_err(Failure::config)?);
+            Self::Add {
+                root,
+                name,
+                store,
+                wit,
+            } => {
+                let root = store.root(root)?;
+                let id = root.add(&name).map_err(Failure::config)?;
+                wit.issue(&root, &name, false)?;
+                println!("{id}");
             }
             Self::Rotate {
                 root,
                 name,
                 drop_old,
                 store,
+                wit,
             } => {
-                println!(
-                    "{}",
-                    store
-                        .root(root)?
-                        .rotate(&name, drop_old)
-                        .map_err(Failure::config)?
-                );
+                let root = store.root(root)?;
+                let id = root.rotate(&name, drop_old).map_err(Failure::config)?;
+                wit.issue(&root, &name, true)?;
+                println!("{id}");
+            }
+            Self::WitIssuer { root, key } => {
+                let kid = Root::new(root).wit_issuer(&key).map_err(Failure::config)?;
+                println!("WIT issuer {kid}");
+            }
+            Self::Wit {
+                root,
+                name,
+                issuer_key,
+                ttl_secs,
+                new_proof_key,
+            } => {
+                let id = Root::new(root)
+                    .issue_wit(&name, &issuer_key, ttl_secs, new_proof_key)
+                    .map_err(Failure::config)?;
+                println!("{id}");
             }
             Self::Remove { root, name, store } => {
                 println!(

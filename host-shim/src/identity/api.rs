@@ -84,6 +84,8 @@ async fn status(State(source): State<Arc<IdentitySource>>) -> Response {
         "version": served.as_ref().map(|s| s.version.clone()),
         "generation": served.as_ref().map(|s| s.generation),
         "reload_failures": source.reload_failures(),
+        "wit_expires_at": source.wit_expires_at(),
+        "wit_expiry_warnings": source.wit_expiry_warnings(),
         "bundle_unconfirmed_ms": source.unconfirmed_for().map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
     }))
     .into_response()

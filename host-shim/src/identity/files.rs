@@ -15,6 +15,12 @@ pub const ID_FILE: &str = "id";
 pub const KEY_FILE: &str = "key.pem";
 /// The bundle's file name.
 pub const BUNDLE_FILE: &str = "bundle.json";
+/// A service's Workload Identity Token file name.
+pub const WIT_FILE: &str = "wit.jwt";
+/// A service's WIT proof key file name.
+pub const WIT_KEY_FILE: &str = "wit-key.pem";
+/// The trust domain's WIT issuers file name (beside the bundle).
+pub const WIT_ISSUERS_FILE: &str = "wit-issuers.json";
 
 /// Directory shorthand holding `id`, `key.pem` and `bundle.json`.
 pub const ENV_DIR: &str = "SPIFFILE_DIR";
@@ -24,6 +30,12 @@ pub const ENV_ID_FILE: &str = "SPIFFILE_ID_FILE";
 pub const ENV_KEY_FILE: &str = "SPIFFILE_KEY_FILE";
 /// The trust bundle file.
 pub const ENV_BUNDLE_FILE: &str = "SPIFFILE_BUNDLE_FILE";
+/// The workload's Workload Identity Token (optional).
+pub const ENV_WIT_FILE: &str = "SPIFFILE_WIT_FILE";
+/// The WIT's proof key (optional; with the WIT).
+pub const ENV_WIT_KEY_FILE: &str = "SPIFFILE_WIT_KEY_FILE";
+/// The trust domain's WIT issuers (optional).
+pub const ENV_WIT_ISSUERS_FILE: &str = "SPIFFILE_WIT_ISSUERS_FILE";
 
 /// Why identity material could not be located or read.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +79,7 @@ pub enum IdentityError {
     },
 }
 
-/// The three identity files of a workload.
+/// The three identity files of a workload, and its WIMSE files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityPaths {
     /// The SPIFFE ID file.
@@ -76,6 +88,19 @@ pub struct IdentityPaths {
     pub key: PathBuf,
     /// The bundle file.
     pub bundle: PathBuf,
+    /// The WIMSE files, each read only while it exists.
+    pub wimse: WimsePaths,
+}
+
+/// Where a workload's WIMSE material lives; absent files mean none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WimsePaths {
+    /// The workload's WIT.
+    pub wit: Option<PathBuf>,
+    /// The WIT's proof key.
+    pub wit_key: Option<PathBuf>,
+    /// The trust domain's WIT issuers.
+    pub wit_issuers: Option<PathBuf>,
 }
 
 impl IdentityPaths {
@@ -97,10 +122,17 @@ impl IdentityPaths {
                 .or_else(|| dir.as_ref().map(|d| d.join(file)))
                 .ok_or(IdentityError::NotConfigured(var))
         };
+        let optional =
+            |var: &str, file: &str| lookup(var).or_else(|| dir.as_ref().map(|d| d.join(file)));
         Ok(Self {
             id: pick(ENV_ID_FILE, ID_FILE)?,
             key: pick(ENV_KEY_FILE, KEY_FILE)?,
             bundle: pick(ENV_BUNDLE_FILE, BUNDLE_FILE)?,
+            wimse: WimsePaths {
+                wit: optional(ENV_WIT_FILE, WIT_FILE),
+                wit_key: optional(ENV_WIT_KEY_FILE, WIT_KEY_FILE),
+                wit_issuers: optional(ENV_WIT_ISSUERS_FILE, WIT_ISSUERS_FILE),
+            },
         })
     }
 }
@@ -169,6 +201,19 @@ pub fn read_bundle(path: &Path, format: &BundleFormat) -> Result<Bundle, Identit
         path: path.to_owned(),
         source,
     })
+}
+
+/// Reads a text file that may not exist.
+pub fn read_optional(path: Option<&Path>) -> Result<Option<String>, IdentityError> {
+    let Some(path) = path else { return Ok(None) };
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 fn read_text(path: &Path) -> Result<String, IdentityError> {

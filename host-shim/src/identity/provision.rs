@@ -8,9 +8,16 @@ use std::path::{Path, PathBuf};
 use ephemera_core::{BundleDocument, BundleError, KeyError, PrivateKey, SpiffeId, SpiffeIdError};
 
 use crate::atomic_file;
-pub use crate::identity::files::{BUNDLE_FILE, ID_FILE, KEY_FILE};
-use crate::identity::files::{ENV_BUNDLE_FILE, ENV_ID_FILE, ENV_KEY_FILE};
+pub use crate::identity::files::{
+    BUNDLE_FILE, ID_FILE, KEY_FILE, WIT_FILE, WIT_ISSUERS_FILE, WIT_KEY_FILE,
+};
+use crate::identity::files::{
+    ENV_BUNDLE_FILE, ENV_ID_FILE, ENV_KEY_FILE, ENV_WIT_FILE, ENV_WIT_ISSUERS_FILE,
+    ENV_WIT_KEY_FILE,
+};
 use crate::identity::store::Change;
+use ephemera_core::wimse::{IssuersDocument, IssuersError, issue_wit};
+use ephemera_core::{MintError, RustCrypto};
 
 /// The directory of per-service material in a root.
 pub const SERVICES_DIR: &str = "services";
@@ -60,6 +67,34 @@ pub enum ProvisionError {
     /// Key generation or encoding failed.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The WIT issuer key inside the provisioning root, where every
+    /// workload's material lives.
+    #[error("the WIT issuer key {0} must live outside the provisioning root")]
+    IssuerKeyInRoot(PathBuf),
+    /// The issuer key is not listed in `wit-issuers.json`.
+    #[error(
+        "the WIT issuer key {0} is not in wit-issuers.json: run `ephemera identity wit-issuer` first"
+    )]
+    UnknownIssuerKey(PathBuf),
+    /// `wit-issuers.json` cannot be used.
+    #[error("{path}: {source}")]
+    Issuers {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: IssuersError,
+    },
+    /// The WIT could not be signed.
+    #[error("cannot issue the WIT: {0}")]
+    Wit(#[from] MintError),
     /// A file could not be written or removed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -204,7 +239,8 @@ impl Root {
         Ok(id)
     }
 
-    /// Revokes a service: drops it from the bundle and deletes its files.
+    /// Revokes a service: drops it from the bundle (and its WIT proof key
+    /// binding) and deletes its files.
     pub fn remove(&self, name: &str) -> Result<SpiffeId, ProvisionError> {
         let _lock = self.lock()?;
         let mut doc = self.read_bundle()?;
@@ -212,8 +248,13 @@ impl Root {
         doc.identities.remove(id.as_str());
         self.write_bundle(&doc)?;
         self.publish(&doc, &Change::Remove { id: id.to_string() })?;
+        if let Some(mut issuers) = self.read_issuers()?
+            && issuers.bindings.remove(id.as_str()).is_some()
+        {
+            self.write_issuers(&issuers)?;
+        }
         let dir = self.service_dir(name);
-        for file in [ID_FILE, KEY_FILE] {
+        for file in [ID_FILE, KEY_FILE, WIT_FILE, WIT_KEY_FILE] {
             remove_if_present(&dir.join(file))?;
         }
         if dir.exists() {
@@ -222,8 +263,9 @@ impl Root {
         Ok(id)
     }
 
-    /// The three environment variables pointing a workload at its material.
-    pub fn env(&self, name: &str) -> Result<[(&'static str, PathBuf); 3], ProvisionError> {
+    /// The environment variables pointing a workload at its material: the
+    /// three identity files and the WIMSE ones (read while they exist).
+    pub fn env(&self, name: &str) -> Result<[(&'static str, PathBuf); 6], ProvisionError> {
         let doc = self.read_bundle()?;
         service_id(&doc, name)?;
         let dir = absolute(&self.service_dir(name));
@@ -231,7 +273,139 @@ impl Root {
             (ENV_ID_FILE, dir.join(ID_FILE)),
             (ENV_KEY_FILE, dir.join(KEY_FILE)),
             (ENV_BUNDLE_FILE, absolute(&self.bundle_path())),
+            (ENV_WIT_FILE, dir.join(WIT_FILE)),
+            (ENV_WIT_KEY_FILE, dir.join(WIT_KEY_FILE)),
+            (ENV_WIT_ISSUERS_FILE, absolute(&self.issuers_path())),
         ])
+    }
+
+    /// The trust domain's WIT issuers file.
+    pub fn issuers_path(&self) -> PathBuf {
+        self.dir.join(WIT_ISSUERS_FILE)
+    }
+
+    /// Makes `key_file` (outside the root; generated when absent, 0600) a
+    /// WIT issuer of the root's trust domain: its public key goes first in
+    /// `wit-issuers.json`, earlier issuers stay for overlap. Returns its kid.
+    pub fn wit_issuer(&self, key_file: &Path) -> Result<String, ProvisionError> {
+        let _lock = self.lock()?;
+        let key = self.issuer_key(key_file, true)?;
+        let doc = self.read_bundle()?;
+        let mut issuers = self
+            .read_issuers()?
+            .unwrap_or_else(|| IssuersDocument::new(&doc.trust_domain));
+        let kid = key.public_key().kid().to_owned();
+        let known = issuers.keys.iter().any(|k| k["kid"] == kid.as_str());
+        if !known {
+            issuers.keys.insert(0, jwk_value(&key));
+            self.write_issuers(&issuers)?;
+        }
+        Ok(kid)
+    }
+
+    /// Issues `name` a WIT for `ttl_secs`, signed by the issuer key in
+    /// `key_file`, bound to the service's proof key (`wit-key.pem`, made
+    /// when absent or `new_proof_key`). The binding is written before the
+    /// key and the WIT: a WIT bound to an older key stops verifying.
+    pub fn issue_wit(
+        &self,
+        name: &str,
+        key_file: &Path,
+        ttl_secs: u64,
+        new_proof_key: bool,
+    ) -> Result<SpiffeId, ProvisionError> {
+        let _lock = self.lock()?;
+        self.issue_wit_locked(name, key_file, ttl_secs, new_proof_key)
+    }
+
+    fn issue_wit_locked(
+        &self,
+        name: &str,
+        key_file: &Path,
+        ttl_secs: u64,
+        new_proof_key: bool,
+    ) -> Result<SpiffeId, ProvisionError> {
+        let issuer = self.issuer_key(key_file, false)?;
+        let doc = self.read_bundle()?;
+        let id = service_id(&doc, name)?;
+        let dir = self.service_dir(name);
+        if !doc.identities.contains_key(id.as_str()) {
+            return Err(ProvisionError::UnknownService {
+                name: name.to_owned(),
+                path: dir.join(KEY_FILE),
+            });
+        }
+        let mut issuers = self
+            .read_issuers()?
+            .ok_or_else(|| ProvisionError::UnknownIssuerKey(key_file.to_owned()))?;
+        let kid = issuer.public_key().kid();
+        if !issuers.keys.iter().any(|k| k["kid"] == kid) {
+            return Err(ProvisionError::UnknownIssuerKey(key_file.to_owned()));
+        }
+        let key_path = dir.join(WIT_KEY_FILE);
+        let proof_key = match fs::read_to_string(&key_path) {
+            Ok(pem) if !new_proof_key => PrivateKey::from_pkcs8_pem(&pem)?,
+            _ => PrivateKey::generate()?,
+        };
+        issuers
+            .bindings
+            .insert(id.to_string(), proof_key.public_key().jwk().thumbprint());
+        self.write_issuers(&issuers)?;
+        let now = crate::clock::unix_now();
+        let wit = issue_wit(
+            &issuer,
+            &id,
+            proof_key.public_key(),
+            now,
+            ttl_secs,
+            &RustCrypto,
+        )?;
+        write_file(&key_path, proof_key.to_pkcs8_pem()?.as_bytes(), 0o600)?;
+        write_file(&dir.join(WIT_FILE), format!("{wit}\n").as_bytes(), 0o600)?;
+        Ok(id)
+    }
+
+    /// Reads (or, when `create`, makes) the issuer key, which must live
+    /// outside the root.
+    fn issuer_key(&self, key_file: &Path, create: bool) -> Result<PrivateKey, ProvisionError> {
+        let inside = |path: &Path| {
+            let root = fs::canonicalize(&self.dir).unwrap_or_else(|_| absolute(&self.dir));
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let parent = parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            fs::canonicalize(&parent)
+                .unwrap_or_else(|_| absolute(&parent))
+                .starts_with(root)
+        };
+        if inside(key_file) {
+            return Err(ProvisionError::IssuerKeyInRoot(key_file.to_owned()));
+        }
+        match fs::read_to_string(key_file) {
+            Ok(pem) => Ok(PrivateKey::from_pkcs8_pem(&pem)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                let key = PrivateKey::generate()?;
+                write_file(key_file, key.to_pkcs8_pem()?.as_bytes(), 0o600)?;
+                Ok(key)
+            }
+            Err(source) => Err(ProvisionError::Read {
+                path: key_file.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn read_issuers(&self) -> Result<Option<IssuersDocument>, ProvisionError> {
+        let path = self.issuers_path();
+        match fs::read(&path) {
+            Ok(bytes) => IssuersDocument::parse(&bytes)
+                .map(Some)
+                .map_err(|source| ProvisionError::Issuers { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ProvisionError::Read { path, source }),
+        }
+    }
+
+    fn write_issuers(&self, doc: &IssuersDocument) -> Result<(), ProvisionError> {
+        write_file(&self.issuers_path(), doc.to_json().as_bytes(), 0o644)
     }
 
     /// Serializes read-modify-write of the bundle between concurrent

@@ -14,7 +14,7 @@ use ephemera_core::filter::workload_identity::FederatedBundle;
 use ephemera_core::filter::{IdentityDocument, WorkloadIdentity};
 use sha2::{Digest, Sha256};
 
-use crate::identity::files::{FederatedFile, IdentityError, IdentityPaths, read_id};
+use crate::identity::files::{FederatedFile, IdentityError, IdentityPaths, read_id, read_optional};
 
 /// The identity currently served.
 #[derive(Debug, Clone)]
@@ -84,6 +84,8 @@ pub struct IdentitySource {
     /// Version of the last refused file set, so it is reported once.
     refused: RwLock<Option<String>>,
     reload_failures: AtomicU64,
+    wit_expiry_warnings: AtomicU64,
+    wit_warned: RwLock<Option<Instant>>,
     /// The generation served, announced to [`Self::subscribe`]rs.
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -100,6 +102,8 @@ impl IdentitySource {
             stored: None,
             refused: RwLock::new(None),
             reload_failures: AtomicU64::new(0),
+            wit_expiry_warnings: AtomicU64::new(0),
+            wit_warned: RwLock::new(None),
             changes: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -141,7 +145,13 @@ impl IdentitySource {
     /// Every file the identity is read from.
     pub fn files(&self) -> Vec<&std::path::Path> {
         let own = [&self.paths.id, &self.paths.key, &self.paths.bundle];
+        let wimse = &self.paths.wimse;
         own.into_iter()
+            .chain(
+                [&wimse.wit, &wimse.wit_key, &wimse.wit_issuers]
+                    .into_iter()
+                    .flatten(),
+            )
             .chain(self.federated.iter().map(|(_, f)| &f.path))
             .map(std::path::PathBuf::as_path)
             .collect()
@@ -211,6 +221,57 @@ impl IdentitySource {
         self.reload_failures.load(Ordering::Relaxed)
     }
 
+    /// The served WIT's expiry, Unix seconds, if the workload has one.
+    pub fn wit_expires_at(&self) -> Option<u64> {
+        let served = self.served()?;
+        let (wit, _) = served.identity.wimse.own.as_ref()?;
+        ephemera_core::wimse::unverified_times(wit).map(|(_, exp)| exp)
+    }
+
+    /// Warns (and counts) when the served WIT is in the last quarter of its
+    /// lifetime or past it, at most once per `every`.
+    pub fn check_wit_expiry(&self, now: u64, every: Duration) {
+        let Some(served) = self.served() else { return };
+        let Some((wit, _)) = served.identity.wimse.own.as_ref() else {
+            return;
+        };
+        let Some((iat, exp)) = ephemera_core::wimse::unverified_times(wit) else {
+            return;
+        };
+        if now.saturating_add(exp.saturating_sub(iat) / 4) < exp {
+            return;
+        }
+        let due = self
+            .wit_warned
+            .read()
+            .ok()
+            .and_then(|w| *w)
+            .is_none_or(|at| at.elapsed() >= every);
+        if !due {
+            return;
+        }
+        if let Ok(mut warned) = self.wit_warned.write() {
+            *warned = Some(Instant::now());
+        }
+        self.wit_expiry_warnings.fetch_add(1, Ordering::Relaxed);
+        if exp <= now {
+            tracing::error!(
+                "the workload's WIT expired {} s ago: renew it (ephemera identity wit)",
+                now - exp
+            );
+        } else {
+            tracing::warn!(
+                "the workload's WIT expires in {} s: renew it (ephemera identity wit)",
+                exp - now
+            );
+        }
+    }
+
+    /// How many WIT expiry warnings were given.
+    pub fn wit_expiry_warnings(&self) -> u64 {
+        self.wit_expiry_warnings.load(Ordering::Relaxed)
+    }
+
     /// Re-reads the files; serves them if they changed and are valid.
     pub fn reload(&self) -> Result<Reload, ReloadError> {
         let result = self.try_reload();
@@ -263,9 +324,18 @@ impl IdentitySource {
                     }),
             );
         }
+        let wimse = &self.paths.wimse;
+        // One line; the header it goes into takes no line break.
+        let wit = read_optional(wimse.wit.as_deref())?.map(|w| w.trim().to_owned());
+        let wit_key_pem = read_optional(wimse.wit_key.as_deref())?;
+        let wit_issuers = read_optional(wimse.wit_issuers.as_deref())?;
         let mut hash = Sha256::new();
         for part in [id.as_str(), "\0", &bundle, "\0", &key_pem] {
             hash.update(part.as_bytes());
+        }
+        for part in [&wit, &wit_key_pem, &wit_issuers] {
+            hash.update(b"\0");
+            hash.update(part.as_deref().unwrap_or("-").as_bytes());
         }
         for f in &federated {
             for part in ["\0", &f.trust_domain, "\0", &f.bundle] {
@@ -291,6 +361,9 @@ impl IdentitySource {
             bundle,
             key_pem,
             federated,
+            wit_issuers,
+            wit,
+            wit_key_pem,
         };
         // Exactly the filter's validation: what we serve, it will accept.
         let identity = WorkloadIdentity::from_document(&doc).map_err(|e| {

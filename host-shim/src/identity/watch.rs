@@ -15,6 +15,8 @@ use crate::identity::source::{IdentitySource, Reload};
 const SETTLE: Duration = Duration::from_millis(15);
 /// Fallback re-check period (filesystems without events).
 const RESCAN: Duration = Duration::from_secs(2);
+/// How often a WIT near its expiry is warned about.
+const WIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Reloads `source` on every change until the process ends.
 pub async fn run(source: Arc<IdentitySource>) {
@@ -68,5 +70,6 @@ pub async fn run(source: Arc<IdentitySource>) {
             Ok(Reload::Unchanged) => {}
             Err(e) => tracing::error!("identity reload refused, keeping the last good one: {e}"),
         }
+        source.check_wit_expiry(crate::clock::unix_now(), WIT_WARNING_INTERVAL);
     }
 }

@@ -48,6 +48,24 @@ pub struct Destination {
     pub address: String,
     /// Its SPIFFE ID: the audience of tokens minted for it.
     pub spiffe_id: SpiffeId,
+    /// How calls to it prove the workload's identity.
+    #[serde(default)]
+    pub auth: DestinationAuth,
+    /// For `auth: wimse`: the origin its receiver expects in a proof's
+    /// `aud` (default `https://<host>`).
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// How calls to a destination prove the workload's identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestinationAuth {
+    /// A JWT-SVID minted for its SPIFFE ID.
+    #[default]
+    JwtSvid,
+    /// The workload's WIT and a fresh Workload Proof Token.
+    Wimse,
 }
 
 /// An external host whose calls carry a secret (egress injection).
@@ -165,7 +183,20 @@ impl SidecarConfig {
         let hosts: serde_json::Map<String, Value> = out
             .destinations
             .iter()
+            .filter(|d| d.auth == DestinationAuth::JwtSvid)
             .map(|d| (d.host.clone(), Value::String(d.spiffe_id.to_string())))
+            .collect();
+        let origins: serde_json::Map<String, Value> = out
+            .destinations
+            .iter()
+            .filter(|d| d.auth == DestinationAuth::Wimse)
+            .map(|d| {
+                let origin = d
+                    .origin
+                    .clone()
+                    .unwrap_or_else(|| format!("https://{}", d.host));
+                (d.host.clone(), Value::String(origin))
+            })
             .collect();
         let mut outbound = json!({
             "hosts": hosts,
@@ -176,6 +207,9 @@ impl SidecarConfig {
         }
         if let Some(reuse) = out.reuse_secs {
             outbound["reuse_secs"] = json!(reuse);
+        }
+        if !origins.is_empty() {
+            outbound["wimse"] = json!({"origins": origins});
         }
         if !out.egress.is_empty() {
             outbound["secrets"] = out

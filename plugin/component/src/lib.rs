@@ -170,6 +170,9 @@ impl Component {
                         bundle: f.bundle,
                     })
                     .collect(),
+                wit_issuers: doc.wit_issuers,
+                wit: doc.wit,
+                wit_key_pem: doc.wit_key_pem,
             };
             match WorkloadIdentity::from_document(&doc) {
                 Ok(identity) => self.worker.install(identity),

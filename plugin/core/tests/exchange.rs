@@ -48,6 +48,7 @@ impl World {
             generation: 1,
             bundle,
             minter: Minter::new(id(BILLING), billing),
+            wimse: Default::default(),
         };
         let mut world = Self {
             filter,

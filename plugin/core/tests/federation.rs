@@ -36,6 +36,7 @@ fn status(config: &str, bundle: &Bundle, sub: &str, key: &PrivateKey) -> u16 {
         generation: 1,
         bundle: bundle.clone(),
         minter: Minter::new(id(BILLING), PrivateKey::generate().unwrap()),
+        wimse: Default::default(),
     });
     worker.confirm(NOW_MS);
     let token = Minter::new(id(sub), key.clone())

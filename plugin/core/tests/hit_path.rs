@@ -97,6 +97,7 @@ fn cache_hit(config: &str, path: &str) -> Hit {
         generation: 1,
         bundle: bundle(&[(BILLING, &[&billing]), (ORDERS, &[&orders])]),
         minter: Minter::new(id(BILLING), billing),
+        wimse: Default::default(),
     });
     worker.confirm(NOW_MS);
     let token = Minter::new(id(ORDERS), orders)

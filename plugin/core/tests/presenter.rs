@@ -33,6 +33,7 @@ impl World {
             generation: 1,
             bundle: bundle(&[(BILLING, &[&billing]), (ORDERS, &[&orders])]),
             minter: Minter::new(id(BILLING), billing),
+            wimse: Default::default(),
         };
         Self { identity, orders }
     }

@@ -60,7 +60,11 @@ fn world() -> World {
     }
 }
 
-fn request<'a>(wit: &'a str, carried: CarriedTokens<'a>, understood: &'a [String]) -> ProofRequest<'a> {
+fn request<'a>(
+    wit: &'a str,
+    carried: CarriedTokens<'a>,
+    understood: &'a [String],
+) -> ProofRequest<'a> {
     ProofRequest {
         target: TARGET,
         wit,
@@ -132,7 +136,10 @@ const DRAFT_ISSUER: &str = r#"{"kty":"EC","kid":"June 5","crv":"P-256","x":"kXqn
 #[test]
 fn the_drafts_hashes_are_sha256_of_the_token_text_in_base64url() {
     // The example WPT's wth and ath.
-    assert_eq!(hash(DRAFT_WIT), "AaYUfC34D1di2FxQLpiIJJ7Sg8VZ6o8OCdwSf9IToLg");
+    assert_eq!(
+        hash(DRAFT_WIT),
+        "AaYUfC34D1di2FxQLpiIJJ7Sg8VZ6o8OCdwSf9IToLg"
+    );
     assert_eq!(
         hash("16_mAd0GiwaZokU26_0902100"),
         "CL4wjfpRmNf-bdYIbYLnV9d5rMARGwKYE10wUwzC0jI"
@@ -145,7 +152,11 @@ fn the_drafts_example_wit_is_signed_by_its_issuer_and_refused_for_its_ed25519_ke
     let (input, signature) = DRAFT_WIT.rsplit_once('.').unwrap();
     let signature: [u8; 64] = b64::decode(signature).unwrap().try_into().unwrap();
     use ephemera_core::Es256;
-    assert!(RustCrypto.verify(&issuer, input.as_bytes(), &signature).unwrap());
+    assert!(
+        RustCrypto
+            .verify(&issuer, input.as_bytes(), &signature)
+            .unwrap()
+    );
     // Its sub is wimse://, and its proof key Ed25519: ephemera admits SPIFFE
     // IDs and ES256 proof keys only.
     let issuers = WitIssuers::from_document(&IssuersDocument {
@@ -181,16 +192,28 @@ fn hostile_wits_are_refused_each_for_its_rule() {
     assert!(w.wit_with(head.clone(), claims.clone()).is_ok());
 
     let typ_jwt = json!({"typ": "JWT", "alg": "ES256"});
-    assert_eq!(w.wit_with(typ_jwt, claims.clone()).unwrap_err(), WimseError::WitHeader);
+    assert_eq!(
+        w.wit_with(typ_jwt, claims.clone()).unwrap_err(),
+        WimseError::WitHeader
+    );
     let mut no_alg = claims.clone();
     no_alg["cnf"]["jwk"].as_object_mut().unwrap().remove("alg");
-    assert_eq!(w.wit_with(head.clone(), no_alg).unwrap_err(), WimseError::ProofAlgorithm);
+    assert_eq!(
+        w.wit_with(head.clone(), no_alg).unwrap_err(),
+        WimseError::ProofAlgorithm
+    );
     let mut hs256 = claims.clone();
     hs256["cnf"]["jwk"]["alg"] = json!("HS256");
-    assert_eq!(w.wit_with(head.clone(), hs256).unwrap_err(), WimseError::ProofAlgorithm);
+    assert_eq!(
+        w.wit_with(head.clone(), hs256).unwrap_err(),
+        WimseError::ProofAlgorithm
+    );
     let mut expired = claims.clone();
     expired["exp"] = json!(NOW - 6);
-    assert_eq!(w.wit_with(head.clone(), expired).unwrap_err(), WimseError::WitExpired);
+    assert_eq!(
+        w.wit_with(head.clone(), expired).unwrap_err(),
+        WimseError::WitExpired
+    );
     let mut foreign = claims.clone();
     foreign["sub"] = json!("spiffe://other.org/orders");
     assert_eq!(
@@ -210,8 +233,15 @@ fn hostile_wits_are_refused_each_for_its_rule() {
         ..world()
     };
     assert_eq!(
-        verify_wit(&removed.wit, &removed.issuers, &removed.bundle, NOW, 5, &RustCrypto)
-            .unwrap_err(),
+        verify_wit(
+            &removed.wit,
+            &removed.issuers,
+            &removed.bundle,
+            NOW,
+            5,
+            &RustCrypto
+        )
+        .unwrap_err(),
         WimseError::UnknownWorkload(id(ORDERS))
     );
     // Signed by the workload's own proof key instead of the issuer.
@@ -259,7 +289,10 @@ fn hostile_proofs_are_refused_each_for_its_rule() {
     let other = world();
     let mut for_other = claims.clone();
     for_other["wth"] = json!(hash(&other.wit));
-    assert_eq!(w.check(&w.proof(for_other)), Err(WimseError::WptIdentityHash));
+    assert_eq!(
+        w.check(&w.proof(for_other)),
+        Err(WimseError::WptIdentityHash)
+    );
     // Signed by another key than the WIT's cnf.
     let stolen = other.proof_with(json!({"typ": "wpt+jwt", "alg": "ES256"}), claims.clone());
     assert_eq!(w.check(&stolen), Err(WimseError::WptSignature));
@@ -271,7 +304,11 @@ fn hostile_proofs_are_refused_each_for_its_rule() {
     ] {
         let mut wrong = claims.clone();
         wrong["aud"] = json!(aud);
-        assert_eq!(w.check(&w.proof(wrong)), Err(WimseError::WptAudience), "{aud}");
+        assert_eq!(
+            w.check(&w.proof(wrong)),
+            Err(WimseError::WptAudience),
+            "{aud}"
+        );
     }
     // alg differing from cnf.jwk.alg, typ of another token.
     let es384 = w.proof_with(json!({"typ": "wpt+jwt", "alg": "ES384"}), claims.clone());
@@ -299,7 +336,10 @@ fn hostile_proofs_are_refused_each_for_its_rule() {
             "{name}"
         );
     }
-    assert!(matches!(w.check("not.a.proof"), Err(WimseError::WptMalformed(_))));
+    assert!(matches!(
+        w.check("not.a.proof"),
+        Err(WimseError::WptMalformed(_))
+    ));
 }
 
 #[test]
@@ -317,12 +357,18 @@ fn every_token_the_request_carries_is_bound_and_no_other() {
     );
     let mut with_ath = claims.clone();
     with_ath["ath"] = json!(hash("access-1"));
-    assert_eq!(w.check_with(&w.proof(with_ath.clone()), access, &[]), Ok(()));
+    assert_eq!(
+        w.check_with(&w.proof(with_ath.clone()), access, &[]),
+        Ok(())
+    );
     let other_token = CarriedTokens {
         access_token: Some("access-2"),
         ..Default::default()
     };
-    assert!(w.check_with(&w.proof(with_ath.clone()), other_token, &[]).is_err());
+    assert!(
+        w.check_with(&w.proof(with_ath.clone()), other_token, &[])
+            .is_err()
+    );
     // ath for a token the request does not carry.
     assert_eq!(
         w.check(&w.proof(with_ath)),

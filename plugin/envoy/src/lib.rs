@@ -4,7 +4,8 @@
 //! steps it returns; the root context fetches the identity from the host
 //! shim over an Envoy cluster (each worker its own copy, never through
 //! shared data), resumes streams that waited for it, and sends the closes
-//! of ended streams.
+//! of ended streams. WIMSE proof `jti`s are the one thing in shared data
+//! (hashed), so every worker refuses a replay.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -17,6 +18,7 @@
 mod host;
 mod native_crypto;
 mod protobuf;
+mod replay;
 mod root;
 mod stats;
 mod stream;

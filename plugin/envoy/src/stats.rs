@@ -42,6 +42,7 @@ pub struct Stats {
     egress_injected: Counter,
     egress_denied: Counter,
     egress_failed: Counter,
+    wimse_proved: Counter,
 }
 
 /// A counter: its metric id and the count not yet handed to Envoy.
@@ -102,7 +103,8 @@ impl Stats {
             Note::TransactionFailed(_) => self.txn_failed.bump(),
             Note::Minted { reused } => self.minted(*reused, backend),
             Note::Unmapped { .. } => self.unmapped.bump(),
-            Note::MintFailed(_) => {}
+            Note::Proved => self.wimse_proved.bump(),
+            Note::MintFailed(_) | Note::NoWit => {}
             Note::EgressInjected => self.egress_injected.bump(),
             Note::EgressDenied(_) => self.egress_denied.bump(),
             Note::EgressFailed(..) => self.egress_failed.bump(),
@@ -144,6 +146,7 @@ impl Stats {
             egress_injected: counter(&n("egress.injected")),
             egress_denied: counter(&n("egress.denied")),
             egress_failed: counter(&n("egress.failed")),
+            wimse_proved: counter(&n("wimse.proved")),
         }
     }
 
@@ -213,6 +216,7 @@ impl Stats {
             &self.egress_injected,
             &self.egress_denied,
             &self.egress_failed,
+            &self.wimse_proved,
         ];
         for counter in counters
             .into_iter()

@@ -9,6 +9,7 @@ use std::rc::{Rc, Weak};
 use ephemera_core::Es256;
 use ephemera_core::filter::{Exchange, Filter, FilterConfig, ShimCall, WorkerState};
 
+use crate::replay::SharedReplay;
 use crate::stats::Stats;
 
 /// A stream's exchange, reachable by the root while the stream waits.
@@ -56,8 +57,14 @@ impl Worker {
         now_ms: u64,
     ) -> Rc<Self> {
         let state = WorkerState::new(&config);
+        let wimse = config.inbound.wimse.is_some();
+        let mut filter = Filter::new(config, crypto);
+        if wimse {
+            SharedReplay::prepare();
+            filter = filter.with_replay(Box::new(SharedReplay));
+        }
         Rc::new(Self {
-            filter: Filter::new(config, crypto),
+            filter,
             stats,
             state: RefCell::new(state),
             held: RefCell::new(Held::default()),

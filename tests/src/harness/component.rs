@@ -124,6 +124,9 @@ impl identity::Host for HostState {
                     bundle: f.bundle,
                 })
                 .collect(),
+            wit_issuers: doc.wit_issuers,
+            wit: doc.wit,
+            wit_key_pem: doc.wit_key_pem,
         })
     }
 }

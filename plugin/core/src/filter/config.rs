@@ -131,6 +131,52 @@ pub struct InboundConfig {
     /// Identity-Per-Transaction routes: requests they cover get a credential
     /// for exactly one resource and action before reaching the app.
     pub transactions: Vec<TransactionRoute>,
+    /// Accept WIMSE callers (Workload-Identity-Token + Workload-Proof-Token).
+    pub wimse: Option<WimseInbound>,
+}
+
+/// How WIMSE callers are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WimseInbound {
+    /// Scheme and authority of this workload's target URIs
+    /// (`https://billing.example.org`): a proof's `aud` must be this plus
+    /// the request's path without its query. Never taken from the request.
+    pub origin: String,
+    /// Leeway for a proof's `exp`, seconds (at most 5).
+    #[serde(default = "default_proof_leeway")]
+    pub proof_leeway_secs: u64,
+    /// How far ahead a proof's `exp` may be, seconds.
+    #[serde(default = "default_proof_lifetime")]
+    pub max_proof_lifetime_secs: u64,
+    /// Header fields whose `oth` entries this workload understands (lower
+    /// case); a proof naming any other is refused.
+    #[serde(default)]
+    pub other_tokens: Vec<String>,
+}
+
+fn default_proof_leeway() -> u64 {
+    crate::wimse::MAX_PROOF_LEEWAY_SECS
+}
+
+fn default_proof_lifetime() -> u64 {
+    60
+}
+
+/// Destinations called with WIMSE tokens instead of a JWT-SVID.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WimseOutbound {
+    /// `:authority` host (port ignored, case-insensitive) → the origin its
+    /// receiver expects in a proof's `aud` (`https://billing.example.org`).
+    pub origins: BTreeMap<String, String>,
+    /// Lifetime of each proof, seconds.
+    #[serde(default = "default_proof_ttl")]
+    pub proof_ttl_secs: u64,
+}
+
+fn default_proof_ttl() -> u64 {
+    30
 }
 
 /// An Identity-Per-Transaction route.
@@ -172,6 +218,7 @@ impl Default for InboundConfig {
             unauthenticated: Vec::new(),
             routes: Vec::new(),
             transactions: Vec::new(),
+            wimse: None,
         }
     }
 }
@@ -203,6 +250,8 @@ pub struct OutboundConfig {
     pub reuse_secs: u64,
     /// Egress hosts whose calls carry a secret resolved by the shim.
     pub secrets: Vec<super::egress::EgressRule>,
+    /// Destinations called with the workload's WIT and a fresh proof.
+    pub wimse: Option<WimseOutbound>,
 }
 
 impl Default for OutboundConfig {
@@ -214,6 +263,7 @@ impl Default for OutboundConfig {
             ttl_secs: DEFAULT_TTL_SECS,
             reuse_secs: 30,
             secrets: Vec::new(),
+            wimse: None,
         }
     }
 }
@@ -270,6 +320,12 @@ impl FilterConfig {
             .into_iter()
             .map(|(host, id)| (host.to_ascii_lowercase(), id))
             .collect();
+        if let Some(wimse) = &mut config.outbound.wimse {
+            wimse.origins = std::mem::take(&mut wimse.origins)
+                .into_iter()
+                .map(|(host, origin)| (host.to_ascii_lowercase(), origin))
+                .collect();
+        }
         Ok(config)
     }
 
@@ -340,6 +396,12 @@ impl FilterConfig {
                 }
             }
         }
+        if let Some(wimse) = &self.inbound.wimse {
+            wimse.validate()?;
+        }
+        if let Some(wimse) = &self.outbound.wimse {
+            wimse.validate()?;
+        }
         let out = &self.outbound;
         if out.ttl_secs == 0 {
             return invalid("outbound.ttl_secs must be positive".into());
@@ -352,6 +414,68 @@ impl FilterConfig {
         }
         Ok(())
     }
+}
+
+impl WimseInbound {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !origin_form(&self.origin) {
+            return invalid(format!(
+                "inbound.wimse.origin {:?} must be scheme://authority without a path",
+                self.origin
+            ));
+        }
+        if self.proof_leeway_secs > crate::wimse::MAX_PROOF_LEEWAY_SECS {
+            return invalid(format!(
+                "inbound.wimse.proof_leeway_secs must be at most {}",
+                crate::wimse::MAX_PROOF_LEEWAY_SECS
+            ));
+        }
+        let ring = crate::wimse::RING_SECONDS - crate::wimse::MAX_PROOF_LEEWAY_SECS;
+        if self.max_proof_lifetime_secs == 0 || self.max_proof_lifetime_secs >= ring {
+            return invalid(format!(
+                "inbound.wimse.max_proof_lifetime_secs must be between 1 and {}",
+                ring - 1
+            ));
+        }
+        if let Some(bad) = self.other_tokens.iter().find(|h| !header_name(h)) {
+            return invalid(format!(
+                "inbound.wimse.other_tokens: {bad:?} must be a lowercase header name"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WimseOutbound {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some((host, origin)) = self.origins.iter().find(|(_, o)| !origin_form(o)) {
+            return Err(ConfigError::Invalid(format!(
+                "outbound.wimse.origins.{host}: {origin:?} must be scheme://authority without a path"
+            )));
+        }
+        if self.proof_ttl_secs == 0 || self.proof_ttl_secs > 60 {
+            return Err(ConfigError::Invalid(
+                "outbound.wimse.proof_ttl_secs must be between 1 and 60".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `http(s)://authority` with a non-empty authority and nothing after it.
+fn origin_form(origin: &str) -> bool {
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', '?', '#', '@', ' ']))
+}
+
+fn header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
@@ -369,7 +493,11 @@ mod tests {
 
     #[test]
     fn typos_and_bad_values_are_named() {
-        let cases: [(&[u8], &str); 8] = [
+        let cases: [(&[u8], &str); 12] = [
+            (br#"{"direction":"inbound","inbound":{"wimse":{"origin":"https://b/x"}}}"#, "inbound.wimse.origin"),
+            (br#"{"direction":"inbound","inbound":{"wimse":{"origin":"https://b","proof_leeway_secs":6}}}"#, "proof_leeway_secs"),
+            (br#"{"direction":"inbound","inbound":{"wimse":{"origin":"https://b","other_tokens":["X-A"]}}}"#, "other_tokens"),
+            (br#"{"direction":"outbound","outbound":{"wimse":{"origins":{"b":"ftp://b"}}}}"#, "outbound.wimse.origins.b"),
             (br#"{"direction":"inbound","inbond":{}}"#, "unknown field `inbond`"),
             (br#"{"direction":"sideways"}"#, "unknown variant `sideways`"),
             (br#"{}"#, "missing field `direction`"),

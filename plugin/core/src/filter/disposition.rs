@@ -38,6 +38,23 @@ impl LocalReply {
         }
     }
 
+    /// An RFC 9457 problem: `status`, the rule broken as `code` and `detail`
+    /// (never a token's content).
+    pub fn problem(status: u16, code: &str, detail: &str) -> Self {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": "Workload authentication failed",
+            "status": status,
+            "detail": detail,
+            "code": code,
+        });
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/problem+json".into())],
+            body: body.to_string(),
+        }
+    }
+
     /// 403.
     pub fn forbidden() -> Self {
         Self {

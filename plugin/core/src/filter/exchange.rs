@@ -16,15 +16,19 @@ use super::config::FilterConfig;
 use super::disposition::{Disposition, LocalReply};
 use super::edits::{Edits, Text};
 use super::egress::{self, EgressDecision, SecretCache};
+use super::inbound::WimseRequest;
 use super::inbound::{Inbound, InboundRequest, InboundVerdict, bearer_token};
 use super::note::{Note, OpenFailure};
-use super::outbound::{MintedTokens, Outbound, OutboundRequest};
+use super::outbound::{MintedTokens, Outbound, OutboundRequest, WimseCall};
 use super::token_cache::TokenCache;
 use super::transaction::{TransactionMapping, TransactionPlan, TransactionRoutes};
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
 use crate::ipt::{CloseRequest, OpenRequest, OpenResponse, StreamEnd, TransactionId};
 use crate::secrets::wire::{ResolveRequest, ResolveResponse};
+use crate::wimse::{
+    CarriedTokens, MemoryReplay, ReplayGuard, TXN_TOKEN_HEADER, WIT_HEADER, WPT_HEADER,
+};
 use std::borrow::Cow;
 
 /// The shim's path for opening transactions.
@@ -50,6 +54,7 @@ pub struct Filter {
     config: FilterConfig,
     side: Side,
     crypto: &'static dyn Es256,
+    replay: Box<dyn ReplayGuard>,
 }
 
 enum Side {
@@ -70,7 +75,14 @@ impl Filter {
             config,
             side,
             crypto,
+            replay: Box::new(MemoryReplay::default()),
         }
+    }
+
+    /// The same filter, remembering WIMSE proofs in `replay` (shared by
+    /// every worker of the host) instead of its own memory.
+    pub fn with_replay(self, replay: Box<dyn ReplayGuard>) -> Self {
+        Self { replay, ..self }
     }
 
     /// The configuration.
@@ -428,17 +440,29 @@ impl Exchange {
         let authorization = authorization.as_ref().map(|a| a.as_deref().map_err(|_| ()));
         let stale = worker.identity.is_some()
             && now_ms.saturating_sub(worker.confirmed_ms) > filter.config.shim.max_identity_age_ms;
-        let verdict = inbound.decide(
-            &InboundRequest {
-                path: path.as_deref(),
-                authorization,
-            },
-            worker.identity.as_ref(),
-            stale,
-            &mut worker.cache,
-            now_ms / 1000,
-            filter.crypto,
-        );
+        let verdict = if inbound.accepts_wimse() && request.header(WIT_HEADER).is_some() {
+            wimse_verdict(
+                filter,
+                inbound,
+                worker,
+                request,
+                path.as_deref(),
+                stale,
+                now_ms,
+            )
+        } else {
+            inbound.decide(
+                &InboundRequest {
+                    path: path.as_deref(),
+                    authorization,
+                },
+                worker.identity.as_ref(),
+                stale,
+                &mut worker.cache,
+                now_ms / 1000,
+                filter.crypto,
+            )
+        };
         let note = Note::inbound(&verdict);
         let disposition = inbound.disposition(&verdict);
         if !matches!(verdict, InboundVerdict::Allowed { .. }) || inbound.transactions().is_empty() {
@@ -526,6 +550,28 @@ impl Exchange {
         } else {
             request.cluster()
         };
+        if let Some(authority) = authority.as_deref().filter(|a| outbound.is_wimse(a)) {
+            let path = request.header(":path").and_then(Result::ok);
+            let authorization = request.header("authorization").and_then(Result::ok);
+            let txn_token = request.header(TXN_TOKEN_HEADER).and_then(Result::ok);
+            let call = WimseCall {
+                authority,
+                path: path.as_deref(),
+                carried: CarriedTokens {
+                    access_token: authorization.as_deref().and_then(bearer_token),
+                    txn_token: txn_token.as_deref(),
+                    other: &[],
+                },
+            };
+            let verdict = outbound.prove(
+                &call,
+                worker.identity.as_ref(),
+                now_ms / 1000,
+                filter.crypto,
+            );
+            let disposition = outbound.disposition(&verdict);
+            return self.settle(disposition, Note::outbound(&verdict), filter, now_ms);
+        }
         let verdict = outbound.decide(
             &OutboundRequest {
                 authority: authority.as_deref(),
@@ -686,6 +732,50 @@ impl Turn {
         }
         self
     }
+}
+
+/// Decides a WIMSE caller: every value of its token headers, and the
+/// tokens its proof must bind.
+fn wimse_verdict(
+    filter: &Filter,
+    inbound: &Inbound,
+    worker: &WorkerState,
+    request: &impl RequestView,
+    path: Option<&str>,
+    stale: bool,
+    now_ms: u64,
+) -> InboundVerdict {
+    let wits = request.header_values(WIT_HEADER);
+    let proofs = request.header_values(WPT_HEADER);
+    let authorization = request.header("authorization").and_then(Result::ok);
+    let access_token = authorization.as_deref().and_then(bearer_token);
+    let txn_token = request.header(TXN_TOKEN_HEADER).and_then(Result::ok);
+    let understood = inbound
+        .config()
+        .wimse
+        .iter()
+        .flat_map(|w| w.other_tokens.iter());
+    let values: Vec<(&str, String)> = understood
+        .filter_map(|name| Some((name.as_str(), request.header(name)?.ok()?.into_owned())))
+        .collect();
+    let other: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    inbound.decide_wimse(
+        &WimseRequest {
+            path,
+            wits: &wits,
+            proofs: &proofs,
+            carried: CarriedTokens {
+                access_token,
+                txn_token: txn_token.as_deref(),
+                other: &other,
+            },
+        },
+        worker.identity.as_ref(),
+        stale,
+        now_ms / 1000,
+        filter.crypto,
+        filter.replay.as_ref(),
+    )
 }
 
 fn reply_unavailable(note: Note) -> Turn {

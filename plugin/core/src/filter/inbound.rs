@@ -10,7 +10,11 @@ use super::transaction::TransactionRoutes;
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
 use crate::spiffe_id::SpiffeId;
-use crate::token::{TokenVerifier, VerifyError, VerifyOptions};
+use crate::token::{InvalidToken, TokenVerifier, VerifyError, VerifyOptions};
+use crate::wimse::{
+    self, CarriedTokens, ProofRequest, ReplayGuard, ReplayKey, WIT_HEADER, WPT_HEADER, WimseError,
+    verify_wit, verify_wpt,
+};
 
 /// The parts of an inbound request the decision reads.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +24,20 @@ pub struct InboundRequest<'a> {
     pub path: Option<&'a str>,
     /// The `Authorization` header; `Err(())` when present but not UTF-8.
     pub authorization: Option<Result<&'a str, ()>>,
+}
+
+/// A WIMSE caller's request: every value of its token headers, and the
+/// other tokens it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct WimseRequest<'a> {
+    /// `:path`, query included.
+    pub path: Option<&'a str>,
+    /// Every `Workload-Identity-Token` value.
+    pub wits: &'a [String],
+    /// Every `Workload-Proof-Token` value.
+    pub proofs: &'a [String],
+    /// The access token, Txn-Token and understood other tokens.
+    pub carried: CarriedTokens<'a>,
 }
 
 /// Why a request was not authenticated.
@@ -34,6 +52,10 @@ pub enum Rejection {
     /// The identity in force has not been confirmed by the shim within
     /// `shim.max_identity_age_ms`: a revocation may be pending (503).
     IdentityStale,
+    /// A Workload Identity Token presented as a bearer token.
+    WitAsBearer,
+    /// A WIMSE caller's tokens were refused (400, or 503 undecided).
+    Wimse(WimseError),
 }
 
 impl Rejection {
@@ -44,14 +66,19 @@ impl Rejection {
             Self::MalformedHeader => "malformed",
             Self::Verify(e) => e.code(),
             Self::IdentityStale => "identity_stale",
+            Self::WitAsBearer => "wit_as_bearer",
+            Self::Wimse(e) => e.code(),
         }
     }
 
     /// The reply's status: 503 when nothing could be decided (a failing
-    /// signature backend, a stale identity), else 401.
+    /// signature backend or replay cache, a stale identity); 400 for WIMSE
+    /// tokens, as the drafts advise; else 401.
     pub fn status(&self) -> u16 {
         match self {
             Self::Verify(VerifyError::Crypto(_)) | Self::IdentityStale => 503,
+            Self::Wimse(e) if e.undecided() => 503,
+            Self::Wimse(_) => 400,
             _ => 401,
         }
     }
@@ -139,17 +166,23 @@ impl Inbound {
         };
         let transactions = TransactionRoutes::new(config.transactions.clone());
         let caller_header = Text::from(config.caller_header.as_str());
+        let wimse_headers = config
+            .wimse
+            .iter()
+            .flat_map(|_| [Text::from(WIT_HEADER), Text::from(WPT_HEADER)]);
         let removed_under_caller: SmallVec<[Text; 4]> = transactions
             .credential_headers()
             .map(Text::from)
             .chain(config.strip_token.then(|| Text::from("authorization")))
+            .chain(wimse_headers)
             .collect();
         let removed = std::iter::once(caller_header.clone())
             .chain(removed_under_caller.iter().cloned())
             .collect();
         let reads_path = !(config.routes.is_empty()
             && config.unauthenticated.is_empty()
-            && transactions.is_empty());
+            && transactions.is_empty()
+            && config.wimse.is_none());
         Self {
             config,
             options,
@@ -210,10 +243,106 @@ impl Inbound {
                         cache.insert(token, verified.caller.clone(), lapses_at);
                         Ok((verified.caller, false))
                     }
+                    Err(VerifyError::Invalid(InvalidToken::Type)) if wimse::is_wit(token) => {
+                        Err(Rejection::WitAsBearer)
+                    }
                     Err(e) => Err(Rejection::Verify(e)),
                 }
             },
         )
+    }
+
+    /// True when WIMSE callers are accepted.
+    pub fn accepts_wimse(&self) -> bool {
+        self.config.wimse.is_some()
+    }
+
+    /// Decides a WIMSE caller's request: its WIT against the trust domain's
+    /// issuers and the bundle, its one proof against the WIT and this very
+    /// request, the proof's `jti` against `replay`, then the route rules.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_wimse(
+        &self,
+        request: &WimseRequest<'_>,
+        identity: Option<&WorkloadIdentity>,
+        stale: bool,
+        now: u64,
+        crypto: &dyn Es256,
+        replay: &dyn ReplayGuard,
+    ) -> InboundVerdict {
+        let path = request.path.unwrap_or_default();
+        let workload = match self.front(path, identity.map(WorkloadIdentity::id)) {
+            Ok(workload) => workload,
+            Err(verdict) => return verdict,
+        };
+        let rejected = |e| InboundVerdict::Rejected(Rejection::Wimse(e));
+        let (Some(config), Some(identity)) = (&self.config.wimse, identity) else {
+            return InboundVerdict::Rejected(Rejection::MissingToken);
+        };
+        if stale {
+            return InboundVerdict::Rejected(Rejection::IdentityStale);
+        }
+        let ([wit], [proof]) = (request.wits, request.proofs) else {
+            return rejected(WimseError::ProofCount);
+        };
+        let Some(issuers) = &identity.wimse.issuers else {
+            return rejected(WimseError::UnknownIssuer(
+                workload.trust_domain().to_owned(),
+            ));
+        };
+        let leeway = self.options.leeway_secs;
+        let verified = match verify_wit(wit, issuers, &identity.bundle, now, leeway, crypto) {
+            Ok(verified) => verified,
+            Err(e) => return rejected(e),
+        };
+        let target = format!("{}{}", config.origin, path_only(path));
+        let proof_request = ProofRequest {
+            target: &target,
+            wit,
+            carried: request.carried,
+            understood: &config.other_tokens,
+            now,
+            leeway_secs: config.proof_leeway_secs,
+            max_lifetime_secs: config.max_proof_lifetime_secs,
+        };
+        let proven = match verify_wpt(proof, &verified, &proof_request, crypto) {
+            Ok(proven) => proven,
+            Err(e) => return rejected(e),
+        };
+        let key = ReplayKey::new(&verified.caller, &proven.jti);
+        match replay.first_use(key, proven.lapses_at, now) {
+            Ok(true) => {}
+            Ok(false) => return rejected(WimseError::Replayed),
+            Err(why) => return rejected(WimseError::ReplayUnavailable(why)),
+        }
+        let caller = verified.caller;
+        if self.admits(&caller, workload, path) {
+            InboundVerdict::Allowed {
+                caller,
+                cached: false,
+            }
+        } else {
+            InboundVerdict::Forbidden { caller }
+        }
+    }
+
+    /// What every request passes first: a path in normal form (when rules
+    /// read it), not an unauthenticated one, and an identity in force.
+    fn front<'w>(
+        &self,
+        path: &str,
+        workload: Option<&'w SpiffeId>,
+    ) -> Result<&'w SpiffeId, InboundVerdict> {
+        // A path that should have been read and was not is not normal.
+        if self.reads_path {
+            if !normal_path(path) {
+                return Err(InboundVerdict::BadPath);
+            }
+            if self.unauthenticated(path) {
+                return Err(InboundVerdict::Unauthenticated);
+            }
+        }
+        workload.ok_or(InboundVerdict::AwaitIdentity)
     }
 
     /// Decides a request for `workload` (none: no identity yet), with
@@ -225,18 +354,10 @@ impl Inbound {
         workload: Option<&SpiffeId>,
         verify: impl FnOnce(&str, &SpiffeId) -> Result<(SpiffeId, bool), Rejection>,
     ) -> InboundVerdict {
-        // A path that should have been read and was not is not normal.
         let path = request.path.unwrap_or_default();
-        if self.reads_path {
-            if !normal_path(path) {
-                return InboundVerdict::BadPath;
-            }
-            if self.unauthenticated(path) {
-                return InboundVerdict::Unauthenticated;
-            }
-        }
-        let Some(workload) = workload else {
-            return InboundVerdict::AwaitIdentity;
+        let workload = match self.front(path, workload) {
+            Ok(workload) => workload,
+            Err(verdict) => return verdict,
         };
         let token = match request.authorization {
             None => return InboundVerdict::Rejected(Rejection::MissingToken),
@@ -315,6 +436,9 @@ impl Inbound {
             // A failing signature backend is no verdict on the token.
             InboundVerdict::Rejected(r) if r.status() == 503 => {
                 Disposition::Reply(LocalReply::unavailable())
+            }
+            InboundVerdict::Rejected(Rejection::Wimse(e)) => {
+                Disposition::Reply(LocalReply::problem(400, e.code(), &e.to_string()))
             }
             InboundVerdict::Rejected(_) => Disposition::Reply(LocalReply::unauthorized()),
             InboundVerdict::BadPath => Disposition::Reply(LocalReply::bad_request()),

@@ -5,10 +5,11 @@
 use super::inbound::{InboundVerdict, Rejection};
 use super::outbound::OutboundVerdict;
 use crate::token::{InvalidToken, MintError, VerifyError};
+use crate::wimse::WimseError;
 use crate::{SpiffeId, ipt::Resource};
 
 /// Every code a 401 or 400 is counted under (`rejected.<code>`).
-pub const REJECTION_CODES: [&str; 13] = [
+pub const REJECTION_CODES: [&str; 30] = [
     "bad_path",
     "missing_token",
     "malformed",
@@ -22,6 +23,23 @@ pub const REJECTION_CODES: [&str; 13] = [
     "not_yet_valid",
     "bad_signature",
     "crypto_error",
+    "wit_as_bearer",
+    "wit_malformed",
+    "wit_unknown_issuer",
+    "wit_bad_cnf",
+    "wit_bad_signature",
+    "wit_expired",
+    "wit_not_bound",
+    "wpt_count",
+    "wpt_malformed",
+    "wpt_alg_mismatch",
+    "wpt_bad_signature",
+    "wpt_wrong_audience",
+    "wpt_expired",
+    "wpt_wrong_wit",
+    "wpt_unbound_token",
+    "wpt_replayed",
+    "replay_unavailable",
 ];
 
 /// How loud a note's log line is.
@@ -91,6 +109,10 @@ pub enum Note {
     },
     /// Minting failed (500).
     MintFailed(MintError),
+    /// A WIT and a fresh proof were attached.
+    Proved,
+    /// A WIMSE destination, but the workload has no WIT (500).
+    NoWit,
     /// An egress secret was injected.
     EgressInjected,
     /// The shim refused this workload the egress secret (403).
@@ -117,6 +139,8 @@ impl Note {
     pub fn outbound(verdict: &OutboundVerdict) -> Option<Self> {
         Some(match verdict {
             OutboundVerdict::Attach { reused, .. } => Self::Minted { reused: *reused },
+            OutboundVerdict::Prove { .. } => Self::Proved,
+            OutboundVerdict::NoWit => Self::NoWit,
             OutboundVerdict::PassUnmapped => Self::Unmapped { refused: false },
             OutboundVerdict::RejectUnmapped => Self::Unmapped { refused: true },
             OutboundVerdict::MintFailed(e) => Self::MintFailed(e.clone()),
@@ -133,6 +157,9 @@ impl Note {
                 | Self::Rejected(Rejection::Verify(VerifyError::Invalid(
                     InvalidToken::SignatureMismatch
                 )))
+                | Self::Rejected(Rejection::Wimse(
+                    WimseError::WitSignature | WimseError::WptSignature
+                ))
         )
     }
 
@@ -146,6 +173,7 @@ impl Note {
             Self::Rejected(r) => {
                 let detail = match r {
                     Rejection::Verify(e) => e.to_string(),
+                    Rejection::Wimse(e) => e.to_string(),
                     other => other.code().to_owned(),
                 };
                 let status = r.status();
@@ -193,6 +221,10 @@ impl Note {
                 "ephemera outbound: 403: destination has no SPIFFE ID mapping".into(),
             ),
             Self::MintFailed(e) => (Level::Error, format!("ephemera outbound: 500: cannot mint: {e}")),
+            Self::NoWit => (
+                Level::Error,
+                "ephemera outbound: 500: a WIMSE destination, but the workload has no WIT (identity wit)".into(),
+            ),
             Self::EgressDenied(secret) => (
                 Level::Info,
                 format!("ephemera egress: 403: this workload may not use secret {secret:?}"),
@@ -214,6 +246,7 @@ impl Note {
             | Self::Unavailable
             | Self::TransactionOpened
             | Self::Minted { .. }
+            | Self::Proved
             | Self::Unmapped { refused: false }
             | Self::EgressInjected => return None,
         };

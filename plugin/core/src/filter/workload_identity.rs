@@ -9,6 +9,7 @@ use crate::bundle::{Bundle, BundleError, BundleFormat};
 use crate::keys::{KeyError, PrivateKey};
 use crate::spiffe_id::SpiffeId;
 use crate::token::Minter;
+use crate::wimse::{IssuersError, WitIssuers};
 
 /// How the document names its bundle format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,15 @@ pub struct IdentityDocument {
     /// The bundles of federated trust domains, each kept apart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub federated: Vec<FederatedBundle>,
+    /// The trust domain's WIT issuers (`wit-issuers.json`), verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wit_issuers: Option<String>,
+    /// The workload's own Workload Identity Token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wit: Option<String>,
+    /// The WIT's proof key, PKCS#8 PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wit_key_pem: Option<String>,
 }
 
 /// One federated trust domain's bundle, as the identity document carries it.
@@ -99,6 +109,15 @@ pub enum IdentityDocError {
     /// The key inside is invalid.
     #[error("identity key is invalid: {0}")]
     Key(#[from] KeyError),
+    /// The WIT issuers document is invalid.
+    #[error("{0}")]
+    WitIssuers(#[from] IssuersError),
+    /// The WIT's proof key is invalid.
+    #[error("WIT proof key is invalid: {0}")]
+    WitKey(KeyError),
+    /// A WIT without its proof key, or a proof key without a WIT.
+    #[error("wit and wit_key_pem come together")]
+    WitIncomplete,
 }
 
 /// A loaded identity: everything needed to verify and mint, parsed once.
@@ -112,6 +131,18 @@ pub struct WorkloadIdentity {
     pub bundle: Bundle,
     /// Mints as this workload.
     pub minter: Minter,
+    /// WIMSE: the issuers WITs are checked against, and the workload's own
+    /// WIT with its proof key.
+    pub wimse: WimseMaterial,
+}
+
+/// A workload's WIMSE material.
+#[derive(Debug, Clone, Default)]
+pub struct WimseMaterial {
+    /// The trust domain's WIT issuers and proof key bindings.
+    pub issuers: Option<WitIssuers>,
+    /// The workload's WIT and the key its proofs are signed with.
+    pub own: Option<(String, PrivateKey)>,
 }
 
 impl WorkloadIdentity {
@@ -133,11 +164,25 @@ impl WorkloadIdentity {
             .collect::<Result<Vec<_>, _>>()?;
         let bundle = Bundle::parse(doc.bundle.as_bytes(), &format)?.federate(federated)?;
         let key = PrivateKey::from_pkcs8_pem(&doc.key_pem)?;
+        let issuers = doc
+            .wit_issuers
+            .as_deref()
+            .map(|text| WitIssuers::parse(text.as_bytes()))
+            .transpose()?;
+        let own = match (&doc.wit, &doc.wit_key_pem) {
+            (Some(wit), Some(pem)) => Some((
+                wit.clone(),
+                PrivateKey::from_pkcs8_pem(pem).map_err(IdentityDocError::WitKey)?,
+            )),
+            (None, None) => None,
+            _ => return Err(IdentityDocError::WitIncomplete),
+        };
         Ok(Self {
             version: doc.version.clone(),
             generation: doc.generation,
             bundle,
             minter: Minter::new(doc.spiffe_id.clone(), key),
+            wimse: WimseMaterial { issuers, own },
         })
     }
 

@@ -15,7 +15,7 @@ pub use replay::{
     BucketError, MAX_PER_BUCKET, MemoryReplay, RING_SECONDS, ReplayGuard, ReplayKey, admit,
     bucket_name,
 };
-pub use wit::{MAX_WIT_BYTES, VerifiedWit, WIT_TYPE, issue_wit, unverified_expiry, verify_wit};
+pub use wit::{MAX_WIT_BYTES, VerifiedWit, WIT_TYPE, issue_wit, unverified_times, verify_wit};
 pub use wpt::{
     CarriedTokens, MAX_WPT_BYTES, ProofRequest, VerifiedProof, WPT_TYPE, create_wpt, verify_wpt,
 };
@@ -28,3 +28,10 @@ pub const WPT_HEADER: &str = "workload-proof-token";
 pub const TXN_TOKEN_HEADER: &str = "txn-token";
 /// The most leeway a proof's `exp` gets, seconds.
 pub const MAX_PROOF_LEEWAY_SECS: u64 = 5;
+
+/// True when `token`'s header says it is a WIT (to name the mistake of
+/// presenting one as a bearer token).
+pub fn is_wit(token: &str) -> bool {
+    crate::token::verify::decode(token, MAX_WIT_BYTES)
+        .is_ok_and(|parts| wit::typed(&parts.header, WIT_TYPE))
+}

@@ -141,7 +141,10 @@ mod tests {
     use super::*;
 
     fn key(jti: &str) -> ReplayKey {
-        ReplayKey::new(&SpiffeId::parse("spiffe://example.org/orders").unwrap(), jti)
+        ReplayKey::new(
+            &SpiffeId::parse("spiffe://example.org/orders").unwrap(),
+            jti,
+        )
     }
 
     #[test]

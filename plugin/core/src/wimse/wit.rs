@@ -165,8 +165,10 @@ pub(super) fn sign_compact(
     Ok(token)
 }
 
-/// The `exp` of a WIT, read without verifying it (to warn before it lapses).
-pub fn unverified_expiry(wit: &str) -> Option<u64> {
+/// The `iat` and `exp` of a WIT, read without verifying it (to warn
+/// before it lapses).
+pub fn unverified_times(wit: &str) -> Option<(u64, u64)> {
     let parts = decode(wit, MAX_WIT_BYTES).ok()?;
-    parts.claims.get("exp").and_then(Value::as_u64)
+    let claim = |name| parts.claims.get(name).and_then(Value::as_u64);
+    Some((claim("iat")?, claim("exp")?))
 }

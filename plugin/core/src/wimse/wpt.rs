@@ -108,7 +108,11 @@ pub fn verify_wpt(
         return Err(WimseError::WptClaim("jti"));
     }
     let carried = &request.carried;
-    binds(claims.get("ath"), carried.access_token, "access token (ath)")?;
+    binds(
+        claims.get("ath"),
+        carried.access_token,
+        "access token (ath)",
+    )?;
     binds(claims.get("tth"), carried.txn_token, "Txn-Token (tth)")?;
     others(claims.get("oth"), request)?;
     Ok(VerifiedProof {
@@ -125,11 +129,7 @@ fn text<'c>(claims: &'c Map<String, Value>, name: &'static str) -> Result<&'c st
 }
 
 /// A hash claim must be present exactly when its token is, and match it.
-fn binds(
-    claim: Option<&Value>,
-    token: Option<&str>,
-    what: &'static str,
-) -> Result<(), WimseError> {
+fn binds(claim: Option<&Value>, token: Option<&str>, what: &'static str) -> Result<(), WimseError> {
     match (claim, token) {
         (None, None) => Ok(()),
         (Some(Value::String(hash)), Some(token)) if *hash == token_hash(token) => Ok(()),
@@ -154,7 +154,11 @@ fn others(claim: Option<&Value>, request: &ProofRequest<'_>) -> Result<(), Wimse
         return Err(WimseError::WptUnknownOther);
     }
     for (name, value) in request.carried.other {
-        binds(entries.get(*name), Some(value.trim_matches(' ')), "other token (oth)")?;
+        binds(
+            entries.get(*name),
+            Some(value.trim_matches(' ')),
+            "other token (oth)",
+        )?;
     }
     let carried = |name: &str| request.carried.other.iter().any(|(n, _)| *n == name);
     if entries.keys().any(|name| !carried(name)) {
@@ -200,5 +204,10 @@ pub fn create_wpt(
             .collect();
         claims["oth"] = Value::Object(oth);
     }
-    sign_compact(&json!({"typ": WPT_TYPE, "alg": ES256}), &claims, key, crypto)
+    sign_compact(
+        &json!({"typ": WPT_TYPE, "alg": ES256}),
+        &claims,
+        key,
+        crypto,
+    )
 }
