@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use ephemera_tests::ephemera;
 use ephemera_tests::net::{Response, get, send, wait_until};
-use ephemera_tests::workload::{EchoApp, Root, Sidecar};
+use ephemera_tests::openbao::OpenBao;
+use ephemera_tests::workload::{EchoApp, Root, Sidecar, ledger_key};
 
 const ORDERS: &str = "spiffe://example.org/orders";
 
@@ -314,4 +315,92 @@ fn a_new_proof_key_or_a_removal_revokes_the_old_wit() {
     let r = w.call("/invoices/7", &[]);
     assert_eq!(problem(&r), "unknown_identity");
     assert!(!Path::new(&w.root.dir.join("services/orders/wit.jwt")).exists());
+}
+
+#[test]
+fn a_wimse_caller_opens_a_transaction_the_shim_verified_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
+    std::fs::create_dir_all(dir.path().join("issuer")).unwrap();
+    let key = dir.path().join("issuer/wit-issuer.pem");
+    let key = key.to_string_lossy().into_owned();
+    let root_dir = root.dir.to_string_lossy().into_owned();
+    ephemera(&["identity", "wit-issuer", &root_dir, "--key", &key], &[]).ok();
+    for service in ["orders", "billing"] {
+        root.identity("wit", service, &["--issuer-key", &key]);
+    }
+    let bao = OpenBao::start(dir.path());
+    bao.root("POST", "secret/data/orders/a", r#"{"data":{"v":"alpha"}}"#)
+        .ok();
+    let ledger = dir.path().join("ledger.jsonl");
+    let ipt = dir.path().join("ipt.yaml");
+    std::fs::write(
+        &ipt,
+        format!(
+            "ledger: {{ path: \"{}\", signing_key_file: \"{}\" }}\nbrokers:\n  vault: {{ kind: openbao, address: \"http://127.0.0.1:{}\", token_file: \"{}\" }}\npolicy:\n  - {{ callers: [\"{ORDERS}\"], resources: [\"secret/data/orders/*\"], actions: [read], broker: vault }}\n",
+            ledger.display(),
+            ledger_key(dir.path()).0.display(),
+            bao.port,
+            bao.shim_token_file.display()
+        ),
+    )
+    .unwrap();
+    let filter = r#"
+inbound:
+  wimse: { origin: "http://billing" }
+  transactions:
+    - path: /orders/{name}
+      resource: secret/data/orders/{name}
+      broker: vault
+      credential_headers: { token: x-vault-token }
+"#;
+    let app = EchoApp::start(dir.path(), "billing-app", 200);
+    let orders_app = EchoApp::start(dir.path(), "orders-app", 200);
+    let ipt_arg = ipt.display().to_string();
+    let billing = Sidecar::start_with(
+        dir.path(),
+        &root,
+        "billing",
+        app.port,
+        Some(filter),
+        false,
+        &["--ipt-config", &ipt_arg],
+    );
+    let orders = Sidecar::start_with(
+        dir.path(),
+        &root,
+        "orders",
+        orders_app.port,
+        Some(&orders_config(billing.inbound, app.port)),
+        true,
+        &[],
+    );
+    let r = get(
+        orders.outbound.unwrap(),
+        "/orders/a",
+        &[("host", "billing")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = r.json();
+    assert_eq!(seen["headers"]["x-ephemera-caller"], ORDERS);
+    let token = seen["headers"]["x-vault-token"].as_str().unwrap();
+    assert!(
+        !token.is_empty(),
+        "the app got the transaction's credential"
+    );
+    let records = || {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let closed = wait_until(Duration::from_secs(10), || records().len() == 2);
+    assert!(closed.is_some(), "open and close recorded: {:?}", records());
+    let records = records();
+    assert_eq!(records[0]["event"], "open");
+    assert_eq!(records[0]["caller"], ORDERS);
+    assert_eq!(records[1]["event"], "close");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    assert!(!text.contains(token), "the credential is not in the ledger");
 }

@@ -477,3 +477,81 @@ fn remove_if_present(path: &Path) -> Result<(), ProvisionError> {
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ephemera_core::wimse::WitIssuers;
+
+    fn root_with(dir: &Path, services: &[&str]) -> Root {
+        let root = Root::new(dir.join("root"));
+        root.init("example.org").unwrap();
+        for s in services {
+            root.add(s).unwrap();
+        }
+        root
+    }
+
+    fn bound_key(root: &Root, id: &str) -> Option<String> {
+        let issuers = WitIssuers::parse(&fs::read(root.issuers_path()).unwrap()).unwrap();
+        issuers
+            .binding(&SpiffeId::parse(id).unwrap())
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn the_wit_issuer_key_lives_outside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = root_with(dir.path(), &[]);
+        let inside = dir.path().join("root/issuer.pem");
+        assert!(matches!(
+            root.wit_issuer(&inside),
+            Err(ProvisionError::IssuerKeyInRoot(_))
+        ));
+        assert!(!inside.exists());
+        let outside = dir.path().join("issuer.pem");
+        let kid = root.wit_issuer(&outside).unwrap();
+        let mode = fs::metadata(&outside).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        // Idempotent: the same key is listed once.
+        assert_eq!(root.wit_issuer(&outside).unwrap(), kid);
+        let doc = IssuersDocument::parse(&fs::read(root.issuers_path()).unwrap()).unwrap();
+        assert_eq!(doc.keys.len(), 1);
+    }
+
+    #[test]
+    fn a_wit_is_bound_to_the_services_proof_key_until_a_new_one_or_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = root_with(dir.path(), &["orders"]);
+        let issuer = dir.path().join("issuer.pem");
+        let stranger = dir.path().join("stranger.pem");
+        PrivateKey::generate()
+            .and_then(|k| k.to_pkcs8_pem())
+            .map(|pem| fs::write(&stranger, pem))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            root.issue_wit("orders", &stranger, 3600, false),
+            Err(ProvisionError::UnknownIssuerKey(_))
+        ));
+        root.wit_issuer(&issuer).unwrap();
+        assert!(matches!(
+            root.issue_wit("nobody", &issuer, 3600, false),
+            Err(ProvisionError::UnknownService { .. })
+        ));
+        let orders = "spiffe://example.org/orders";
+        root.issue_wit("orders", &issuer, 3600, false).unwrap();
+        let first = bound_key(&root, orders).unwrap();
+        // Renewal keeps the proof key; a new one replaces the binding.
+        root.issue_wit("orders", &issuer, 3600, false).unwrap();
+        assert_eq!(bound_key(&root, orders).unwrap(), first);
+        root.issue_wit("orders", &issuer, 3600, true).unwrap();
+        assert_ne!(bound_key(&root, orders).unwrap(), first);
+        root.remove("orders").unwrap();
+        assert_eq!(bound_key(&root, orders), None);
+        assert!(!root.service_dir("orders").join(WIT_FILE).exists());
+    }
+}

@@ -271,4 +271,27 @@ mod tests {
             .to_string();
         assert!(err.contains("max_identity_age_ms"), "{err}");
     }
+
+    #[test]
+    fn wimse_destinations_get_an_origin_and_no_jwt_svid() {
+        let config = SidecarConfig::parse(
+            "outbound:\n  destinations:\n    - { host: billing, address: \"127.0.0.1:1\", spiffe_id: \"spiffe://e.org/billing\", auth: wimse }\n    - { host: audit, address: \"127.0.0.1:2\", spiffe_id: \"spiffe://e.org/audit\" }\n",
+            "s.yaml",
+        )
+        .unwrap();
+        let plugin = config.outbound_plugin();
+        assert_eq!(
+            plugin["outbound"]["wimse"]["origins"]["billing"],
+            "https://billing"
+        );
+        assert!(plugin["outbound"]["hosts"].get("billing").is_none());
+        assert_eq!(plugin["outbound"]["hosts"]["audit"], "spiffe://e.org/audit");
+        let err = SidecarConfig::parse(
+            "outbound:\n  destinations:\n    - { host: b, address: \"127.0.0.1:1\", spiffe_id: \"spiffe://e.org/b\", auth: wimse, origin: \"https://b/x\" }\n",
+            "s.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("outbound.wimse.origins.b"), "{err}");
+    }
 }

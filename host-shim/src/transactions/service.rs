@@ -6,8 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ephemera_core::ipt::{CloseRequest, OpenRequest, OpenResponse, TransactionId};
+use ephemera_core::filter::WorkloadIdentity;
+use ephemera_core::ipt::{CloseRequest, OpenRequest, OpenResponse, TransactionId, WimseProof};
 use ephemera_core::token::malleability_free;
+use ephemera_core::wimse::{
+    CarriedTokens, MAX_PROOF_LEEWAY_SECS, MemoryReplay, ProofRequest, RING_SECONDS, ReplayGuard,
+    ReplayKey, WimseError, verify_wit, verify_wpt,
+};
 use ephemera_core::{RustCrypto, SpiffeId, TokenVerifier, VerifyOptions};
 
 use super::config::IptConfig;
@@ -148,6 +153,8 @@ pub struct Transactions {
     entries: Mutex<HashMap<TransactionId, Entry>>,
     limit: CallerLimit,
     reap_interval: Duration,
+    /// WIMSE proofs that opened a transaction.
+    proofs: MemoryReplay,
 }
 
 impl Transactions {
@@ -180,6 +187,7 @@ impl Transactions {
             entries: Mutex::new(HashMap::new()),
             limit: CallerLimit::new(config.max_open_per_caller),
             reap_interval: Duration::from_millis(config.reap_interval_ms.max(50)),
+            proofs: MemoryReplay::default(),
         })
     }
 
@@ -199,11 +207,72 @@ impl Transactions {
                 // A token and its high-S twin are one token: one reference.
                 key.reference(
                     "caller-token",
-                    &malleability_free(&request.token).unwrap_or_else(|| request.token.clone()),
+                    &match &request.wimse {
+                        // A WIMSE caller's per-request credential is its proof.
+                        Some(presented) => presented.wpt.clone(),
+                        None => malleability_free(&request.token)
+                            .unwrap_or_else(|| request.token.clone()),
+                    },
                 ),
             );
         }
         e
+    }
+
+    /// A WIMSE caller, verified again as the filter did: the WIT against the
+    /// issuers and the bundle, the proof against it and its target; each
+    /// proof opens at most one transaction.
+    fn wimse_caller(
+        &self,
+        presented: &WimseProof,
+        identity: &WorkloadIdentity,
+    ) -> Result<SpiffeId, TxError> {
+        let unauthenticated = |e: WimseError| TxError::Unauthenticated(e.to_string());
+        let issuers = identity.wimse.issuers.as_ref().ok_or_else(|| {
+            TxError::Unauthenticated("no WIT issuers for this workload's trust domain".into())
+        })?;
+        let now = unix_now();
+        let leeway = VerifyOptions::default().leeway_secs;
+        let wit = verify_wit(
+            &presented.wit,
+            issuers,
+            &identity.bundle,
+            now,
+            leeway,
+            &RustCrypto,
+        )
+        .map_err(unauthenticated)?;
+        let other: Vec<(&str, &str)> = presented
+            .other
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let understood: Vec<String> = presented.other.keys().cloned().collect();
+        let proof = verify_wpt(
+            &presented.wpt,
+            &wit,
+            &ProofRequest {
+                target: &presented.target,
+                wit: &presented.wit,
+                carried: CarriedTokens {
+                    access_token: presented.access_token.as_deref(),
+                    txn_token: presented.txn_token.as_deref(),
+                    other: &other,
+                },
+                understood: &understood,
+                now,
+                leeway_secs: MAX_PROOF_LEEWAY_SECS,
+                max_lifetime_secs: RING_SECONDS - MAX_PROOF_LEEWAY_SECS,
+            },
+            &RustCrypto,
+        )
+        .map_err(unauthenticated)?;
+        let key = ReplayKey::new(&wit.caller, &proof.jti);
+        match self.proofs.first_use(key, proof.lapses_at, now) {
+            Ok(true) => Ok(wit.caller),
+            Ok(false) => Err(unauthenticated(WimseError::Replayed)),
+            Err(why) => Err(TxError::Unavailable(why)),
+        }
     }
 
     /// Opens a transaction.
@@ -238,16 +307,21 @@ impl Transactions {
             .audience
             .clone()
             .unwrap_or_else(|| served.identity.id().clone());
-        let verifier = TokenVerifier::new(audience, VerifyOptions::default());
-        let caller = verifier
-            .verify(
-                &request.token,
-                &served.identity.bundle,
-                unix_now(),
-                &RustCrypto,
-            )
-            .map_err(|e| TxError::Unauthenticated(e.to_string()))?
-            .caller;
+        let caller = match &request.wimse {
+            Some(presented) => self.wimse_caller(presented, &served.identity)?,
+            None => {
+                let verifier = TokenVerifier::new(audience, VerifyOptions::default());
+                verifier
+                    .verify(
+                        &request.token,
+                        &served.identity.bundle,
+                        unix_now(),
+                        &RustCrypto,
+                    )
+                    .map_err(|e| TxError::Unauthenticated(e.to_string()))?
+                    .caller
+            }
+        };
         let broker = self
             .brokers
             .get(&request.broker)

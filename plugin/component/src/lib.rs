@@ -101,6 +101,14 @@ fn call(call: ShimCall) -> ShimAnswer<'static> {
                 action: open.action.to_string(),
                 broker: open.broker,
                 audience: open.audience.map(|a| a.to_string()),
+                wimse: open.wimse.map(|w| transactions::WimseProof {
+                    wit: w.wit,
+                    wpt: w.wpt,
+                    target: w.target,
+                    access_token: w.access_token,
+                    txn_token: w.txn_token,
+                    other: w.other.into_iter().collect(),
+                }),
             };
             match transactions::open(&request) {
                 Ok(r) => match ephemera_core::ipt::TransactionId::parse(&r.transaction_id) {

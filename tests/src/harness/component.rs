@@ -8,7 +8,7 @@
 use ephemera_core::SpiffeId;
 use ephemera_core::filter::workload_identity::{BundleFormatName, IdentityDocument};
 use ephemera_core::ipt::{
-    Action, CloseRequest, OpenRequest, OpenResponse, Resource, StreamEnd, TransactionId,
+    Action, CloseRequest, OpenRequest, OpenResponse, Resource, StreamEnd, TransactionId, WimseProof,
 };
 use ephemera_core::secrets::wire::{ResolveRequest, ResolveResponse};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -164,6 +164,14 @@ impl transactions::Host for HostState {
                     Some(a) => Some(SpiffeId::parse(a).ok()?),
                     None => None,
                 },
+                wimse: request.wimse.as_ref().map(|w| WimseProof {
+                    wit: w.wit.clone(),
+                    wpt: w.wpt.clone(),
+                    target: w.target.clone(),
+                    access_token: w.access_token.clone(),
+                    txn_token: w.txn_token.clone(),
+                    other: w.other.iter().cloned().collect(),
+                }),
             })
         };
         let open = typed().ok_or(transactions::OpenError::Refused(400))?;

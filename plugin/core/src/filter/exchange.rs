@@ -24,7 +24,7 @@ use super::token_cache::TokenCache;
 use super::transaction::{TransactionMapping, TransactionPlan, TransactionRoutes};
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
-use crate::ipt::{CloseRequest, OpenRequest, OpenResponse, StreamEnd, TransactionId};
+use crate::ipt::{CloseRequest, OpenRequest, OpenResponse, StreamEnd, TransactionId, WimseProof};
 use crate::secrets::wire::{ResolveRequest, ResolveResponse};
 use crate::wimse::{
     CarriedTokens, MemoryReplay, ReplayGuard, TXN_TOKEN_HEADER, WIT_HEADER, WPT_HEADER,
@@ -440,7 +440,7 @@ impl Exchange {
         let authorization = authorization.as_ref().map(|a| a.as_deref().map_err(|_| ()));
         let stale = worker.identity.is_some()
             && now_ms.saturating_sub(worker.confirmed_ms) > filter.config.shim.max_identity_age_ms;
-        let verdict = if inbound.accepts_wimse() && request.header(WIT_HEADER).is_some() {
+        let (verdict, wimse) = if inbound.accepts_wimse() && request.header(WIT_HEADER).is_some() {
             wimse_verdict(
                 filter,
                 inbound,
@@ -451,7 +451,7 @@ impl Exchange {
                 now_ms,
             )
         } else {
-            inbound.decide(
+            let verdict = inbound.decide(
                 &InboundRequest {
                     path: path.as_deref(),
                     authorization,
@@ -461,7 +461,8 @@ impl Exchange {
                 &mut worker.cache,
                 now_ms / 1000,
                 filter.crypto,
-            )
+            );
+            (verdict, None)
         };
         let note = Note::inbound(&verdict);
         let disposition = inbound.disposition(&verdict);
@@ -501,6 +502,7 @@ impl Exchange {
             transaction_id.clone(),
             token,
             filter.config.inbound.audience.as_ref(),
+            wimse,
         );
         let Disposition::Forward(edits) = disposition else {
             return self.settle(disposition, note, filter, now_ms);
@@ -734,8 +736,9 @@ impl Turn {
     }
 }
 
-/// Decides a WIMSE caller: every value of its token headers, and the
-/// tokens its proof must bind.
+/// Decides a WIMSE caller from every value of its token headers and the
+/// tokens its proof must bind; an admitted caller's presentation comes
+/// along for the shim to verify again (transaction routes).
 fn wimse_verdict(
     filter: &Filter,
     inbound: &Inbound,
@@ -744,7 +747,7 @@ fn wimse_verdict(
     path: Option<&str>,
     stale: bool,
     now_ms: u64,
-) -> InboundVerdict {
+) -> (InboundVerdict, Option<WimseProof>) {
     let wits = request.header_values(WIT_HEADER);
     let proofs = request.header_values(WPT_HEADER);
     let authorization = request.header("authorization").and_then(Result::ok);
@@ -759,7 +762,7 @@ fn wimse_verdict(
         .filter_map(|name| Some((name.as_str(), request.header(name)?.ok()?.into_owned())))
         .collect();
     let other: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    inbound.decide_wimse(
+    let verdict = inbound.decide_wimse(
         &WimseRequest {
             path,
             wits: &wits,
@@ -775,7 +778,24 @@ fn wimse_verdict(
         now_ms / 1000,
         filter.crypto,
         filter.replay.as_ref(),
-    )
+    );
+    let presented = match (&verdict, wits.as_slice(), proofs.as_slice()) {
+        (InboundVerdict::Allowed { .. }, [wit], [wpt]) => Some(WimseProof {
+            wit: wit.clone(),
+            wpt: wpt.clone(),
+            target: inbound
+                .wimse_target(path.unwrap_or_default())
+                .unwrap_or_default(),
+            access_token: access_token.map(str::to_owned),
+            txn_token: txn_token.as_deref().map(str::to_owned),
+            other: values
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.clone()))
+                .collect(),
+        }),
+        _ => None,
+    };
+    (verdict, presented)
 }
 
 fn reply_unavailable(note: Note) -> Turn {

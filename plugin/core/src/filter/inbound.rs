@@ -257,6 +257,13 @@ impl Inbound {
         self.config.wimse.is_some()
     }
 
+    /// The target URI a WIMSE proof for `path` must name: the configured
+    /// origin and the path without its query.
+    pub fn wimse_target(&self, path: &str) -> Option<String> {
+        let config = self.config.wimse.as_ref()?;
+        Some(format!("{}{}", config.origin, path_only(path)))
+    }
+
     /// Decides a WIMSE caller's request: its WIT against the trust domain's
     /// issuers and the bundle, its one proof against the WIT and this very
     /// request, the proof's `jti` against `replay`, then the route rules.
@@ -295,7 +302,7 @@ impl Inbound {
             Ok(verified) => verified,
             Err(e) => return rejected(e),
         };
-        let target = format!("{}{}", config.origin, path_only(path));
+        let target = self.wimse_target(path).unwrap_or_default();
         let proof_request = ProofRequest {
             target: &target,
             wit,

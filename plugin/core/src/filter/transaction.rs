@@ -4,7 +4,7 @@
 use super::config::TransactionRoute;
 use crate::SpiffeId;
 use crate::ipt::template::fill;
-use crate::ipt::{Action, OpenRequest, OpenResponse, Resource, TransactionId};
+use crate::ipt::{Action, OpenRequest, OpenResponse, Resource, TransactionId, WimseProof};
 
 /// What a request is scoped to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,14 +111,20 @@ impl TransactionRoutes {
         transaction_id: TransactionId,
         token: String,
         audience: Option<&SpiffeId>,
+        wimse: Option<WimseProof>,
     ) -> OpenRequest {
         OpenRequest {
             transaction_id,
-            token,
+            token: if wimse.is_some() {
+                String::new()
+            } else {
+                token
+            },
             resource: plan.resource.clone(),
             action: plan.action.clone(),
             broker: plan.broker.clone(),
             audience: audience.cloned(),
+            wimse,
         }
     }
 

@@ -11,4 +11,4 @@ pub use action::Action;
 pub use resource::{Resource, ResourceError};
 pub use template::{PathTemplate, TemplateError};
 pub use transaction_id::{TransactionId, TransactionIdError};
-pub use wire::{CloseRequest, OpenRequest, OpenResponse, StreamEnd};
+pub use wire::{CloseRequest, OpenRequest, OpenResponse, StreamEnd, WimseProof};

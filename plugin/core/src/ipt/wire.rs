@@ -16,7 +16,8 @@ use crate::SpiffeId;
 pub struct OpenRequest {
     /// Chosen by the filter.
     pub transaction_id: TransactionId,
-    /// The caller's JWT-SVID, re-verified by the shim.
+    /// The caller's JWT-SVID, re-verified by the shim; empty for a WIMSE
+    /// caller ([`OpenRequest::wimse`]).
     pub token: String,
     /// The one resource.
     pub resource: Resource,
@@ -28,6 +29,39 @@ pub struct OpenRequest {
     /// absent: the workload's own ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<SpiffeId>,
+    /// A WIMSE caller's tokens, re-verified by the shim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wimse: Option<WimseProof>,
+}
+
+/// A WIMSE caller's presentation as the filter verified it: the shim
+/// verifies it again and takes each proof once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WimseProof {
+    /// The Workload Identity Token.
+    pub wit: String,
+    /// The Workload Proof Token.
+    pub wpt: String,
+    /// The target URI the filter verified the proof for.
+    pub target: String,
+    /// The access token the request carried (`ath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// The Txn-Token the request carried (`tth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn_token: Option<String>,
+    /// Other bound tokens the request carried, by header name (`oth`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for WimseProof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WimseProof")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for OpenRequest {
