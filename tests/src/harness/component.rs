@@ -164,13 +164,15 @@ impl transactions::Host for HostState {
                     Some(a) => Some(SpiffeId::parse(a).ok()?),
                     None => None,
                 },
-                wimse: request.wimse.as_ref().map(|w| WimseProof {
-                    wit: w.wit.clone(),
-                    wpt: w.wpt.clone(),
-                    target: w.target.clone(),
-                    access_token: w.access_token.clone(),
-                    txn_token: w.txn_token.clone(),
-                    other: w.other.iter().cloned().collect(),
+                wimse: request.wimse.as_ref().map(|w| {
+                    Box::new(WimseProof {
+                        wit: w.wit.clone(),
+                        wpt: w.wpt.clone(),
+                        target: w.target.clone(),
+                        access_token: w.access_token.clone(),
+                        txn_token: w.txn_token.clone(),
+                        other: w.other.iter().cloned().collect(),
+                    })
                 }),
             })
         };

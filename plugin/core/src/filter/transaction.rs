@@ -124,7 +124,7 @@ impl TransactionRoutes {
             action: plan.action.clone(),
             broker: plan.broker.clone(),
             audience: audience.cloned(),
-            wimse,
+            wimse: wimse.map(Box::new),
         }
     }
 

@@ -31,7 +31,7 @@ pub struct OpenRequest {
     pub audience: Option<SpiffeId>,
     /// A WIMSE caller's tokens, re-verified by the shim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wimse: Option<WimseProof>,
+    pub wimse: Option<Box<WimseProof>>,
 }
 
 /// A WIMSE caller's presentation as the filter verified it: the shim
