@@ -19,6 +19,7 @@ usage: suite.py [--rounds N] [--seconds S] [--only a,b,...] [--skip memory,revoc
 import argparse
 import base64
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -44,6 +45,9 @@ PORT, ADMIN = 19000, 19001
 TD = "example.org"
 ORDERS, BILLING = f"spiffe://{TD}/orders", f"spiffe://{TD}/billing"
 POOL = 20_000
+# Proofs per WIMSE run: more than any run sends (each is single-use).
+PROOFS = 150_000
+WIMSE_ORIGIN = "http://bench"
 
 
 def b64(data: bytes) -> str:
@@ -66,6 +70,10 @@ class Identities:
         run(E, "identity", "init", str(self.root), "--trust-domain", TD)
         for name in ("orders", "billing"):
             run(E, "identity", "add", str(self.root), name)
+        issuer = work / "wit-issuer.pem"
+        run(E, "identity", "wit-issuer", str(self.root), "--key", str(issuer))
+        for name in ("orders", "billing"):
+            run(E, "identity", "wit", str(self.root), name, "--issuer-key", str(issuer))
 
     def env(self, service: str) -> dict:
         env = dict(os.environ)
@@ -97,6 +105,25 @@ class Identities:
             r, s = decode_dss_signature(
                 key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
             yield f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def wit(self) -> str:
+        return (self.root / "services/orders/wit.jwt").read_text().strip()
+
+    def proofs(self, count: int, path: Path, ttl: int = 55) -> None:
+        """`count` distinct WIMSE proofs of orders for `WIMSE_ORIGIN/`, one
+        per line, signed with its proof key as the outbound filter signs them."""
+        key = serialization.load_pem_private_key(
+            (self.root / "services/orders/wit-key.pem").read_bytes(), password=None)
+        header = b64(json.dumps({"typ": "wpt+jwt", "alg": "ES256"}).encode())
+        wth = b64(hashlib.sha256(self.wit().encode()).digest())
+        exp = int(time.time()) + ttl
+        with path.open("w") as out:
+            for i in range(count):
+                claims = {"aud": f"{WIMSE_ORIGIN}/", "exp": exp, "jti": f"p{i}", "wth": wth}
+                signing_input = f"{header}.{b64(json.dumps(claims).encode())}"
+                r, s = decode_dss_signature(
+                    key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+                out.write(f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}\n")
 
     def pool(self, count: int, path: Path) -> None:
         """`count` distinct tokens of orders for billing, one per line."""
@@ -137,6 +164,11 @@ def ephemera_inbound(crypto="auto", **inbound) -> dict:
         {"direction": "inbound", "crypto": crypto, "inbound": inbound}))
 
 
+def ephemera_wimse_outbound() -> dict:
+    return wasm_filter("ephemera", "ephemera_outbound", WASM, json.dumps(
+        {"direction": "outbound", "outbound": {"wimse": {"origins": {"127.0.0.1": WIMSE_ORIGIN}}}}))
+
+
 def ephemera_outbound(reuse_secs: int) -> dict:
     return wasm_filter("ephemera", "ephemera_outbound", WASM, json.dumps(
         {"direction": "outbound",
@@ -162,6 +194,10 @@ def variants(ids: Identities) -> dict:
         "cold-rust": (ephemera_inbound(crypto="rust"), "pool",
                       "ephemera inbound, distinct tokens, pure-Rust p256 in the VM"),
         **before(),
+        "wimse": (ephemera_inbound(wimse={"origin": WIMSE_ORIGIN}), "wimse",
+                  "ephemera inbound, WIMSE WIT + a fresh proof per request (two native verifies)"),
+        "out-wimse": (ephemera_wimse_outbound(), "outbound",
+                      "ephemera outbound, the WIT and a proof signed per request"),
         "out-mint": (ephemera_outbound(0), "outbound", "ephemera outbound, a token minted per request"),
         "out-reuse": (ephemera_outbound(30), "outbound", "ephemera outbound, token reused (30 s)"),
     }
@@ -263,10 +299,13 @@ def wrk(seconds: float, load: str, work: Path) -> dict:
     args = ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{round(seconds)}s", "--latency"]
     if load == "pool":
         args += ["-s", str(REPO / "bench/pool.lua")]
+    elif load == "wimse":
+        args += ["-s", str(REPO / "bench/wimse.lua")]
     elif load == "one":
         args += ["-H", f"authorization: Bearer {os.environ['BENCH_TOKEN']}"]
     args.append(f"http://127.0.0.1:{PORT}/")
-    out = run(*args, env=dict(os.environ, TOKENS=str(work / "pool.txt")))
+    out = run(*args, env=dict(os.environ, TOKENS=str(work / "pool.txt"),
+                              PROOFS=str(work / "proofs.txt"), WIT=os.environ.get("BENCH_WIT", "")))
     if "Non-2xx" in out:
         sys.exit(f"non-2xx responses:\n{out}")
 
@@ -287,6 +326,10 @@ def throughput(ids, work, shim, names, rounds, seconds) -> dict:
             filt, load, _ = table[name]
             envoy = Envoy(work, name, [filt] if filt else [], shim)
             probe = {"authorization": f"Bearer {os.environ['BENCH_TOKEN']}"} if load != "outbound" else {}
+            if load == "wimse":
+                # Fresh, unused proofs for each run (warm-up included); the
+                # readiness probe is a JWT-SVID the filter also accepts.
+                ids.proofs(PROOFS, work / "proofs.txt")
             envoy.ready(probe)
             wrk(1, load, work)  # warm-up: caches, JIT tiers, connection pools
             before = envoy.cpu_ticks()
@@ -652,7 +695,8 @@ def report(result) -> str:
                  ("warm", "jwt_authn-cache"), ("warm-rules", "essential"), ("cold", "jwt_authn"),
                  ("warm", "warm-before"), ("cold", "cold-before"),
                  ("cold-rules", "jwt_authn"), ("cold-rust", "jwt_authn"),
-                 ("out-reuse", "essential"), ("out-mint", "none")]
+                 ("out-reuse", "essential"), ("out-mint", "none"),
+                 ("wimse", "cold"), ("wimse", "jwt_authn"), ("out-wimse", "out-mint")]
         lines += ["", "ratios (req/s medians; CPU µs/req ratio in brackets, lower is better)"]
         for a, b in pairs:
             r = ratio(rows, a, b)
@@ -720,6 +764,7 @@ def main():
         shim_proc = subprocess.Popen([E, "serve", "--listen", f"unix:{shim}"], env=ids.env("billing"),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.environ["BENCH_TOKEN"] = ids.mint("orders")
+        os.environ["BENCH_WIT"] = ids.wit()
         ids.pool(POOL, work / "pool.txt")
         result = {"machine": machine(), "rounds": args.rounds, "seconds": args.seconds}
         names = list(variants(ids))

@@ -2,7 +2,8 @@
 //! sidecars (real Envoys, real shims): orders calls billing with its
 //! Workload Identity Token and a fresh Workload Proof Token per request;
 //! every hostile variation of a captured pair is refused with a problem
-//! document; a new proof key and a removal revoke the old WIT.
+//! document; a new proof key and a removal revoke the old WIT; a WIMSE
+//! caller opens transactions; the shim warns before a WIT lapses.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use ephemera_tests::ephemera;
 use ephemera_tests::net::{Response, get, send, wait_until};
 use ephemera_tests::openbao::OpenBao;
-use ephemera_tests::workload::{EchoApp, Root, Sidecar, ledger_key};
+use ephemera_tests::workload::{EchoApp, Root, Sidecar, ledger_key, serve};
 
 const ORDERS: &str = "spiffe://example.org/orders";
 
@@ -403,4 +404,39 @@ inbound:
     assert_eq!(records[1]["event"], "close");
     let text = std::fs::read_to_string(&ledger).unwrap();
     assert!(!text.contains(token), "the credential is not in the ledger");
+}
+
+#[test]
+fn the_shim_serves_the_wit_and_warns_as_it_nears_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders"]);
+    let key = dir.path().join("wit-issuer.pem");
+    let key = key.to_string_lossy().into_owned();
+    let root_dir = root.dir.to_string_lossy().into_owned();
+    ephemera(&["identity", "wit-issuer", &root_dir, "--key", &key], &[]).ok();
+    root.identity("wit", "orders", &["--issuer-key", &key, "--ttl-secs", "4"]);
+    let shim = serve(dir.path(), &root, "orders", "shim", &[]);
+    let doc = get(&shim.socket, "/v1/identity", &[]).json();
+    let wit = std::fs::read_to_string(root.dir.join("services/orders/wit.jwt")).unwrap();
+    assert_eq!(doc["wit"], wit.trim());
+    assert!(doc["wit_key_pem"].as_str().unwrap().contains("PRIVATE KEY"));
+    assert!(doc["wit_issuers"].as_str().unwrap().contains(ORDERS));
+    let status = || get(&shim.socket, "/v1/status", &[]).json();
+    let first_expiry = status()["wit_expires_at"].as_u64().unwrap();
+    // In the last quarter of its 4 s: a warning, counted.
+    let warned = wait_until(Duration::from_secs(10), || {
+        status()["wit_expiry_warnings"].as_u64() >= Some(1)
+    });
+    assert!(warned.is_some(), "no warning: {}", status());
+    assert!(
+        shim.proc.stderr().contains("the workload's WIT expire"),
+        "{}",
+        shim.proc.stderr()
+    );
+    // Renewed: served without a restart.
+    root.identity("wit", "orders", &["--issuer-key", &key]);
+    let renewed = wait_until(Duration::from_secs(10), || {
+        status()["wit_expires_at"].as_u64() > Some(first_expiry + 3000)
+    });
+    assert!(renewed.is_some(), "{}", status());
 }

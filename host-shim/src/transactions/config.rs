@@ -102,8 +102,14 @@ impl IptConfig {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates the text of the file at `path` (which errors
+    /// name); every problem is reported at once.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, IptConfigError> {
         let config: Self =
-            serde_yaml_ng::from_str(&text).map_err(|source| IptConfigError::Parse {
+            serde_yaml_ng::from_str(text).map_err(|source| IptConfigError::Parse {
                 path: path.to_path_buf(),
                 source,
             })?;

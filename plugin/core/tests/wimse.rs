@@ -3,12 +3,15 @@
 
 mod common;
 
-use common::{bundle, id, sign_raw};
+use common::{Request, bundle, id, sign_raw};
+use ephemera_core::filter::exchange::{Exchange, Filter, Step, WorkerState};
+use ephemera_core::filter::workload_identity::WimseMaterial;
+use ephemera_core::filter::{FilterConfig, WorkloadIdentity};
 use ephemera_core::wimse::{
     CarriedTokens, IssuersDocument, ProofRequest, VerifiedWit, WimseError, WitIssuers, create_wpt,
     issue_wit, verify_wit, verify_wpt,
 };
-use ephemera_core::{Bundle, PrivateKey, PublicKey, RustCrypto, b64};
+use ephemera_core::{Bundle, Minter, PrivateKey, PublicKey, RustCrypto, b64};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -418,4 +421,120 @@ fn every_token_the_request_carries_is_bound_and_no_other() {
         w.check_with(&w.proof(with_oth), CarriedTokens::default(), &understood),
         Err(WimseError::WptBinding("other token (oth)"))
     );
+}
+
+/// Billing's filter accepting WIMSE callers for `https://billing.example.org`,
+/// with `w`'s bundle and issuers in force.
+fn wimse_filter(w: &World) -> (Filter, WorkerState) {
+    let config =
+        br#"{"direction":"inbound","inbound":{"wimse":{"origin":"https://billing.example.org"}}}"#;
+    let filter = Filter::new(FilterConfig::parse(config).unwrap(), &RustCrypto);
+    let mut worker = WorkerState::new(filter.config());
+    worker.install(WorkloadIdentity {
+        version: "v1".into(),
+        generation: 1,
+        bundle: w.bundle.clone(),
+        minter: Minter::new(id(BILLING), PrivateKey::generate().unwrap()),
+        wimse: WimseMaterial {
+            issuers: Some(w.issuers.clone()),
+            own: None,
+        },
+    });
+    worker.confirm(NOW * 1000);
+    (filter, worker)
+}
+
+#[test]
+fn an_admitted_wimse_caller_is_forwarded_without_its_tokens_and_a_replay_gets_a_problem() {
+    let w = world();
+    let (filter, mut worker) = wimse_filter(&w);
+    let proof = create_wpt(
+        &w.proof_key,
+        &w.wit,
+        TARGET,
+        &CarriedTokens::default(),
+        NOW,
+        30,
+        &RustCrypto,
+    )
+    .unwrap();
+    let request = Request(vec![
+        (":method", "GET".into()),
+        (":path", "/invoices/7?expand=lines".into()),
+        ("workload-identity-token", w.wit.clone()),
+        ("workload-proof-token", proof),
+    ]);
+    let turn = Exchange::new().on_request(&filter, &mut worker, &request, NOW * 1000);
+    let Step::Forward(edits) = turn.step else {
+        panic!("not forwarded: {turn:?}");
+    };
+    assert!(
+        edits
+            .set
+            .iter()
+            .any(|(k, v)| &**k == "x-ephemera-caller" && &**v == ORDERS)
+    );
+    for header in ["workload-identity-token", "workload-proof-token"] {
+        assert!(edits.remove.iter().any(|r| &**r == header), "{header} kept");
+    }
+    // The same proof again (the WIT now from the cache): a replay.
+    let turn = Exchange::new().on_request(&filter, &mut worker, &request, NOW * 1000);
+    let Step::Reply(reply) = turn.step else {
+        panic!("replay forwarded: {turn:?}");
+    };
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply
+            .headers
+            .contains(&("content-type".into(), "application/problem+json".into()))
+    );
+    let body: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(body["code"], "wpt_replayed");
+    assert_eq!(body["status"], 400);
+}
+
+#[test]
+fn a_new_identity_empties_the_wit_cache() {
+    let w = world();
+    let (filter, mut worker) = wimse_filter(&w);
+    // Each proof draws a fresh random jti.
+    let proof = |now: u64| {
+        create_wpt(
+            &w.proof_key,
+            &w.wit,
+            TARGET,
+            &CarriedTokens::default(),
+            now,
+            30,
+            &RustCrypto,
+        )
+        .unwrap()
+    };
+    let request = |proof: String| {
+        Request(vec![
+            (":method", "GET".into()),
+            (":path", "/invoices/7".into()),
+            ("workload-identity-token", w.wit.clone()),
+            ("workload-proof-token", proof),
+        ])
+    };
+    let first = Exchange::new().on_request(&filter, &mut worker, &request(proof(NOW)), NOW * 1000);
+    assert!(matches!(first.step, Step::Forward(_)));
+    // The workload removed from the bundle: its cached WIT no longer counts.
+    worker.install(WorkloadIdentity {
+        version: "v2".into(),
+        generation: 2,
+        bundle: bundle(&[(BILLING, &[&w.issuer])]),
+        minter: Minter::new(id(BILLING), PrivateKey::generate().unwrap()),
+        wimse: WimseMaterial {
+            issuers: Some(w.issuers.clone()),
+            own: None,
+        },
+    });
+    worker.confirm(NOW * 1000);
+    let after = Exchange::new().on_request(&filter, &mut worker, &request(proof(NOW)), NOW * 1000);
+    let Step::Reply(reply) = after.step else {
+        panic!("a removed workload was admitted: {after:?}");
+    };
+    assert!(reply.body.contains("unknown_identity"), "{}", reply.body);
 }

@@ -16,12 +16,12 @@ use super::config::FilterConfig;
 use super::disposition::{Disposition, LocalReply};
 use super::edits::{Edits, Text};
 use super::egress::{self, EgressDecision, SecretCache};
-use super::inbound::WimseRequest;
-use super::inbound::{Inbound, InboundRequest, InboundVerdict, bearer_token};
+use super::inbound::{Inbound, InboundRequest, InboundVerdict, WimseRequest, bearer_token};
 use super::note::{Note, OpenFailure};
 use super::outbound::{MintedTokens, Outbound, OutboundRequest, WimseCall};
 use super::token_cache::TokenCache;
 use super::transaction::{TransactionMapping, TransactionPlan, TransactionRoutes};
+use super::wit_cache::WitCache;
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
 use crate::ipt::{CloseRequest, OpenRequest, OpenResponse, StreamEnd, TransactionId, WimseProof};
@@ -110,6 +110,7 @@ pub struct WorkerState {
     identity: Option<WorkloadIdentity>,
     confirmed_ms: u64,
     cache: TokenCache,
+    wits: WitCache,
     minted: MintedTokens,
     secrets: SecretCache,
 }
@@ -121,6 +122,7 @@ impl WorkerState {
             identity: None,
             confirmed_ms: 0,
             cache: TokenCache::new(config.inbound.cache_size, config.inbound.cache_bytes),
+            wits: WitCache::default(),
             minted: MintedTokens::default(),
             secrets: SecretCache::default(),
         }
@@ -130,6 +132,7 @@ impl WorkerState {
     pub fn install(&mut self, identity: WorkloadIdentity) {
         self.identity = Some(identity);
         self.cache.clear();
+        self.wits.clear();
         self.minted.clear();
         self.secrets.clear();
     }
@@ -547,11 +550,6 @@ impl Exchange {
                 return Turn::new(Step::Call(Edits::default(), resolve), None);
             }
         }
-        let cluster = if filter.config.outbound.clusters.is_empty() {
-            None
-        } else {
-            request.cluster()
-        };
         if let Some(authority) = authority.as_deref().filter(|a| outbound.is_wimse(a)) {
             let path = request.header(":path").and_then(Result::ok);
             let authorization = request.header("authorization").and_then(Result::ok);
@@ -574,6 +572,11 @@ impl Exchange {
             let disposition = outbound.disposition(&verdict);
             return self.settle(disposition, Note::outbound(&verdict), filter, now_ms);
         }
+        let cluster = if filter.config.outbound.clusters.is_empty() {
+            None
+        } else {
+            request.cluster()
+        };
         let verdict = outbound.decide(
             &OutboundRequest {
                 authority: authority.as_deref(),
@@ -742,7 +745,7 @@ impl Turn {
 fn wimse_verdict(
     filter: &Filter,
     inbound: &Inbound,
-    worker: &WorkerState,
+    worker: &mut WorkerState,
     request: &impl RequestView,
     path: Option<&str>,
     stale: bool,
@@ -775,6 +778,7 @@ fn wimse_verdict(
         },
         worker.identity.as_ref(),
         stale,
+        &mut worker.wits,
         now_ms / 1000,
         filter.crypto,
         filter.replay.as_ref(),

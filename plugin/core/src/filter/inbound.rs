@@ -7,6 +7,7 @@ use super::disposition::{Disposition, LocalReply};
 use super::edits::{Edits, Text};
 use super::token_cache::TokenCache;
 use super::transaction::TransactionRoutes;
+use super::wit_cache::WitCache;
 use super::workload_identity::WorkloadIdentity;
 use crate::crypto::Es256;
 use crate::spiffe_id::SpiffeId;
@@ -15,6 +16,7 @@ use crate::wimse::{
     self, CarriedTokens, ProofRequest, ReplayGuard, ReplayKey, WIT_HEADER, WPT_HEADER, WimseError,
     verify_wit, verify_wpt,
 };
+use std::sync::Arc;
 
 /// The parts of an inbound request the decision reads.
 #[derive(Debug, Clone, Copy)]
@@ -273,6 +275,7 @@ impl Inbound {
         request: &WimseRequest<'_>,
         identity: Option<&WorkloadIdentity>,
         stale: bool,
+        wits: &mut WitCache,
         now: u64,
         crypto: &dyn Es256,
         replay: &dyn ReplayGuard,
@@ -298,9 +301,17 @@ impl Inbound {
             ));
         };
         let leeway = self.options.leeway_secs;
-        let verified = match verify_wit(wit, issuers, &identity.bundle, now, leeway, crypto) {
-            Ok(verified) => verified,
-            Err(e) => return rejected(e),
+        let verified = match wits.get(wit, now) {
+            Some(verified) => verified,
+            None => match verify_wit(wit, issuers, &identity.bundle, now, leeway, crypto) {
+                Ok(verified) => {
+                    let verified = Arc::new(verified);
+                    let lapses_at = verified.expires_at.saturating_add(leeway);
+                    wits.insert(wit, Arc::clone(&verified), lapses_at);
+                    verified
+                }
+                Err(e) => return rejected(e),
+            },
         };
         let target = self.wimse_target(path).unwrap_or_default();
         let proof_request = ProofRequest {
@@ -322,7 +333,7 @@ impl Inbound {
             Ok(false) => return rejected(WimseError::Replayed),
             Err(why) => return rejected(WimseError::ReplayUnavailable(why)),
         }
-        let caller = verified.caller;
+        let caller = verified.caller.clone();
         if self.admits(&caller, workload, path) {
             InboundVerdict::Allowed {
                 caller,

@@ -3,7 +3,7 @@
 //! single decisions: configuration, inbound authentication and
 //! authorization ([`inbound`]), transactions ([`transaction`]), outbound
 //! minting ([`outbound`]), egress secrets ([`egress`]), the verified-token
-//! cache and the identity document the shim serves. [`note`] says what
+//! and WIT caches and the identity document the shim serves. [`note`] says what
 //! happened, for counters and logs.
 
 pub mod authority;
@@ -19,6 +19,7 @@ pub mod outbound;
 pub mod path_rule;
 pub mod token_cache;
 pub mod transaction;
+pub mod wit_cache;
 pub mod workload_identity;
 
 pub use caller_pattern::CallerPattern;

@@ -27,7 +27,7 @@ struct Entry {
 }
 
 /// A hasher with a fresh random seed; `None` without randomness.
-fn seeded_hasher() -> Option<FixedState> {
+pub(super) fn seeded_hasher() -> Option<FixedState> {
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).ok()?;
     Some(FixedState::with_seed(u64::from_le_bytes(seed)))
