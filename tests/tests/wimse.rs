@@ -35,6 +35,23 @@ outbound:
     )
 }
 
+/// A root with `services`, a WIT issuer key outside it, and a WIT for
+/// each service: the root and the issuer key's path.
+fn wimse_root(dir: &Path, services: &[&str]) -> (Root, String) {
+    let root = Root::new(&dir.join("root"), services);
+    std::fs::create_dir_all(dir.join("issuer")).unwrap();
+    let key = dir
+        .join("issuer/wit-issuer.pem")
+        .to_string_lossy()
+        .into_owned();
+    let root_dir = root.dir.to_string_lossy().into_owned();
+    ephemera(&["identity", "wit-issuer", &root_dir, "--key", &key], &[]).ok();
+    for service in services {
+        root.identity("wit", service, &["--issuer-key", &key]);
+    }
+    (root, key)
+}
+
 struct World {
     _dir: tempfile::TempDir,
     root: Root,
@@ -47,16 +64,9 @@ struct World {
 
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
     // The issuer key belongs to the provisioning side, outside the root.
-    std::fs::create_dir_all(dir.path().join("issuer")).unwrap();
-    let issuer = dir.path().join("issuer/wit-issuer.pem");
-    let root_dir = root.dir.to_string_lossy().into_owned();
-    let key = issuer.to_string_lossy().into_owned();
-    ephemera(&["identity", "wit-issuer", &root_dir, "--key", &key], &[]).ok();
-    for service in ["orders", "billing"] {
-        root.identity("wit", service, &["--issuer-key", &key]);
-    }
+    let (root, key) = wimse_root(dir.path(), &["orders", "billing"]);
+    let issuer = PathBuf::from(&key);
     let billing_app = EchoApp::start(dir.path(), "billing-app", 200);
     let capture = EchoApp::start(dir.path(), "capture", 200);
     let orders_app = EchoApp::start(dir.path(), "orders-app", 200);
@@ -321,15 +331,7 @@ fn a_new_proof_key_or_a_removal_revokes_the_old_wit() {
 #[test]
 fn a_wimse_caller_opens_a_transaction_the_shim_verified_again() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
-    std::fs::create_dir_all(dir.path().join("issuer")).unwrap();
-    let key = dir.path().join("issuer/wit-issuer.pem");
-    let key = key.to_string_lossy().into_owned();
-    let root_dir = root.dir.to_string_lossy().into_owned();
-    ephemera(&["identity", "wit-issuer", &root_dir, "--key", &key], &[]).ok();
-    for service in ["orders", "billing"] {
-        root.identity("wit", service, &["--issuer-key", &key]);
-    }
+    let (root, _) = wimse_root(dir.path(), &["orders", "billing"]);
     let bao = OpenBao::start(dir.path());
     bao.root("POST", "secret/data/orders/a", r#"{"data":{"v":"alpha"}}"#)
         .ok();
@@ -409,11 +411,7 @@ inbound:
 #[test]
 fn the_shim_serves_the_wit_and_warns_as_it_nears_expiry() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::new(&dir.path().join("root"), &["orders"]);
-    let key = dir.path().join("wit-issuer.pem");
-    let key = key.to_string_lossy().into_owned();
-    let root_dir = root.dir.to_string_lossy().into_owned();
-    ephemera(&["identity", "wit-issuer", &root_dir, "--key", &key], &[]).ok();
+    let (root, key) = wimse_root(dir.path(), &["orders"]);
     root.identity("wit", "orders", &["--issuer-key", &key, "--ttl-secs", "4"]);
     let shim = serve(dir.path(), &root, "orders", "shim", &[]);
     let doc = get(&shim.socket, "/v1/identity", &[]).json();

@@ -315,16 +315,6 @@ impl Root {
         new_proof_key: bool,
     ) -> Result<SpiffeId, ProvisionError> {
         let _lock = self.lock()?;
-        self.issue_wit_locked(name, key_file, ttl_secs, new_proof_key)
-    }
-
-    fn issue_wit_locked(
-        &self,
-        name: &str,
-        key_file: &Path,
-        ttl_secs: u64,
-        new_proof_key: bool,
-    ) -> Result<SpiffeId, ProvisionError> {
         let issuer = self.issuer_key(key_file, false)?;
         let doc = self.read_bundle()?;
         let id = service_id(&doc, name)?;

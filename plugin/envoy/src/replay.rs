@@ -1,9 +1,9 @@
 //! WIMSE proofs remembered by every worker of this Envoy: a ring of
-//! shared-data buckets, one per second of lapse, each updated by
+//! shared-data buckets, 64 per second of lapse, each updated by
 //! compare-and-swap so two workers never both admit one proof. Shared data
 //! holds only hashes of senders and `jti`s: nothing secret.
 
-use ephemera_core::wimse::{RING_SECONDS, ReplayGuard, ReplayKey, admit, bucket_name};
+use ephemera_core::wimse::{ReplayGuard, ReplayKey, admit, bucket_name, bucket_names};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
@@ -17,8 +17,7 @@ impl SharedReplay {
     /// Creates every bucket that does not exist yet, so each later write
     /// carries a CAS value (a bucket written without one could race).
     pub fn prepare() {
-        for second in 0..RING_SECONDS {
-            let name = bucket_name(second);
+        for name in bucket_names() {
             if matches!(hostcalls::get_shared_data(&name), Ok((None, None))) {
                 let _ = hostcalls::set_shared_data(&name, Some(&[]), None);
             }
@@ -28,7 +27,7 @@ impl SharedReplay {
 
 impl ReplayGuard for SharedReplay {
     fn first_use(&self, key: ReplayKey, lapses_at: u64, _now: u64) -> Result<bool, String> {
-        let name = bucket_name(lapses_at);
+        let name = bucket_name(lapses_at, &key);
         for _ in 0..ATTEMPTS {
             let (stored, cas) =
                 hostcalls::get_shared_data(&name).map_err(|s| format!("shared data: {s:?}"))?;

@@ -12,8 +12,8 @@ mod wpt;
 pub use error::WimseError;
 pub use issuers::{IssuersDocument, IssuersError, WitIssuers};
 pub use replay::{
-    BucketError, MAX_PER_BUCKET, MemoryReplay, RING_SECONDS, ReplayGuard, ReplayKey, admit,
-    bucket_name,
+    BucketError, MAX_PER_BUCKET, MemoryReplay, RING_SECONDS, ReplayGuard, ReplayKey, SHARDS, admit,
+    bucket_name, bucket_names,
 };
 pub use wit::{MAX_WIT_BYTES, VerifiedWit, WIT_TYPE, issue_wit, unverified_times, verify_wit};
 pub use wpt::{

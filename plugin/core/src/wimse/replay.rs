@@ -10,10 +10,13 @@ use sha2::{Digest, Sha256};
 
 use crate::spiffe_id::SpiffeId;
 
-/// Buckets in the ring: one per second of `lapses_at`, reused after this
-/// many seconds, so no proof may live longer.
+/// Seconds in the ring: a second of `lapses_at` has its buckets, reused
+/// after this many seconds, so no proof may live longer.
 pub const RING_SECONDS: u64 = 128;
-/// Most proofs remembered per bucket (one second of lapsing proofs).
+/// Buckets per second, chosen by the key's first byte: each write copies
+/// one small bucket, and a second holds up to `SHARDS × MAX_PER_BUCKET`.
+pub const SHARDS: u8 = 64;
+/// Most proofs remembered per bucket.
 pub const MAX_PER_BUCKET: usize = 4096;
 
 /// A proof's identity in the cache: its sender and `jti`, hashed.
@@ -86,9 +89,19 @@ impl ReplayGuard for MemoryReplay {
     }
 }
 
-/// The ring bucket a proof lapsing at `lapses_at` lives in.
-pub fn bucket_name(lapses_at: u64) -> String {
-    format!("ephemera.wpt.{}", lapses_at % RING_SECONDS)
+/// The ring bucket proof `key`, lapsing at `lapses_at`, lives in.
+pub fn bucket_name(lapses_at: u64, key: &ReplayKey) -> String {
+    format!(
+        "ephemera.wpt.{}.{}",
+        lapses_at % RING_SECONDS,
+        key.0[0] % SHARDS
+    )
+}
+
+/// Every bucket of the ring.
+pub fn bucket_names() -> impl Iterator<Item = String> {
+    (0..RING_SECONDS)
+        .flat_map(|second| (0..SHARDS).map(move |shard| format!("ephemera.wpt.{second}.{shard}")))
 }
 
 /// Why a bucket could not take a proof.
@@ -156,7 +169,15 @@ mod tests {
         // The same slot one ring later: the old second's proofs are gone.
         let later = admit(Some(&second), key("a"), 1000 + RING_SECONDS).unwrap();
         assert_eq!(later.map(|b| b.len()), Some(8 + 16));
-        assert_eq!(bucket_name(1000), bucket_name(1000 + RING_SECONDS));
+        assert_eq!(
+            bucket_name(1000, &key("a")),
+            bucket_name(1000 + RING_SECONDS, &key("a"))
+        );
+        assert!(bucket_names().any(|name| name == bucket_name(1000, &key("a"))));
+        assert_eq!(
+            bucket_names().count(),
+            RING_SECONDS as usize * SHARDS as usize
+        );
         assert_eq!(
             admit(Some(&[1, 2, 3]), key("a"), 1000),
             Err(BucketError::Malformed)
