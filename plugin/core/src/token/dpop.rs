@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::error::InvalidToken;
+use super::mint::sign_compact;
 use super::verify::decode;
 use crate::b64;
 use crate::crypto::{CryptoError, Es256};
@@ -168,15 +169,7 @@ pub fn create_proof(
     let claims = json!({
         "jti": jti, "htm": method, "htu": htu, "iat": now, "ath": token_hash(access_token),
     });
-    let mut proof = format!(
-        "{}.{}",
-        b64::encode(header.to_string()),
-        b64::encode(claims.to_string())
-    );
-    let signature = crypto.sign(key, proof.as_bytes())?;
-    proof.push('.');
-    proof.push_str(&b64::encode(signature));
-    Ok(proof)
+    sign_compact(&header, &claims, key, crypto)
 }
 
 #[cfg(test)]

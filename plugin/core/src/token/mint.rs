@@ -4,7 +4,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::MintError;
 use crate::b64;
-use crate::crypto::Es256;
+use crate::crypto::{CryptoError, Es256};
 use crate::jwk::ES256;
 use crate::keys::PrivateKey;
 use crate::spiffe_id::SpiffeId;
@@ -78,4 +78,23 @@ pub fn random_jti() -> Result<String, MintError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|_| MintError::Randomness)?;
     Ok(b64::encode(bytes))
+}
+
+/// `header.claims.signature` of two JSON values, signed with `key` (DPoP
+/// proofs, WIMSE tokens).
+pub(crate) fn sign_compact(
+    header: &Value,
+    claims: &Value,
+    key: &PrivateKey,
+    crypto: &dyn Es256,
+) -> Result<String, CryptoError> {
+    let mut token = format!(
+        "{}.{}",
+        b64::encode(header.to_string()),
+        b64::encode(claims.to_string())
+    );
+    let signature = crypto.sign(key, token.as_bytes())?;
+    token.push('.');
+    token.push_str(&b64::encode(signature));
+    Ok(token)
 }

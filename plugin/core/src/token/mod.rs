@@ -4,7 +4,7 @@ mod claims;
 pub(crate) mod dpop;
 mod error;
 mod malleability;
-mod mint;
+pub(crate) mod mint;
 pub(crate) mod verify;
 
 pub use claims::VerifiedToken;

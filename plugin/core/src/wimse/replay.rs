@@ -91,17 +91,16 @@ impl ReplayGuard for MemoryReplay {
 
 /// The ring bucket proof `key`, lapsing at `lapses_at`, lives in.
 pub fn bucket_name(lapses_at: u64, key: &ReplayKey) -> String {
-    format!(
-        "ephemera.wpt.{}.{}",
-        lapses_at % RING_SECONDS,
-        key.0[0] % SHARDS
-    )
+    slot(lapses_at % RING_SECONDS, key.0[0] % SHARDS)
 }
 
 /// Every bucket of the ring.
 pub fn bucket_names() -> impl Iterator<Item = String> {
-    (0..RING_SECONDS)
-        .flat_map(|second| (0..SHARDS).map(move |shard| format!("ephemera.wpt.{second}.{shard}")))
+    (0..RING_SECONDS).flat_map(|second| (0..SHARDS).map(move |shard| slot(second, shard)))
+}
+
+fn slot(second: u64, shard: u8) -> String {
+    format!("ephemera.wpt.{second}.{shard}")
 }
 
 /// Why a bucket could not take a proof.

@@ -6,13 +6,13 @@ use serde_json::{Map, Value, json};
 
 use super::error::WimseError;
 use super::issuers::WitIssuers;
-use crate::b64;
 use crate::bundle::Bundle;
 use crate::crypto::Es256;
 use crate::jwk::ES256;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::spiffe_id::SpiffeId;
 use crate::token::dpop::public_key;
+use crate::token::mint::sign_compact;
 use crate::token::verify::{decode, numeric_date};
 use crate::token::{MintError, random_jti};
 
@@ -144,25 +144,7 @@ pub fn issue_wit(
         "jti": random_jti()?,
         "cnf": {"jwk": {"kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "y": jwk.y, "alg": ES256}},
     });
-    sign_compact(&header, &claims, issuer, crypto)
-}
-
-/// `header.claims.signature` with `key`.
-pub(super) fn sign_compact(
-    header: &Value,
-    claims: &Value,
-    key: &PrivateKey,
-    crypto: &dyn Es256,
-) -> Result<String, MintError> {
-    let mut token = format!(
-        "{}.{}",
-        b64::encode(header.to_string()),
-        b64::encode(claims.to_string())
-    );
-    let signature = crypto.sign(key, token.as_bytes())?;
-    token.push('.');
-    token.push_str(&b64::encode(signature));
-    Ok(token)
+    Ok(sign_compact(&header, &claims, issuer, crypto)?)
 }
 
 /// The `iat` and `exp` of a WIT, read without verifying it (to warn

@@ -6,11 +6,12 @@
 use serde_json::{Map, Value, json};
 
 use super::error::WimseError;
-use super::wit::{VerifiedWit, sign_compact, typed};
+use super::wit::{VerifiedWit, typed};
 use crate::crypto::Es256;
 use crate::jwk::ES256;
 use crate::keys::PrivateKey;
 use crate::token::dpop::token_hash;
+use crate::token::mint::sign_compact;
 use crate::token::verify::{decode, numeric_date};
 use crate::token::{MintError, random_jti};
 
@@ -204,10 +205,6 @@ pub fn create_wpt(
             .collect();
         claims["oth"] = Value::Object(oth);
     }
-    sign_compact(
-        &json!({"typ": WPT_TYPE, "alg": ES256}),
-        &claims,
-        key,
-        crypto,
-    )
+    let header = json!({"typ": WPT_TYPE, "alg": ES256});
+    Ok(sign_compact(&header, &claims, key, crypto)?)
 }
