@@ -84,19 +84,53 @@ fn a_key_bound_to_one_identity_never_validates_another() {
 }
 
 #[test]
-fn embedded_keys_and_key_urls_are_never_consulted() {
+fn a_token_offering_a_key_or_a_key_location_is_refused() {
     let w = world();
     let attacker = PrivateKey::generate().unwrap();
-    let h = json!({
-        "alg": "ES256", "kid": attacker.public_key().kid(),
-        "jwk": attacker.public_key().jwk(), "jku": "https://evil.example/jwks",
-        "x5u": "https://evil.example/x5u", "x5c": ["AAAA"],
-    })
-    .to_string();
+    let offered = [
+        ("jwk", json!(attacker.public_key().jwk())),
+        ("jku", json!("https://evil.example/jwks")),
+        ("x5u", json!("https://evil.example/x5u")),
+        ("x5c", json!(["AAAA"])),
+        ("x5t", json!("AAAA")),
+        ("x5t#S256", json!("AAAA")),
+    ];
+    for (name, value) in offered {
+        let mut h = json!({"alg": "ES256", "kid": w.orders.public_key().kid()});
+        h[name] = value;
+        // Signed by the subject's own key, and by the key it offers.
+        for key in [&w.orders, &attacker] {
+            w.rejects(
+                &sign_raw(key, &h.to_string(), &claims().to_string()),
+                InvalidToken::KeyInHeader(name),
+            );
+        }
+    }
+    // Found by fuzzing (fuzz/regressions/token_signed): a `jwk` that is not
+    // even a JWK.
+    let h = json!({"alg": "ES256", "jwk": "mxUG_1qRFVEqi_fztCHOjfEaOE5uWmGYxvFQ", "typ": "JWT"});
     w.rejects(
-        &sign_raw(&attacker, &h, &claims().to_string()),
-        InvalidToken::SignatureMismatch,
+        &sign_raw(&w.orders, &h.to_string(), &claims().to_string()),
+        InvalidToken::KeyInHeader("jwk"),
     );
+}
+
+#[test]
+fn encrypted_object_parameters_and_mistyped_kid_or_cty_are_refused() {
+    let w = world();
+    for (name, value, reason) in [
+        ("enc", json!("A128GCM"), InvalidToken::NotJws("enc")),
+        ("zip", json!("DEF"), InvalidToken::NotJws("zip")),
+        ("kid", json!(7), InvalidToken::HeaderType("kid")),
+        ("cty", json!({"a": 1}), InvalidToken::HeaderType("cty")),
+    ] {
+        let mut h = json!({"alg": "ES256"});
+        h[name] = value;
+        w.rejects(
+            &sign_raw(&w.orders, &h.to_string(), &claims().to_string()),
+            reason,
+        );
+    }
 }
 
 #[test]

@@ -63,6 +63,16 @@ pub enum InvalidToken {
     /// The header lists critical extensions (none are understood).
     #[error("unsupported critical header parameter(s)")]
     Critical,
+    /// The header offers a key or a key's location (`jwk`, `jku`, `x5u`,
+    /// `x5c`, `x5t`, `x5t#S256`): a JWT-SVID's key comes from the bundle.
+    #[error("header parameter {0:?} offers a key; JWT-SVID keys come from the bundle only")]
+    KeyInHeader(&'static str),
+    /// The header belongs to an encrypted or compressed object (`enc`, `zip`).
+    #[error("header parameter {0:?} is not one of a signed JWT")]
+    NotJws(&'static str),
+    /// A header parameter that must be a string is not (`kid`, `cty`).
+    #[error("header parameter {0:?} must be a string")]
+    HeaderType(&'static str),
     /// A required claim is absent.
     #[error("missing required claim {0:?}")]
     MissingClaim(&'static str),
@@ -103,7 +113,12 @@ impl InvalidToken {
         match self {
             Self::TooLarge { .. } => "too_large",
             Self::NotCompact | Self::Encoding(_) | Self::Json { .. } => "malformed",
-            Self::Algorithm | Self::Type | Self::Critical => "bad_header",
+            Self::Algorithm
+            | Self::Type
+            | Self::Critical
+            | Self::KeyInHeader(_)
+            | Self::NotJws(_)
+            | Self::HeaderType(_) => "bad_header",
             Self::MissingClaim(_) | Self::ClaimType(_) | Self::AudienceNotString => "bad_claims",
             Self::Subject(_) => "bad_subject",
             Self::AudienceMismatch => "wrong_audience",

@@ -214,8 +214,18 @@ pub(crate) fn decode(token: &str, max_bytes: usize) -> Result<Parts<'_>, Invalid
     })
 }
 
-/// `alg` must be ES256; `typ`, when present, JWT or JOSE; no `crit`.
-/// `jwk`, `jku`, `x5u` and `x5c` are never consulted.
+/// Header parameters that offer a key or where to find one. The key of a
+/// JWT-SVID comes from the bundle only, so a token offering one is refused:
+/// it is never consulted, and refusing it keeps key-confusion attempts out
+/// of the logs as accepted tokens.
+const KEY_PARAMETERS: [&str; 6] = ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"];
+/// Header parameters of encrypted or compressed objects (RFC 7516).
+const JWE_PARAMETERS: [&str; 2] = ["enc", "zip"];
+/// Header parameters that are strings when present.
+const STRING_PARAMETERS: [&str; 2] = ["kid", "cty"];
+
+/// `alg` must be ES256; `typ`, when present, JWT or JOSE; no `crit`; no
+/// key, no key location, no encryption; `kid` and `cty` strings.
 fn check_header(header: &Map<String, Value>) -> Result<(), InvalidToken> {
     if header.get("alg").and_then(Value::as_str) != Some(ES256) {
         return Err(InvalidToken::Algorithm);
@@ -227,6 +237,18 @@ fn check_header(header: &Map<String, Value>) -> Result<(), InvalidToken> {
     }
     if header.contains_key("crit") {
         return Err(InvalidToken::Critical);
+    }
+    if let Some(name) = KEY_PARAMETERS.into_iter().find(|p| header.contains_key(*p)) {
+        return Err(InvalidToken::KeyInHeader(name));
+    }
+    if let Some(name) = JWE_PARAMETERS.into_iter().find(|p| header.contains_key(*p)) {
+        return Err(InvalidToken::NotJws(name));
+    }
+    if let Some(name) = STRING_PARAMETERS
+        .into_iter()
+        .find(|p| header.get(*p).is_some_and(|v| !v.is_string()))
+    {
+        return Err(InvalidToken::HeaderType(name));
     }
     Ok(())
 }
