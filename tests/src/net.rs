@@ -343,20 +343,32 @@ impl CountingProxy {
     }
 }
 
-/// A TCP relay on loopback whose link can be cut (every open connection
-/// reset, new ones refused) and restored: a network partition between a
-/// client and one server.
+/// A TCP relay on loopback in front of one server, whose link a test can
+/// cut (every open connection reset, new ones refused), slow down, or
+/// replace with a server answering 500, and restore.
 pub struct Relay {
     /// Where it listens.
     pub port: u16,
     state: std::sync::Arc<std::sync::Mutex<RelayState>>,
 }
 
+/// What the relay does to traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Link {
+    #[default]
+    Up,
+    Cut,
+    Slow(Duration),
+    Failing,
+}
+
 #[derive(Default)]
 struct RelayState {
-    cut: bool,
+    link: Link,
     open: Vec<TcpStream>,
 }
+
+const INJECTED_500: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 23\r\nconnection: close\r\n\r\n{\"errors\":[\"injected\"]}";
 
 impl Relay {
     /// Relays every connection to `127.0.0.1:target`.
@@ -368,7 +380,7 @@ impl Relay {
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(mut state) = shared.lock() else { return };
-                if state.cut {
+                if state.link == Link::Cut {
                     let _ = client.shutdown(std::net::Shutdown::Both);
                     continue;
                 }
@@ -380,35 +392,76 @@ impl Relay {
                         state.open.push(kept);
                     }
                 }
-                let pipe = |mut from: TcpStream, mut to: TcpStream| {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
+                drop(state);
+                let (Ok(c2), Ok(c3), Ok(u2)) =
+                    (client.try_clone(), client.try_clone(), upstream.try_clone())
+                else {
+                    continue;
                 };
-                if let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) {
-                    pipe(client, upstream);
-                    pipe(u2, c2);
-                }
+                let link = shared.clone();
+                // Client to server, chunk by chunk, as the link is now.
+                std::thread::spawn(move || {
+                    let (mut from, mut to, mut reply) = (client, upstream, c3);
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let now = link.lock().map(|s| s.link).unwrap_or(Link::Cut);
+                        match now {
+                            Link::Up => {}
+                            Link::Slow(delay) => std::thread::sleep(delay),
+                            Link::Failing => {
+                                let _ = reply.write_all(INJECTED_500);
+                                let _ = reply.shutdown(std::net::Shutdown::Both);
+                                break;
+                            }
+                            Link::Cut => break,
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (u2, c2);
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
             }
         });
         Self { port, state }
     }
 
-    /// Resets every relayed connection and refuses new ones.
-    pub fn cut(&self) {
+    fn set(&self, link: Link) {
         if let Ok(mut state) = self.state.lock() {
-            state.cut = true;
-            for stream in state.open.drain(..) {
-                let _ = stream.shutdown(std::net::Shutdown::Both);
+            state.link = link;
+            if link == Link::Cut {
+                for stream in state.open.drain(..) {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                }
             }
         }
     }
 
-    /// Relays new connections again.
+    /// Resets every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.set(Link::Cut);
+    }
+
+    /// Holds every request `delay` before passing it on.
+    pub fn slow(&self, delay: Duration) {
+        self.set(Link::Slow(delay));
+    }
+
+    /// Answers every request 500 in the server's place.
+    pub fn fail(&self) {
+        self.set(Link::Failing);
+    }
+
+    /// Relays as normal again.
     pub fn restore(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.cut = false;
-        }
+        self.set(Link::Up);
     }
 }

@@ -268,6 +268,85 @@ fn inbound_verdicts_are_the_same_on_both_crypto_paths() {
     );
 }
 
+/// The `kid` in a JWT's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_rotated_key_signs_only_once_its_bundle_has_reached_the_verifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(&dir.path().join("root"), &["orders", "billing", "payments"]);
+    let billing_app = EchoApp::start(dir.path(), "billing-app", 200);
+    let billing = Sidecar::start(dir.path(), &root, "billing", billing_app.port, None, false);
+    let payments_app = EchoApp::start(dir.path(), "payments-app", 200);
+    let config = format!(
+        "outbound:\n  destinations:\n    - {{host: billing, address: '127.0.0.1:{}', spiffe_id: '{BILLING}'}}\n    - {{host: payments, address: '127.0.0.1:{}', spiffe_id: 'spiffe://example.org/payments'}}\n",
+        billing.inbound, payments_app.port
+    );
+    let orders_app = EchoApp::start(dir.path(), "orders-app", 200);
+    let orders = Sidecar::start(
+        dir.path(),
+        &root,
+        "orders",
+        orders_app.port,
+        Some(&config),
+        true,
+    );
+    let out = orders.outbound.unwrap();
+    let signing_kid = || {
+        let seen = get(out, "/pay", &[("host", "payments")]).json();
+        kid_of(
+            seen["headers"]["authorization"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("Bearer "),
+        )
+    };
+    let old_kid = signing_kid();
+
+    // Calls to billing never stop while orders' key is rotated: each is
+    // signed by a key billing's sidecar already knows.
+    let traffic = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut statuses = Vec::new();
+        while start.elapsed() < Duration::from_millis(3500) {
+            statuses.push(get(out, "/invoice", &[("host", "billing")]).status);
+        }
+        statuses
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    root.identity("rotate", "orders", &[]);
+    let bundle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.dir.join("bundle.json")).unwrap())
+            .unwrap();
+    let new_kid = bundle["identities"][ORDERS]["keys"][0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert_eq!(signing_kid(), old_kid, "the new key waits before it signs");
+    let statuses = traffic.join().unwrap();
+    assert!(statuses.len() > 50, "traffic ran: {}", statuses.len());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every call during the rotation was accepted: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+    // Then it signs (the default wait is 2 s; the shim re-reads every 2 s).
+    wait_until(Duration::from_secs(8), || signing_kid() == new_kid)
+        .expect("the new key signs after its wait");
+    assert_eq!(get(out, "/invoice", &[("host", "billing")]).status, 200);
+}
+
 #[test]
 fn outbound_calls_carry_a_token_for_exactly_their_destination() {
     let dir = tempfile::tempdir().unwrap();

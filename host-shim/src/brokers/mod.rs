@@ -89,6 +89,14 @@ impl Revocation {
             Self::TtlBackstop => "none, ttl backstop".into(),
         }
     }
+
+    /// The lease a [`Revocation::Lease`] description names.
+    pub fn recorded_lease(described: &str) -> Option<&str> {
+        described
+            .strip_prefix("lease ")?
+            .strip_suffix(" revoked")
+            .filter(|lease| !lease.is_empty())
+    }
 }
 
 /// An issued credential.
@@ -222,12 +230,58 @@ impl Broker {
         }
     }
 
+    /// Takes back, after a restart, the credential of a transaction the
+    /// previous run opened and never ended; `recorded` is the revocation
+    /// its `open` record describes. Answers what was done, for the ledger.
+    pub async fn disarm(
+        &self,
+        transaction_id: &str,
+        recorded: Option<&str>,
+    ) -> Result<String, BrokerError> {
+        match self {
+            Self::OpenBao(b) => b
+                .disarm(transaction_id)
+                .await
+                .map(|()| "policy deleted after a restart".into()),
+            Self::Database(b) => match recorded.and_then(Revocation::recorded_lease) {
+                Some(lease) => b
+                    .revoke(lease)
+                    .await
+                    .map(|()| format!("lease {lease} revoked after a restart")),
+                None => Ok("none, the open record names no lease; ttl backstop".into()),
+            },
+            Self::Sts(_) => Ok(Revocation::TtlBackstop.describe()),
+        }
+    }
+
     /// The broker's name.
     pub fn name(&self) -> &str {
         match self {
             Self::OpenBao(b) => b.name(),
             Self::Sts(b) => b.name(),
             Self::Database(b) => b.name(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_lease_is_read_back_from_its_description() {
+        let lease = "database/creds/orders-invoices-read/AbC123";
+        let described = Revocation::Lease {
+            lease_id: lease.into(),
+        }
+        .describe();
+        assert_eq!(Revocation::recorded_lease(&described), Some(lease));
+        for other in [
+            Revocation::TtlBackstop.describe(),
+            "lease  revoked".into(),
+            String::new(),
+        ] {
+            assert_eq!(Revocation::recorded_lease(&other), None, "{other:?}");
         }
     }
 }

@@ -161,6 +161,11 @@ fn capabilities(action: &Action) -> Option<&'static [&'static str]> {
     })
 }
 
+/// The one policy of a transaction's token.
+fn policy_name(transaction_id: &str) -> String {
+    format!("ephemera-{transaction_id}")
+}
+
 /// The policy document for one path and its capabilities.
 pub fn policy_document(resource: &Resource, action: &Action) -> Option<String> {
     let caps: Vec<String> = capabilities(action)?
@@ -211,7 +216,7 @@ impl OpenBaoBroker {
                 broker: self.session.name().to_owned(),
                 action: action.to_string(),
             })?;
-        let policy = format!("ephemera-{transaction_id}");
+        let policy = policy_name(transaction_id);
         self.session
             .call(
                 reqwest::Method::PUT,
@@ -295,6 +300,12 @@ impl OpenBaoBroker {
             )
             .await
             .map(drop)
+    }
+
+    /// Disarms the token of a transaction whose accessor is lost (the shim
+    /// restarted): deleting its one policy leaves it no capability.
+    pub async fn disarm(&self, transaction_id: &str) -> Result<(), BrokerError> {
+        self.delete_policy(&policy_name(transaction_id)).await
     }
 
     /// Revokes the token by accessor, then deletes its policy.

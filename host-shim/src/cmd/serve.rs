@@ -96,6 +96,12 @@ pub struct BundleArgs {
     /// bundle for this long: a revocation may be pending.
     #[arg(long, default_value_t = 30_000)]
     pub bundle_max_age_ms: u64,
+    /// How long a rotated key is published in the bundle before it signs
+    /// (while the bundle still binds the key it replaces), milliseconds:
+    /// longer than a bundle takes to reach every verifier (raise it where
+    /// bundles travel slower, e.g. as Kubernetes Secrets). 0 signs at once.
+    #[arg(long, default_value_t = 2000)]
+    pub key_activation_ms: u64,
     /// A federated trust domain's spiffile bundle, TRUST_DOMAIN=PATH
     /// (repeatable): its keys validate only its own identities.
     #[arg(long = "federated-spiffile", value_name = "TRUST_DOMAIN=PATH")]
@@ -221,9 +227,13 @@ impl ServeArgs {
         };
         self.bundles.check_domains()?;
         let federated = self.bundles.federated();
+        let activation = Duration::from_millis(self.bundles.key_activation_ms);
         let source = match self.bundles.store() {
             None => {
-                let source = Arc::new(IdentitySource::new(paths, format).federating(federated));
+                let source = IdentitySource::new(paths, format)
+                    .federating(federated)
+                    .activating_keys_after(activation);
+                let source = Arc::new(source);
                 if let Err(e) = source.reload() {
                     tracing::error!("no identity yet (serving 503 until the files are valid): {e}");
                 }
@@ -232,7 +242,11 @@ impl ServeArgs {
             Some(store) => {
                 let max_age = Duration::from_millis(self.bundles.bundle_max_age_ms);
                 let source = IdentitySource::with_store(paths, format, max_age);
-                let source = Arc::new(source.federating(federated));
+                let source = Arc::new(
+                    source
+                        .federating(federated)
+                        .activating_keys_after(activation),
+                );
                 tokio::spawn(identity::store::follow(store, source.clone()));
                 source
             }
@@ -305,6 +319,7 @@ impl ServeArgs {
                 path.display()
             )));
         }
+        let mut orphans = Vec::new();
         let ledger = match (&config.ledger.path, &config.ledger.postgres) {
             (Some(file), _) => match FileLedger::open(file, key.clone()) {
                 Ok((ledger, recovery)) => {
@@ -320,6 +335,7 @@ impl ServeArgs {
                         file.display(),
                         recovery.records
                     );
+                    orphans = recovery.unfinished;
                     Ok(Ledger::File(ledger))
                 }
                 // A second writer is a configuration error, not an outage.
@@ -337,7 +353,7 @@ impl ServeArgs {
                 on_shutdown.transactions =
                     Some(Checkpointer::start(file.clone(), key, &checkpoint)?);
             }
-            Transactions::new(config, source, ledger)
+            Ok(Transactions::new(config, source, ledger)?.with_orphans(orphans))
         });
         let envoy = match service {
             Ok(service) => {

@@ -88,7 +88,16 @@ pub struct IdentitySource {
     wit_warned: RwLock<Option<Instant>>,
     /// The generation served, announced to [`Self::subscribe`]rs.
     changes: tokio::sync::watch::Sender<u64>,
+    /// How long a new key waits in the bundle before it signs.
+    key_activation: Duration,
+    /// The file set whose new key waits, and since when.
+    waiting_key: RwLock<Option<(String, Instant)>>,
 }
+
+/// How long a rotated key is published before it signs, unless configured:
+/// longer than a bundle takes to reach this node's verifiers (the file
+/// watch, the filter's identity poll).
+pub const DEFAULT_KEY_ACTIVATION: Duration = Duration::from_secs(2);
 
 impl IdentitySource {
     /// A source over `paths`; nothing is read until [`Self::reload`].
@@ -105,7 +114,18 @@ impl IdentitySource {
             wit_expiry_warnings: AtomicU64::new(0),
             wit_warned: RwLock::new(None),
             changes: tokio::sync::watch::Sender::new(0),
+            key_activation: DEFAULT_KEY_ACTIVATION,
+            waiting_key: RwLock::new(None),
         }
+    }
+
+    /// This source with rotated keys signing only `delay` after they were
+    /// first seen, while the bundle still binds the key they replace: the
+    /// bundle naming the new key reaches verifiers before any token it
+    /// signed. Zero signs at once.
+    pub fn activating_keys_after(mut self, delay: Duration) -> Self {
+        self.key_activation = delay;
+        self
     }
 
     /// This source with federated trust domains' bundle files, read (and
@@ -214,6 +234,24 @@ impl IdentitySource {
             return None;
         }
         self.served.read().ok().and_then(|s| s.clone())
+    }
+
+    /// The key `current` signs with, when `next` replaces it while its
+    /// bundle still binds it to this workload (a rotation keeping the old
+    /// key) and new keys wait before they sign.
+    fn key_to_keep(&self, current: &Served, next: &WorkloadIdentity) -> Option<String> {
+        let old = current.identity.minter.key();
+        let kept = self.key_activation > Duration::ZERO
+            && current.identity.id() == next.id()
+            && old.public_key().kid() != next.minter.key().public_key().kid()
+            && next
+                .bundle
+                .keys_for(next.id())
+                .is_some_and(|keys| keys.iter().any(|k| k.kid() == old.public_key().kid()));
+        if !kept {
+            return None;
+        }
+        old.to_pkcs8_pem().ok()
     }
 
     /// How many reloads were refused.
@@ -352,8 +390,17 @@ impl IdentitySource {
         if refused_before || current.as_ref().is_some_and(|s| s.version == version) {
             return Ok(Reload::Unchanged);
         }
-        let generation = current.map_or(1, |s| s.generation + 1);
-        let doc = IdentityDocument {
+        let waited = self.waiting_key.read().ok().and_then(|w| {
+            w.as_ref()
+                .filter(|(v, _)| *v == version)
+                .map(|(_, at)| at.elapsed())
+        });
+        if waited.is_some_and(|w| w < self.key_activation) {
+            // Its new key still waits; the rest is served already.
+            return Ok(Reload::Unchanged);
+        }
+        let generation = current.as_ref().map_or(1, |s| s.generation + 1);
+        let mut doc = IdentityDocument {
             version: version.clone(),
             generation,
             spiffe_id: id,
@@ -366,12 +413,33 @@ impl IdentitySource {
             wit_key_pem,
         };
         // Exactly the filter's validation: what we serve, it will accept.
-        let identity = WorkloadIdentity::from_document(&doc).map_err(|e| {
+        let mut identity = WorkloadIdentity::from_document(&doc).map_err(|e| {
             if let Ok(mut refused) = self.refused.write() {
                 *refused = Some(doc.version.clone());
             }
             ReloadError::Invalid(e.to_string())
         })?;
+        if waited.is_none()
+            && let Some(previous) = current
+                .as_ref()
+                .and_then(|c| self.key_to_keep(c, &identity))
+        {
+            // The new bundle now, the new key once it has had time to
+            // reach every verifier.
+            tracing::info!(
+                "a new key for {}: published now, signing in {} ms",
+                identity.id(),
+                self.key_activation.as_millis()
+            );
+            if let Ok(mut waiting) = self.waiting_key.write() {
+                *waiting = Some((version.clone(), Instant::now()));
+            }
+            doc.key_pem = previous;
+            doc.version = format!("{version}-previous-key");
+            identity = WorkloadIdentity::from_document(&doc)
+                .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        }
+        let version = doc.version.clone();
         let federated = identity.bundle.federated().iter();
         for bundle in std::iter::once(&identity.bundle).chain(federated) {
             for warning in bundle.warnings() {
@@ -401,5 +469,88 @@ impl IdentitySource {
         }
         self.changes.send_replace(generation);
         Ok(Reload::Changed { generation })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::provision::Root;
+
+    fn orders(dir: &std::path::Path) -> Root {
+        let root = Root::new(dir.join("root"));
+        root.init("example.org").unwrap();
+        root.add("orders").unwrap();
+        root
+    }
+
+    fn source(root: &Root, activation: Duration) -> IdentitySource {
+        let env = root.env("orders").unwrap();
+        let paths = IdentityPaths::from_lookup(|name| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, path)| path.clone())
+        })
+        .unwrap();
+        IdentitySource::new(paths, BundleFormatName::Spiffile).activating_keys_after(activation)
+    }
+
+    /// (the key that signs, the keys the bundle binds to the workload)
+    fn keys(source: &IdentitySource) -> (String, Vec<String>) {
+        let served = source.served().unwrap();
+        let identity = &served.identity;
+        let bound = identity.bundle.keys_for(identity.id()).unwrap_or_default();
+        (
+            identity.minter.key().public_key().kid().to_owned(),
+            bound.iter().map(|k| k.kid().to_owned()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_rotated_key_is_published_at_once_and_signs_only_after_its_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = orders(dir.path());
+        let source = source(&root, Duration::from_millis(300));
+        source.reload().unwrap();
+        let (old, _) = keys(&source);
+        root.rotate("orders", false).unwrap();
+
+        assert!(matches!(source.reload(), Ok(Reload::Changed { .. })));
+        let (signing, bound) = keys(&source);
+        assert_eq!(signing, old, "the old key still signs");
+        assert_eq!(bound.len(), 2, "the bundle with the new key is served");
+        assert_eq!(source.reload().unwrap(), Reload::Unchanged);
+
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(matches!(source.reload(), Ok(Reload::Changed { .. })));
+        let (signing, _) = keys(&source);
+        assert_eq!(signing, bound[0], "the new key signs after its wait");
+        assert_eq!(source.reload().unwrap(), Reload::Unchanged);
+    }
+
+    #[test]
+    fn a_key_dropped_from_the_bundle_stops_signing_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = orders(dir.path());
+        let source = source(&root, Duration::from_secs(60));
+        source.reload().unwrap();
+        let (old, _) = keys(&source);
+        root.rotate("orders", true).unwrap();
+        source.reload().unwrap();
+        let (signing, bound) = keys(&source);
+        assert_ne!(signing, old);
+        assert_eq!(bound, [signing]);
+    }
+
+    #[test]
+    fn without_a_wait_a_rotated_key_signs_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = orders(dir.path());
+        let source = source(&root, Duration::ZERO);
+        source.reload().unwrap();
+        let (old, _) = keys(&source);
+        root.rotate("orders", false).unwrap();
+        source.reload().unwrap();
+        assert_ne!(keys(&source).0, old);
     }
 }

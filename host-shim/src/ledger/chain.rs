@@ -36,14 +36,14 @@ impl Default for ChainHead {
     }
 }
 
-/// Checks one line against the head so far and advances it; with a
-/// `verifier`, a `sig` on the line must be the writer's.
+/// Checks one line against the head so far, advances it and returns the
+/// record; with a `verifier`, a `sig` on the line must be the writer's.
 pub fn check_line(
     head: &mut ChainHead,
     line_no: usize,
     line: &str,
     verifier: Option<&LedgerVerifier>,
-) -> Result<(), ChainError> {
+) -> Result<Value, ChainError> {
     let fail = |reason: String| ChainError {
         line: line_no,
         reason,
@@ -80,7 +80,7 @@ pub fn check_line(
     }
     head.records += 1;
     head.hash = stated;
-    Ok(())
+    Ok(record)
 }
 
 /// Verifies every line of a ledger's text; with a `verifier`, every record

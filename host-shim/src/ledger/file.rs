@@ -19,7 +19,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use super::chain::{ChainError, ChainHead, check_line};
-use super::record::{Entry, LedgerRecord};
+use super::record::{Entry, Event, LedgerRecord, TransactionEvent};
 use super::signing::LedgerKey;
 
 /// Most records written in one batch.
@@ -80,6 +80,9 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// The file's length after recovery.
     pub length: u64,
+    /// Transactions whose `open` has no later record: a previous run
+    /// stopped before they ended, and their credentials may still work.
+    pub unfinished: Vec<TransactionEvent>,
 }
 
 struct Append {
@@ -139,19 +142,27 @@ fn recover(
     };
     let mut head = ChainHead::default();
     let mut good_len = 0usize;
+    let mut open = std::collections::BTreeMap::new();
     for (index, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
         let Some(line) = line.strip_suffix(b"\n") else {
             // The last line, cut short by a crash: never acknowledged.
             break;
         };
         let line_no = index + 1;
-        std::str::from_utf8(line)
+        let record = std::str::from_utf8(line)
             .map_err(|e| ChainError {
                 line: line_no,
                 reason: e.to_string(),
             })
             .and_then(|text| check_line(&mut head, line_no, text, verifier.as_ref()))
             .map_err(damaged)?;
+        if let Ok(event) = serde_json::from_value::<TransactionEvent>(record) {
+            if event.event == Event::Open {
+                open.insert(event.transaction_id.clone(), event);
+            } else {
+                open.remove(&event.transaction_id);
+            }
+        }
         good_len += line.len() + 1;
     }
     if verifier.is_some() && head.signed < head.records {
@@ -177,6 +188,7 @@ fn recover(
             records,
             truncated_bytes: truncated,
             length: good_len as u64,
+            unfinished: open.into_values().collect(),
         },
     ))
 }
@@ -445,6 +457,29 @@ mod tests {
     }
 
     #[test]
+    fn reopening_names_the_transactions_opened_and_never_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let (ledger, _) = FileLedger::open(&path, None).unwrap();
+        for i in 0..4 {
+            ledger.append_blocking(event(i)).unwrap();
+        }
+        for (i, end) in [(0, Event::Close), (2, Event::Fail), (9, Event::Deny)] {
+            ledger
+                .append_blocking(TransactionEvent::new(end, format!("tx-{i}")))
+                .unwrap();
+        }
+        drop(ledger);
+        let (_ledger, rec) = reopen(&path, None).unwrap();
+        let ids: Vec<_> = rec
+            .unfinished
+            .iter()
+            .map(|e| e.transaction_id.as_str())
+            .collect();
+        assert_eq!(ids, ["tx-1", "tx-3"]);
+    }
+
+    #[test]
     fn appends_are_chained_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.jsonl");
@@ -461,6 +496,7 @@ mod tests {
                 records: 3,
                 truncated_bytes: 0,
                 length: std::fs::metadata(&path).unwrap().len(),
+                unfinished: (0..3).map(event).collect(),
             }
         );
         assert_eq!(ledger.append_blocking(event(9)).unwrap().seq, 4);

@@ -81,6 +81,9 @@ pub struct TransactionEvent {
     /// The one action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The broker that issued (or would have issued) the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
     /// Unix seconds the credential was issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<u64>,
@@ -113,6 +116,7 @@ impl TransactionEvent {
             caller: None,
             resource: None,
             action: None,
+            broker: None,
             issued_at: None,
             closed_at: None,
             blast_radius: None,

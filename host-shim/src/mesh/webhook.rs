@@ -79,16 +79,21 @@ async fn mutate(State(options): State<Arc<Options>>, headers: HeaderMap, body: B
         )
             .into_response();
     }
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
-        Ok(review) => review,
-        Err(e) => return bad_request(format!("not an AdmissionReview: {e}")),
-    };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(request) => request,
-        Err(e) => return bad_request(format!("not an AdmissionReview request: {e}")),
-    };
-    let response = decide(&request, &options);
-    axum::Json(base64_patch(response.into_review())).into_response()
+    match review(&body, &options) {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(why) => bad_request(why),
+    }
+}
+
+/// Answers one `AdmissionReview` (JSON): the review with its response, or
+/// why the body is not a review request.
+pub fn review(body: &[u8], options: &Options) -> Result<serde_json::Value, String> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
+    let request: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|e| format!("not an AdmissionReview request: {e}"))?;
+    Ok(base64_patch(decide(&request, options).into_review()))
 }
 
 /// The review as JSON, its patch as the base64 string of the API's

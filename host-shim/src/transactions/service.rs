@@ -155,6 +155,11 @@ pub struct Transactions {
     reap_interval: Duration,
     /// WIMSE proofs that opened a transaction.
     proofs: MemoryReplay,
+    /// `open` records a previous run left without an end, until disarmed.
+    orphans: Mutex<Vec<TransactionEvent>>,
+    /// Ended transactions whose credential the provider has not yet taken
+    /// back, with the end to record once it has.
+    unrevoked: Mutex<Vec<(OpenTxn, Event, Option<String>)>>,
 }
 
 impl Transactions {
@@ -188,7 +193,24 @@ impl Transactions {
             limit: CallerLimit::new(config.max_open_per_caller),
             reap_interval: Duration::from_millis(config.reap_interval_ms.max(50)),
             proofs: MemoryReplay::default(),
+            orphans: Mutex::new(Vec::new()),
+            unrevoked: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Takes on the transactions a previous run opened and never ended
+    /// (found in the ledger): the reaper disarms and records each.
+    pub fn with_orphans(self, orphans: Vec<TransactionEvent>) -> Self {
+        if !orphans.is_empty() {
+            tracing::warn!(
+                "ledger: {} transactions were left open by the previous run; disarming them",
+                orphans.len()
+            );
+        }
+        Self {
+            orphans: Mutex::new(orphans),
+            ..self
+        }
     }
 
     fn event(
@@ -201,6 +223,7 @@ impl Transactions {
         e.caller = caller.map(ToString::to_string);
         e.resource = Some(request.resource.to_string());
         e.action = Some(request.action.to_string());
+        e.broker = Some(request.broker.clone());
         if let Some(key) = &self.hmac {
             e.refs.insert(
                 "caller_token".into(),
@@ -452,6 +475,10 @@ impl Transactions {
         Ok(())
     }
 
+    /// Revokes, then records the transaction's end. A revocation the
+    /// provider cannot take now is tried again on every reaper tick until
+    /// the credential's TTL ends it; only then is the end recorded, so the
+    /// record says how the credential was taken back.
     async fn finish(&self, txn: OpenTxn, kind: Event, error: Option<String>) {
         let revoked = match self.brokers.get(&txn.request.broker) {
             Some(broker) => broker
@@ -463,6 +490,16 @@ impl Transactions {
         // A close whose revocation failed is a failure.
         let (kind, error) = match revoked {
             Ok(()) => (kind, error),
+            Err(r) if txn.expires_at > unix_now() => {
+                tracing::warn!(
+                    "transaction {}: revocation failed, retrying until its TTL: {r}",
+                    txn.request.transaction_id
+                );
+                if let Ok(mut unrevoked) = self.unrevoked.lock() {
+                    unrevoked.push((txn, kind, error));
+                }
+                return;
+            }
             Err(r) => (
                 if kind == Event::Close {
                     Event::Fail
@@ -470,8 +507,8 @@ impl Transactions {
                     kind
                 },
                 Some(match error {
-                    Some(e) => format!("{e}; revocation failed: {r}"),
-                    None => format!("revocation failed: {r}"),
+                    Some(e) => format!("{e}; revocation failed until the TTL ended it: {r}"),
+                    None => format!("revocation failed until the TTL ended it: {r}"),
                 }),
             ),
         };
@@ -483,6 +520,17 @@ impl Transactions {
         e.error = error;
         if let Err(err) = self.ledger.append(e).await {
             tracing::error!("ledger: cannot record the end of a transaction: {err}");
+        }
+    }
+
+    /// Tries again the revocations that failed.
+    async fn retry_revocations(&self) {
+        let unrevoked = match self.unrevoked.lock() {
+            Ok(mut unrevoked) => std::mem::take(&mut *unrevoked),
+            Err(_) => return,
+        };
+        for (txn, kind, error) in unrevoked {
+            Box::pin(self.finish(txn, kind, error)).await;
         }
     }
 
@@ -515,11 +563,57 @@ impl Transactions {
         }
     }
 
+    /// Disarms the credentials of orphaned transactions and records each
+    /// as failed; one whose broker or ledger is down is tried again on the
+    /// next tick.
+    pub async fn disarm_orphans(&self) {
+        let orphans = match self.orphans.lock() {
+            Ok(mut orphans) => std::mem::take(&mut *orphans),
+            Err(_) => return,
+        };
+        let mut left = Vec::new();
+        for open in orphans {
+            let id = open.transaction_id.clone();
+            let disarmed = match open.broker.as_deref().map(|b| (b, self.brokers.get(b))) {
+                Some((_, Some(broker))) => broker
+                    .disarm(&id, open.revocation.as_deref())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Some((name, None)) => Ok(format!(
+                    "none, broker {name} no longer configured; ttl backstop"
+                )),
+                None => Ok("none, the open record names no broker; ttl backstop".into()),
+            };
+            let revocation = match disarmed {
+                Ok(revocation) => revocation,
+                Err(why) => {
+                    tracing::warn!("transaction {id}: cannot disarm yet: {why}");
+                    left.push(open);
+                    continue;
+                }
+            };
+            let mut e = open.clone();
+            e.event = Event::Fail;
+            e.closed_at = Some(unix_now());
+            e.revocation = Some(revocation);
+            e.error = Some("orphaned: the shim stopped before the transaction ended".into());
+            if let Err(err) = self.ledger.append(e).await {
+                tracing::error!("ledger: cannot record a disarmed orphan: {err}");
+                left.push(open);
+            }
+        }
+        if let Ok(mut orphans) = self.orphans.lock() {
+            orphans.extend(left);
+        }
+    }
+
     /// Runs the reaper forever.
     pub async fn run_reaper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.reap_interval);
         loop {
             tick.tick().await;
+            self.disarm_orphans().await;
+            self.retry_revocations().await;
             self.reap().await;
         }
     }

@@ -1,0 +1,4 @@
+//! `ephemera_fuzz_checks::shim_bodies` on the fuzzer's inputs.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ephemera_fuzz_checks::shim_bodies(data));
