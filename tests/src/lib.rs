@@ -138,10 +138,12 @@ pub fn service_env(root: &Path, name: &str) -> Vec<(String, String)> {
 
 pub mod harness;
 pub mod k8s;
+pub mod moto;
 pub mod net;
 pub mod openbao;
 pub mod postgres;
 pub mod procs;
 pub mod redis;
 pub mod tls;
+pub mod tmpfs;
 pub mod workload;

@@ -25,13 +25,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ephemera_tests::net::{Relay, free_port, get, wait_until};
+use ephemera_tests::moto::Moto;
+use ephemera_tests::net::{Relay, get, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::procs::Proc;
+use ephemera_tests::tmpfs::Tmpfs;
 use ephemera_tests::workload::{
     EchoApp, Root, Shim, envoy, envoy_for_shim, ledger_key, serve_env, shim_socket,
 };
-use ephemera_tests::{ephemera, python, repo_root, run, spiffile_peer};
+use ephemera_tests::{ephemera, spiffile_peer};
 use serde_json::{Value, json};
 
 const BILLING: &str = "spiffe://example.org/billing";
@@ -54,61 +56,6 @@ enum Kind {
 }
 
 const KINDS: [Kind; 4] = [Kind::Vault, Kind::Aws, Kind::Plain, Kind::Forged];
-
-/// A tmpfs mounted for the test, unmounted on drop.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn new(dir: &Path, options: &str) -> Option<Self> {
-        std::fs::create_dir_all(dir).unwrap();
-        let r = run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir));
-        (r.code == 0).then(|| Self(dir.to_owned())).or_else(|| {
-            eprintln!(
-                "fault matrix: no tmpfs ({}): the ledger_full row is skipped",
-                r.stderr.trim()
-            );
-            None
-        })
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// moto's STS, with the role the shim assumes.
-struct Moto {
-    port: u16,
-    keys: Value,
-    _proc: Proc,
-}
-
-fn moto(dir: &Path) -> Moto {
-    let port = free_port();
-    let proc = Proc::spawn(
-        "moto",
-        dir,
-        Command::new(repo_root().join(".venv/bin/moto_server"))
-            .args(["-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "4"),
-    );
-    wait_until(Duration::from_secs(20), || {
-        get(port, "/moto-api/", &[]).status != 0
-    })
-    .expect("moto up");
-    let setup = run(Command::new(python())
-        .arg(repo_root().join("tests/peers/moto_setup.py"))
-        .arg(format!("http://127.0.0.1:{port}")));
-    Moto {
-        port,
-        keys: serde_json::from_str(setup.ok()).unwrap(),
-        _proc: proc,
-    }
-}
 
 /// What the traffic needs: where to send, and as whom.
 struct Client {
@@ -168,18 +115,22 @@ struct World {
     credentials: BTreeSet<String>,
     /// (stashed bytes, path) of a damaged file, put back on heal.
     stashed: Option<(Vec<u8>, PathBuf)>,
-    _mount: Option<Mount>,
+    mount: Option<Tmpfs>,
 }
 
 impl World {
     fn start(dir: &Path) -> Self {
         let root = Root::new(&dir.join("root"), &["orders", "billing"]);
         let bao = OpenBao::start(dir);
-        let moto = moto(dir);
+        let moto = Moto::start(dir);
         let (bao_link, sts_link) = (Relay::start(bao.port), Relay::start(moto.port));
         let app = EchoApp::start(dir, "app", 200);
         let ledger_dir = dir.join("ledger");
-        let mount = Mount::new(&ledger_dir, "size=4m,mode=0700");
+        let mount = Tmpfs::mount(&ledger_dir, "size=4m,mode=0700")
+            .inspect_err(|why| {
+                eprintln!("fault matrix: no tmpfs ({why}): the ledger_full row is skipped");
+            })
+            .ok();
         let ledger = ledger_dir.join("ledger.jsonl");
         let config = dir.join("ipt.yaml");
         std::fs::write(
@@ -191,7 +142,7 @@ impl World {
                 bao_link.port,
                 bao.shim_token_file.display(),
                 sts_link.port,
-                moto.keys["role_arn"].as_str().unwrap(),
+                moto.key("role_arn"),
             ),
         )
         .unwrap();
@@ -225,7 +176,7 @@ impl World {
             app_seen: 0,
             credentials: BTreeSet::new(),
             stashed: None,
-            _mount: mount,
+            mount,
         }
     }
 
@@ -296,14 +247,8 @@ fn start_shim(dir: &Path, root: &Root, config: &Path, moto: &Moto, name: &str) -
         name,
         &["--ipt-config", &config],
         &[
-            (
-                "AWS_ACCESS_KEY_ID",
-                moto.keys["access_key_id"].as_str().unwrap(),
-            ),
-            (
-                "AWS_SECRET_ACCESS_KEY",
-                moto.keys["secret_access_key"].as_str().unwrap(),
-            ),
+            ("AWS_ACCESS_KEY_ID", moto.key("access_key_id")),
+            ("AWS_SECRET_ACCESS_KEY", moto.key("secret_access_key")),
         ],
     )
 }
@@ -659,7 +604,7 @@ fn under_every_fault_nothing_unaudited_reaches_the_app_and_nothing_audited_is_lo
     world.check_invariants("start", false);
     let mut report = BTreeMap::new();
     for row in ROWS {
-        if row.fault == "ledger_full" && world._mount.is_none() {
+        if row.fault == "ledger_full" && world.mount.is_none() {
             continue;
         }
         let seen = traffic_through(&mut world, row);

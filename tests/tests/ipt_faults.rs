@@ -3,39 +3,19 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use ephemera_tests::ephemera;
 use ephemera_tests::net::{get, wait_until};
 use ephemera_tests::openbao::OpenBao;
+use ephemera_tests::tmpfs::Tmpfs;
 use ephemera_tests::workload::{
     EchoApp, Root, envoy_for_shim, ledger_key, serve, serve_secrets, shim_socket,
 };
-use ephemera_tests::{ephemera, run};
 use serde_json::Value;
 
 const BILLING: &str = "spiffe://example.org/billing";
 const FILTER: &str = "inbound:\n  transactions:\n    - { path: \"/orders/{name}\", resource: \"secret/data/orders/{name}\", broker: vault, credential_headers: { token: x-vault-token } }\n";
-
-/// A small tmpfs mounted for the test, unmounted on drop.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn new(dir: &Path, options: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let r = run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir));
-        assert_eq!(r.code, 0, "mount tmpfs: {}", r.stderr);
-        Self(dir.to_owned())
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn ipt_config(dir: &Path, ledger: &Path, bao: &OpenBao) -> PathBuf {
     let path = dir.join("ipt.yaml");
@@ -67,8 +47,8 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
     let caller = root.mint("orders", BILLING, &["--ttl", "120"]);
 
     // 1. A ledger filesystem that fills up while the shim runs.
-    let full = Mount::new(&dir.path().join("full"), "size=64k");
-    let config = ipt_config(dir.path(), &full.0.join("ledger.jsonl"), &bao);
+    let full = Tmpfs::mount(&dir.path().join("full"), "size=64k").expect("a tmpfs (root)");
+    let config = ipt_config(dir.path(), &full.dir.join("ledger.jsonl"), &bao);
     let cfg = config.display().to_string();
     let _shim = serve(
         dir.path(),
@@ -83,7 +63,7 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
         get(inbound, "/orders/a", &[("authorization", &bearer(&caller))]).status,
         200
     );
-    let _ = std::fs::write(full.0.join("filler"), vec![0u8; 128 * 1024]);
+    let _ = std::fs::write(full.dir.join("filler"), vec![0u8; 128 * 1024]);
     // The ledger's last page may still take a few records; then appends fail.
     let statuses: Vec<u16> = (0..30)
         .map(|i| {
@@ -119,7 +99,7 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
     };
     let cleared = wait_until(Duration::from_secs(5), || leftovers() == (0, tokens_before));
     assert!(cleared.is_some(), "left in OpenBao: {:?}", leftovers());
-    let ledger_text = std::fs::read_to_string(full.0.join("ledger.jsonl")).unwrap();
+    let ledger_text = std::fs::read_to_string(full.dir.join("ledger.jsonl")).unwrap();
     let seen = app.requests();
     assert_eq!(
         seen.len(),
@@ -138,7 +118,7 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
     }
     // Space again: each failed batch was cut back to the last durable
     // length, so appends resume and no partial line sits in the ledger.
-    std::fs::remove_file(full.0.join("filler")).unwrap();
+    std::fs::remove_file(full.dir.join("filler")).unwrap();
     assert_eq!(
         get(
             inbound,
@@ -153,7 +133,7 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
         &[
             "ledger",
             "verify",
-            &full.0.join("ledger.jsonl").to_string_lossy(),
+            &full.dir.join("ledger.jsonl").to_string_lossy(),
             "--public-key",
             &public.to_string_lossy(),
         ],
@@ -163,8 +143,8 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
     let seen_before = app.requests().len();
 
     // 2. A read-only ledger filesystem from the start.
-    let ro = Mount::new(&dir.path().join("ro"), "ro,size=64k");
-    let config = ipt_config(dir.path(), &ro.0.join("ledger.jsonl"), &bao);
+    let ro = Tmpfs::mount(&dir.path().join("ro"), "ro,size=64k").expect("a tmpfs (root)");
+    let config = ipt_config(dir.path(), &ro.dir.join("ledger.jsonl"), &bao);
     let cfg = config.display().to_string();
     let shim = serve(
         dir.path(),
@@ -295,8 +275,8 @@ fn a_secret_read_that_cannot_be_audited_is_refused_and_its_token_stays_spent() {
     std::fs::write(files.join("api/token"), "audited-secret-value\n").unwrap();
     let salt = dir.path().join("salt");
     std::fs::write(&salt, [5u8; 32]).unwrap();
-    let full = Mount::new(&dir.path().join("audit"), "size=64k");
-    let ledger = full.0.join("secrets.jsonl");
+    let full = Tmpfs::mount(&dir.path().join("audit"), "size=64k").expect("a tmpfs (root)");
+    let ledger = full.dir.join("secrets.jsonl");
     let config = dir.path().join("secrets.yaml");
     std::fs::write(
         &config,
@@ -315,7 +295,7 @@ fn a_secret_read_that_cannot_be_audited_is_refused_and_its_token_stays_spent() {
     assert_eq!(resolve(&token("before")).status, 200);
 
     // The audit ledger's disk fills: the read happens, the release does not.
-    let _ = std::fs::write(full.0.join("filler"), vec![0u8; 128 * 1024]);
+    let _ = std::fs::write(full.dir.join("filler"), vec![0u8; 128 * 1024]);
     // The ledger's last page may still take a few records.
     let (spent, refused) = (0..30)
         .map(|i| token(&format!("while-full-{i}")))
@@ -334,7 +314,7 @@ fn a_secret_read_that_cannot_be_audited_is_refused_and_its_token_stays_spent() {
     assert!(!refused.body.contains("audited-secret-value"));
 
     // Space again: the same token does not get a second read.
-    std::fs::remove_file(full.0.join("filler")).unwrap();
+    std::fs::remove_file(full.dir.join("filler")).unwrap();
     let again = resolve(&spent);
     assert_ne!(again.status, 200, "{}", again.body);
     assert!(again.body.contains("token replayed"), "{}", again.body);

@@ -6,46 +6,15 @@
 use std::process::Command;
 use std::time::Duration;
 
+use ephemera_tests::moto::Moto;
 use ephemera_tests::net::{CountingProxy, free_port, get, get_h2, send, wait_until};
 use ephemera_tests::procs::Proc;
 use ephemera_tests::tls::{TestCa, TlsFront, untrusted_certificate};
 use ephemera_tests::workload::{Root, ledger_key};
-use ephemera_tests::{ephemera_bin, python, repo_root, run};
+use ephemera_tests::{ephemera_bin, python, run};
 use serde_json::{Value, json};
 
 const BILLING: &str = "spiffe://example.org/billing";
-
-struct Moto {
-    port: u16,
-    keys: Value,
-    _proc: Proc,
-}
-
-fn moto(dir: &std::path::Path) -> Moto {
-    let port = free_port();
-    let proc = Proc::spawn(
-        "moto",
-        dir,
-        Command::new(repo_root().join(".venv/bin/moto_server"))
-            .args(["-p", &port.to_string()])
-            // The four set-up calls run unauthenticated; every later request
-            // is checked: SigV4, the role's trust policy, the user's policy.
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "4"),
-    );
-    wait_until(Duration::from_secs(20), || {
-        get(port, "/moto-api/", &[]).status != 0
-    })
-    .expect("moto up");
-    let setup = run(Command::new(python())
-        .arg(repo_root().join("tests/peers/moto_setup.py"))
-        .arg(format!("http://127.0.0.1:{port}")));
-    let keys: Value = serde_json::from_str(setup.ok()).unwrap();
-    Moto {
-        port,
-        keys,
-        _proc: proc,
-    }
-}
 
 fn shim(
     dir: &std::path::Path,
@@ -124,7 +93,7 @@ fn open(shim: &std::path::Path, n: u8, token: &str, broker: &str) -> (u16, Value
 fn a_signed_assume_role_yields_credentials_and_records_the_ttl_backstop() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
-    let moto = moto(dir.path());
+    let moto = Moto::start(dir.path());
     let (socket, proc, ledger) = shim(
         dir.path(),
         &root,
@@ -196,7 +165,7 @@ fn a_signed_assume_role_yields_credentials_and_records_the_ttl_backstop() {
 fn an_unknown_role_or_bad_credentials_give_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
-    let moto = moto(dir.path());
+    let moto = Moto::start(dir.path());
     let caller = root.mint("orders", BILLING, &[]);
 
     let (socket, _proc, _) = shim(
@@ -233,7 +202,7 @@ fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
     use ephemera_tests::workload::{EchoApp, envoy_for_shim, serve_env, shim_socket};
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
-    let moto = moto(dir.path());
+    let moto = Moto::start(dir.path());
     let ledger = dir.path().join("ledger.jsonl");
     let ipt = dir.path().join("ipt.yaml");
     std::fs::write(
@@ -343,7 +312,7 @@ fn through_envoy_the_app_receives_the_sts_credentials_for_its_one_object() {
 fn sts_over_https_trusts_its_ca_file_and_names_a_certificate_it_cannot_trust() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
-    let moto = moto(dir.path());
+    let moto = Moto::start(dir.path());
     let ca = TestCa::new(dir.path(), "ca");
     let stranger = TestCa::new(dir.path(), "stranger");
     let front = TlsFront::start(dir.path(), &ca, moto.port);
@@ -397,7 +366,7 @@ fn sts_over_https_trusts_its_ca_file_and_names_a_certificate_it_cannot_trust() {
 fn assume_role_carries_the_session_policy_and_external_id_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing"]);
-    let moto = moto(dir.path());
+    let moto = Moto::start(dir.path());
     // moto ignores both parameters: read them where they leave the shim.
     let wire = CountingProxy::start(moto.port);
     let (socket, _proc, _) = shim_with(
