@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::net::wait_until;
 use crate::net::{Target, free_port, get};
 use crate::procs::Proc;
-use crate::{ephemera, ephemera_bin, python, repo_root, run, service_env};
+use crate::{Run, ephemera, ephemera_bin, python, repo_root, run, service_env};
 
 /// A provisioning root made with the `ephemera` CLI.
 pub struct Root {
@@ -267,6 +267,22 @@ pub fn ledger_key(dir: &Path) -> (PathBuf, PathBuf) {
         ephemera(&["ledger", "keygen", &p, &q], &[]).ok();
     }
     (private, public)
+}
+
+/// `ephemera ledger verify LEDGER --public-key` with `dir`'s ledger key
+/// ([`ledger_key`]).
+pub fn verify_ledger(dir: &Path, ledger: &Path) -> Run {
+    let public = ledger_key(dir).1;
+    ephemera(
+        &[
+            "ledger",
+            "verify",
+            &ledger.to_string_lossy(),
+            "--public-key",
+            &public.to_string_lossy(),
+        ],
+        &[],
+    )
 }
 
 /// Where the shims of a test directory listen: a socket in a private

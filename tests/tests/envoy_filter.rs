@@ -268,6 +268,35 @@ fn inbound_verdicts_are_the_same_on_both_crypto_paths() {
     );
 }
 
+/// Orders' sidecar, whose outbound listener reaches billing through
+/// billing's sidecar and payments' app directly.
+struct Outbound {
+    billing_app: EchoApp,
+    _billing: Sidecar,
+    payments_app: EchoApp,
+    _orders_app: EchoApp,
+    orders: Sidecar,
+}
+
+fn orders_calling_billing_and_payments(dir: &std::path::Path, root: &Root) -> Outbound {
+    let billing_app = EchoApp::start(dir, "billing-app", 200);
+    let billing = Sidecar::start(dir, root, "billing", billing_app.port, None, false);
+    let payments_app = EchoApp::start(dir, "payments-app", 200);
+    let config = format!(
+        "outbound:\n  destinations:\n    - {{host: billing, address: '127.0.0.1:{}', spiffe_id: '{BILLING}'}}\n    - {{host: payments, address: '127.0.0.1:{}', spiffe_id: 'spiffe://example.org/payments'}}\n",
+        billing.inbound, payments_app.port
+    );
+    let orders_app = EchoApp::start(dir, "orders-app", 200);
+    let orders = Sidecar::start(dir, root, "orders", orders_app.port, Some(&config), true);
+    Outbound {
+        billing_app,
+        _billing: billing,
+        payments_app,
+        _orders_app: orders_app,
+        orders,
+    }
+}
+
 /// The `kid` in a JWT's header.
 fn kid_of(token: &str) -> String {
     use base64::Engine as _;
@@ -285,22 +314,8 @@ fn kid_of(token: &str) -> String {
 fn a_rotated_key_signs_only_once_its_bundle_has_reached_the_verifiers() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing", "payments"]);
-    let billing_app = EchoApp::start(dir.path(), "billing-app", 200);
-    let billing = Sidecar::start(dir.path(), &root, "billing", billing_app.port, None, false);
-    let payments_app = EchoApp::start(dir.path(), "payments-app", 200);
-    let config = format!(
-        "outbound:\n  destinations:\n    - {{host: billing, address: '127.0.0.1:{}', spiffe_id: '{BILLING}'}}\n    - {{host: payments, address: '127.0.0.1:{}', spiffe_id: 'spiffe://example.org/payments'}}\n",
-        billing.inbound, payments_app.port
-    );
-    let orders_app = EchoApp::start(dir.path(), "orders-app", 200);
-    let orders = Sidecar::start(
-        dir.path(),
-        &root,
-        "orders",
-        orders_app.port,
-        Some(&config),
-        true,
-    );
+    let outbound = orders_calling_billing_and_payments(dir.path(), &root);
+    let orders = &outbound.orders;
     let out = orders.outbound.unwrap();
     let signing_kid = || {
         let seen = get(out, "/pay", &[("host", "payments")]).json();
@@ -351,21 +366,11 @@ fn a_rotated_key_signs_only_once_its_bundle_has_reached_the_verifiers() {
 fn outbound_calls_carry_a_token_for_exactly_their_destination() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::new(&dir.path().join("root"), &["orders", "billing", "payments"]);
-    let billing_app = EchoApp::start(dir.path(), "billing-app", 200);
-    let billing = Sidecar::start(dir.path(), &root, "billing", billing_app.port, None, false);
-    let payments_app = EchoApp::start(dir.path(), "payments-app", 200);
-    let config = format!(
-        "outbound:\n  destinations:\n    - {{host: billing, address: '127.0.0.1:{}', spiffe_id: '{BILLING}'}}\n    - {{host: payments, address: '127.0.0.1:{}', spiffe_id: 'spiffe://example.org/payments'}}\n",
-        billing.inbound, payments_app.port
-    );
-    let orders_app = EchoApp::start(dir.path(), "orders-app", 200);
-    let orders = Sidecar::start(
-        dir.path(),
-        &root,
-        "orders",
-        orders_app.port,
-        Some(&config),
-        true,
+    let outbound = orders_calling_billing_and_payments(dir.path(), &root);
+    let (orders, billing_app, payments_app) = (
+        &outbound.orders,
+        &outbound.billing_app,
+        &outbound.payments_app,
     );
     let out = orders.outbound.unwrap();
 

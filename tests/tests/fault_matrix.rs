@@ -29,11 +29,11 @@ use ephemera_tests::moto::Moto;
 use ephemera_tests::net::{Relay, get, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::procs::Proc;
+use ephemera_tests::spiffile_peer;
 use ephemera_tests::tmpfs::Tmpfs;
 use ephemera_tests::workload::{
-    EchoApp, Root, Shim, envoy, envoy_for_shim, ledger_key, serve_env, shim_socket,
+    EchoApp, Root, Shim, envoy, envoy_for_shim, ledger_key, serve_env, shim_socket, verify_ledger,
 };
-use ephemera_tests::{ephemera, spiffile_peer};
 use serde_json::{Value, json};
 
 const BILLING: &str = "spiffe://example.org/billing";
@@ -520,17 +520,7 @@ impl World {
             text.starts_with(&self.ledger_seen),
             "{fault}: acknowledged ledger records were lost or changed"
         );
-        let public = ledger_key(&self.dir).1;
-        let verify = ephemera(
-            &[
-                "ledger",
-                "verify",
-                &self.ledger.to_string_lossy(),
-                "--public-key",
-                &public.to_string_lossy(),
-            ],
-            &[],
-        );
+        let verify = verify_ledger(&self.dir, &self.ledger);
         assert_eq!(verify.code, 0, "{fault}: {}", verify.stderr);
         self.ledger_seen = text;
         // Resource -> (transaction, whether it has ended).

@@ -5,12 +5,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ephemera_tests::ephemera;
 use ephemera_tests::net::{get, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::tmpfs::Tmpfs;
 use ephemera_tests::workload::{
-    EchoApp, Root, envoy_for_shim, ledger_key, serve, serve_secrets, shim_socket,
+    EchoApp, Root, envoy_for_shim, ledger_key, serve, serve_secrets, shim_socket, verify_ledger,
 };
 use serde_json::Value;
 
@@ -128,17 +127,7 @@ fn a_ledger_that_cannot_be_written_means_503_and_nothing_reaches_the_app() {
         .status,
         200
     );
-    let public = ledger_key(dir.path()).1;
-    let verify = ephemera(
-        &[
-            "ledger",
-            "verify",
-            &full.dir.join("ledger.jsonl").to_string_lossy(),
-            "--public-key",
-            &public.to_string_lossy(),
-        ],
-        &[],
-    );
+    let verify = verify_ledger(dir.path(), &full.dir.join("ledger.jsonl"));
     assert_eq!(verify.code, 0, "{}", verify.stderr);
     let seen_before = app.requests().len();
 
@@ -233,17 +222,7 @@ fn a_shim_killed_mid_burst_leaves_a_verifiable_ledger_covering_every_transaction
         "the burst spanned the outage: {statuses:?}"
     );
 
-    let public = ledger_key(dir.path()).1;
-    let verify = ephemera(
-        &[
-            "ledger",
-            "verify",
-            &ledger.to_string_lossy(),
-            "--public-key",
-            &public.to_string_lossy(),
-        ],
-        &[],
-    );
+    let verify = verify_ledger(dir.path(), &ledger);
     assert_eq!(verify.code, 0, "{}", verify.stderr);
     let opened: BTreeSet<String> = std::fs::read_to_string(&ledger)
         .unwrap()

@@ -9,7 +9,7 @@ use ephemera_tests::net::{get, send, wait_until};
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::procs::Proc;
 use ephemera_tests::tls::{TestCa, TlsFront, untrusted_certificate};
-use ephemera_tests::workload::{Root, ledger_key};
+use ephemera_tests::workload::{Root, ledger_key, verify_ledger};
 use ephemera_tests::{ephemera, ephemera_bin};
 use serde_json::{Value, json};
 
@@ -221,17 +221,7 @@ fn a_transaction_token_reads_its_one_path_and_dies_at_close() {
         "the caller token as an HMAC reference"
     );
     assert_eq!(events[1]["refs"]["caller_token"].as_str(), Some(reference));
-    let public = ledger_key(dir.path()).1;
-    let verify = ephemera(
-        &[
-            "ledger",
-            "verify",
-            &shim.ledger.to_string_lossy(),
-            "--public-key",
-            &public.to_string_lossy(),
-        ],
-        &[],
-    );
+    let verify = verify_ledger(dir.path(), &shim.ledger);
     assert!(verify.ok().starts_with("ok: 2 records"));
 
     // No credential or caller token in the ledger or the shim's output.

@@ -15,11 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ephemera_tests::ephemera;
 use ephemera_tests::net::get;
 use ephemera_tests::openbao::OpenBao;
 use ephemera_tests::procs::Proc;
-use ephemera_tests::workload::{EchoApp, Root, Sidecar, ledger_key};
+use ephemera_tests::workload::{EchoApp, Root, Sidecar, ledger_key, verify_ledger};
 
 const BILLING: &str = "spiffe://example.org/billing";
 const SECRET: &str = "soak-egress-secret-value";
@@ -122,17 +121,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn verify(ledger: &Path, public: &Path) -> Result<usize, String> {
-    let r = ephemera(
-        &[
-            "ledger",
-            "verify",
-            &ledger.to_string_lossy(),
-            "--public-key",
-            &public.to_string_lossy(),
-        ],
-        &[],
-    );
+fn verify(dir: &Path, ledger: &Path) -> Result<usize, String> {
+    let r = verify_ledger(dir, ledger);
     if r.code != 0 {
         return Err(r.stderr);
     }
@@ -149,13 +139,13 @@ struct World {
     _apps: Vec<EchoApp>,
     ipt_ledger: PathBuf,
     audit_ledger: PathBuf,
-    public_key: PathBuf,
+    dir: PathBuf,
 }
 
 fn start(dir: &Path) -> World {
     let root = Root::new(&dir.join("root"), &["orders", "billing"]);
     let bao = OpenBao::start(dir);
-    let (private, public_key) = ledger_key(dir);
+    let private = ledger_key(dir).0;
 
     let ipt_ledger = dir.join("ipt-ledger.jsonl");
     let ipt = dir.join("ipt.yaml");
@@ -221,7 +211,7 @@ fn start(dir: &Path) -> World {
         _apps: vec![billing_app, api, orders_app],
         ipt_ledger,
         audit_ledger,
-        public_key,
+        dir: dir.to_owned(),
     }
 }
 
@@ -523,7 +513,7 @@ fn report(
         ("secrets audit", &world.audit_ledger),
     ] {
         let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-        match verify(path, &world.public_key) {
+        match verify(&world.dir, path) {
             Ok(records) => {
                 let _ = writeln!(
                     out,
