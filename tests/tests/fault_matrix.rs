@@ -295,6 +295,17 @@ fn transactions_may_fail(kind: Kind) -> &'static [u16] {
 
 fn nothing(_: &mut World) {}
 
+/// A row's defaults: the app answers at once, and every transaction ends.
+const STEADY: Row = Row {
+    fault: "",
+    inject: nothing,
+    heal: nothing,
+    allowed: normal,
+    shows: None,
+    app_delay_ms: 0,
+    may_leave_open: false,
+};
+
 const ROWS: &[Row] = &[
     Row {
         fault: "openbao_stopped",
@@ -302,8 +313,7 @@ const ROWS: &[Row] = &[
         heal: |w| w.bao_link.restore(),
         allowed: vault_refused,
         shows: Some((Kind::Vault, 503)),
-        app_delay_ms: 0,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "openbao_slow",
@@ -312,8 +322,7 @@ const ROWS: &[Row] = &[
         heal: |w| w.bao_link.restore(),
         allowed: vault_refused,
         shows: Some((Kind::Vault, 503)),
-        app_delay_ms: 0,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "openbao_answers_500",
@@ -321,8 +330,7 @@ const ROWS: &[Row] = &[
         heal: |w| w.bao_link.restore(),
         allowed: vault_refused,
         shows: Some((Kind::Vault, 503)),
-        app_delay_ms: 0,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "sts_down",
@@ -333,8 +341,7 @@ const ROWS: &[Row] = &[
             other => normal(other),
         },
         shows: Some((Kind::Aws, 503)),
-        app_delay_ms: 0,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "shim_killed_mid_transactions",
@@ -347,7 +354,7 @@ const ROWS: &[Row] = &[
         shows: None,
         // The app holds each request: transactions are open when the shim dies.
         app_delay_ms: 300,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "ledger_full",
@@ -358,8 +365,7 @@ const ROWS: &[Row] = &[
         heal: |w| std::fs::remove_file(w.ledger_dir.join("filler")).unwrap(),
         allowed: transactions_may_fail,
         shows: Some((Kind::Vault, 503)),
-        app_delay_ms: 0,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "bundle_replaced_by_garbage",
@@ -370,8 +376,7 @@ const ROWS: &[Row] = &[
         heal: World::undamage,
         allowed: normal,
         shows: None,
-        app_delay_ms: 0,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "bundle_half_written",
@@ -383,8 +388,7 @@ const ROWS: &[Row] = &[
         heal: World::undamage,
         allowed: normal,
         shows: None,
-        app_delay_ms: 0,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "key_half_written",
@@ -396,8 +400,7 @@ const ROWS: &[Row] = &[
         heal: World::undamage,
         allowed: normal,
         shows: None,
-        app_delay_ms: 0,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "identity_directory_deleted",
@@ -411,8 +414,7 @@ const ROWS: &[Row] = &[
         },
         allowed: normal,
         shows: None,
-        app_delay_ms: 0,
-        may_leave_open: false,
+        ..STEADY
     },
     Row {
         fault: "envoy_restarted_with_more_workers",
@@ -423,8 +425,8 @@ const ROWS: &[Row] = &[
             _ => &[0, 200],
         },
         shows: None,
-        app_delay_ms: 0,
         may_leave_open: true,
+        ..STEADY
     },
 ];
 

@@ -566,7 +566,7 @@ impl Transactions {
     /// Disarms the credentials of orphaned transactions and records each
     /// as failed; one whose broker or ledger is down is tried again on the
     /// next tick.
-    pub async fn disarm_orphans(&self) {
+    async fn disarm_orphans(&self) {
         let orphans = match self.orphans.lock() {
             Ok(mut orphans) => std::mem::take(&mut *orphans),
             Err(_) => return,
